@@ -1,0 +1,95 @@
+"""The Record of a run: time series of metrics, final point, stop reason, cost.
+
+Every method (flows, descents, pymanopt solvers, Langevin samplers) returns
+one. ``to_dict()`` gives the JSON summary written to ``results.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Record", "STOP_REASONS"]
+
+#: Structured stop reason codes shared by every method.
+STOP_REASONS = (
+    "max_iterations",
+    "max_time",
+    "loss_below",
+    "gradient_norm_below",
+    "step_below",
+    "diverged",
+    "stalled",
+    "end_time",  # an ODE integration reached its final time
+    "converged",  # a solver's own convergence test (pymanopt)
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class Record:
+    """What one run of one method produced.
+
+    Attributes:
+        method: Method name (as registered).
+        times: Flow time of each sample (``eta * k`` for discrete methods).
+        iterations: Iteration number of each sample.
+        metrics: Metric name -> list of values, aligned with ``times``.
+        final_point: End-to-end point at the end (dense or ``(u, s, vt)``).
+        final_weights: Factors at the end, for overparametrized methods.
+        stop_reason: One of :data:`STOP_REASONS`.
+        n_iterations: Iterations (steps, solver iterations, ODE steps) taken.
+        evaluations: Counts, e.g. ``{"loss": .., "gradient": .., "hessian": ..}``.
+        wall_time_s: Wall-clock seconds.
+        info: Anything else (acceptance rate, seed, options).
+    """
+
+    method: str
+    times: list[float] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    metrics: dict[str, list[Any]] = field(default_factory=dict)
+    final_point: Any = None
+    final_weights: list[np.ndarray] | None = None
+    stop_reason: str = "max_iterations"
+    n_iterations: int = 0
+    evaluations: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def append(self, time: float, iteration: int, values: dict[str, Any]) -> None:
+        """Add one sample of every metric."""
+        self.times.append(float(time))
+        self.iterations.append(int(iteration))
+        for name, value in values.items():
+            self.metrics.setdefault(name, []).append(value)
+
+    @property
+    def final_loss(self) -> float:
+        series = self.metrics.get("loss")
+        return float(series[-1]) if series else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no final point)."""
+        return {
+            "method": self.method,
+            "final_loss": self.final_loss,
+            "iterations": self.n_iterations,
+            "evaluations": _jsonable(self.evaluations),
+            "wall_time_s": self.wall_time_s,
+            "stop_reason": self.stop_reason,
+            "metrics": {"time": list(self.times), "iteration": list(self.iterations), **_jsonable(self.metrics)},
+            "info": _jsonable(self.info),
+        }

@@ -1,0 +1,103 @@
+r"""The rank-k matrices with the deep-linear-network metric :math:`g_N`.
+
+Bah, Rauhut, Terstiege & Westdickenberg (2021) and Menon (2024): the
+end-to-end matrix of a balanced depth-``N`` network follows the Riemannian
+gradient flow of :math:`E` on :math:`(M_k, g_N)`, where
+
+.. math::
+
+    g_N(X)(\xi, \eta) = \operatorname{tr}\big(\xi^\top A_{N,X}^{-1}(\eta)\big),
+    \qquad \operatorname{grad}_{g_N} E(X) = A_{N,X}(E'(X)),
+
+and :math:`A_{N,X}` is the operator of :mod:`dlngeo.geometry.kernel`. In the
+tangent coordinates ``(Up, M, Vp)`` at ``(u, s, vt)`` it is diagonal:
+:math:`A(\xi) = (U_p c,\ K_k \circ M,\ V_p c)`, ``c = s^{2(N-1)/N}`` (MATH.md §3).
+
+Points, tangent vectors, retraction and transport are those of
+:class:`~dlngeo.FixedRank` (the manifold is the same; only the metric
+differs, as in Manifolds.jl's separation of a manifold from its metric).
+``depth = 1`` gives back the embedded metric exactly.
+
+**Hessian.** :meth:`euclidean_to_riemannian_hessian` returns the operator
+:math:`H` with :math:`g_N(H\xi, \eta) = \langle \operatorname{Hess}^{F} f(X)[\xi], \eta\rangle_F`,
+i.e. :math:`H = A_{N,X} \circ \operatorname{Hess}^{F} f`, where
+:math:`\operatorname{Hess}^F f` is the embedded (Frobenius) Riemannian
+Hessian with Vandereycken's curvature term. Because the retraction is
+second order for the embedded metric, :math:`\langle \operatorname{Hess}^F f[\xi], \xi\rangle_F
+= \tfrac{d^2}{dt^2} f(R_X(t\xi))|_{t=0}`, so :math:`H` is exactly the Hessian of
+the pullback :math:`f \circ R_X` at ``0`` expressed in :math:`g_N`; it is
+:math:`g_N`-self-adjoint, and at a critical point it equals the Levi-Civita
+Hessian of :math:`g_N` (there the second covariant derivative does not depend
+on the connection). This is the model Hessian of the Riemannian trust-region
+method of Absil, Baker & Gallivan (2007), whose superlinear convergence
+needs exactly these two properties. Away from critical points it differs
+from the Levi-Civita Hessian of :math:`g_N` by a term proportional to the
+gradient (the difference of the connections); we do not compute that term.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .fixed_rank import FixedRank, TangentVector
+from .kernel import metric_operator_tangent, riemannian_gradient_tangent, tangent_inner_product
+
+__all__ = ["DLNFixedRank"]
+
+
+class DLNFixedRank(FixedRank):
+    """Rank-``k`` ``m x n`` matrices with the metric :math:`g_N` of a depth-``N`` linear network.
+
+    Args:
+        m: Rows (output width ``d_N``).
+        n: Columns (input width ``d_0``).
+        k: Rank, ``1 <= k <= min(m, n)``.
+        depth: ``N >= 1``; ``1`` is the embedded metric.
+    """
+
+    def __init__(self, m: int, n: int, k: int, depth: int):
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        super().__init__(m, n, k)
+        self._depth = int(depth)
+        self._name = f"{m}x{n} matrices of rank {k} with the depth-{depth} metric g_N"
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def metric_operator(self, point: Any, tangent_vector: Any, power: float = 1.0) -> TangentVector:
+        """:math:`A_{N,X}^{power}` on a tangent vector (diagonal in ``(Up, M, Vp)``)."""
+        return TangentVector(*metric_operator_tangent(point[1], *tangent_vector, self._depth, power))
+
+    def inner_product(self, point: Any, tangent_vector_a: Any, tangent_vector_b: Any) -> float:
+        """``g_N(a, b) = <a, A^{-1} b>``."""
+        return tangent_inner_product(point[1], tangent_vector_a, tangent_vector_b, self._depth)
+
+    def norm(self, point: Any, tangent_vector: Any) -> float:
+        return float(np.sqrt(self.inner_product(point, tangent_vector, tangent_vector)))
+
+    def euclidean_to_riemannian_gradient(self, point: Any, euclidean_gradient: Any) -> TangentVector:
+        """``grad_{g_N} E = A_{N,X}(P_T E'(X))`` from the ambient gradient."""
+        u, s, vt = point
+        return TangentVector(*riemannian_gradient_tangent(u, s, vt, euclidean_gradient, self._depth))
+
+    def euclidean_to_riemannian_hessian(
+        self, point: Any, euclidean_gradient: Any, euclidean_hessian: Any, tangent_vector: Any
+    ) -> TangentVector:
+        """``A_{N,X}`` applied to the embedded Hessian (the pullback Hessian in g_N; see module docs)."""
+        embedded = super().euclidean_to_riemannian_hessian(
+            point, euclidean_gradient, euclidean_hessian, tangent_vector
+        )
+        return self.metric_operator(point, embedded)
+
+    def random_tangent_vector(self, point: Any) -> TangentVector:
+        """A random tangent vector of unit ``g_N`` norm."""
+        xi = super().random_tangent_vector(point)
+        return xi / self.norm(point, xi)
+
+    @property
+    def typical_dist(self) -> float:
+        return float(np.sqrt(self._k))

@@ -1,0 +1,43 @@
+"""The hooks a dlngeo plugin can implement (pluggy, project name ``dlngeo``).
+
+Every hook takes a ``register`` callback (the style of simonw/llm)::
+
+    register(name: str, factory: Callable[..., Any], *, description: str = "")
+
+``factory(**options)`` builds the object: a :class:`~dlngeo.losses.Loss`, a
+metric (a callable ``metric(state) -> float | ndarray`` of a
+:class:`~dlngeo.state.State`), a sampler, or a solver (a method that runs on a
+problem and returns a :class:`~dlngeo.dynamics.record.Record`). Built-in
+plugins in ``plugins/`` use exactly these hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("dlngeo")
+hookimpl = pluggy.HookimplMarker("dlngeo")
+
+Register = Callable[..., Any]
+
+
+@hookspec
+def dlngeo_register_losses(register: Register) -> None:
+    """Register loss factories: ``register(name, factory, description=...)``; ``factory(**options) -> Loss``."""
+
+
+@hookspec
+def dlngeo_register_metrics(register: Register) -> None:
+    """Register metric factories; ``factory(**options)`` returns a callable of a :class:`~dlngeo.state.State`."""
+
+
+@hookspec
+def dlngeo_register_samplers(register: Register) -> None:
+    """Register samplers: initializations, data and Langevin noise; ``factory(**options)`` returns the sampler."""
+
+
+@hookspec
+def dlngeo_register_solvers(register: Register) -> None:
+    """Register methods (flows, descents, Riemannian solvers, samplers run as methods)."""

@@ -1,0 +1,115 @@
+"""The Loss protocol: an energy E on m x n matrices, its ambient gradient and Hessian.
+
+Every loss in dlngeo, built in or from a plugin, gives
+
+* ``value(X)``: :math:`E(X)`;
+* ``gradient(X)``: the ambient Euclidean gradient :math:`E'(X)`, a dense
+  ``m x n`` array or a scipy.sparse matrix (never a derivative with respect
+  to SVD factors: those are NaN at repeated singular values);
+* ``hessian_vector_product(X, Z)``: :math:`D E'(X)[Z]`, for trust regions.
+
+``X`` is a dense array or a low-rank point ``(u, s, vt)``; ``Z`` is a dense
+array or a :class:`~dlngeo.lowrank.Factored` matrix. A loss that can work on
+factors (matrix completion does, in ``O(|Omega| r)``) never forms ``m x n``.
+
+:class:`Loss` is the base class plugins subclass; :func:`loss_from_autograd`
+turns any autograd-differentiable function of ``X`` into one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .lowrank import point_shape, to_dense
+
+__all__ = ["Loss", "AutogradLoss", "loss_from_autograd", "as_loss"]
+
+
+class Loss:
+    """Base class of energies on ``m x n`` matrices.
+
+    Subclasses implement :meth:`value` and :meth:`gradient`, and
+    :meth:`hessian_vector_product` where they can (the default is a central
+    finite difference of the gradient, documented as such).
+
+    Attributes:
+        name: Registry name of the loss.
+        shape: ``(m, n)`` of the matrices it acts on, or ``None`` if any.
+    """
+
+    name: str = "loss"
+    shape: tuple[int, int] | None = None
+
+    def value(self, X: Any) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def gradient(self, X: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> Any:
+        """``D E'(X)[Z]`` by a central difference of the gradient (step ``1e-6`` relative)."""
+        Xd, Zd = to_dense(X), to_dense(Z)
+        h = 1e-6 * max(1.0, float(np.linalg.norm(Xd))) / max(float(np.linalg.norm(Zd)), 1e-300)
+        return (to_dense(self.gradient(Xd + h * Zd)) - to_dense(self.gradient(Xd - h * Zd))) / (2 * h)
+
+    def value_and_gradient(self, X: Any) -> tuple[float, Any]:
+        """Both at once; losses that share work override this."""
+        return self.value(X), self.gradient(X)
+
+    def check_point(self, X: Any) -> None:
+        """Raise ``ValueError`` naming ``X`` if its shape does not match ``shape``."""
+        if self.shape is not None and tuple(point_shape(X)) != tuple(self.shape):
+            raise ValueError(f"X has shape {tuple(point_shape(X))}, loss {self.name!r} expects {self.shape}")
+
+    def __call__(self, X: Any) -> float:
+        return self.value(X)
+
+
+class AutogradLoss(Loss):
+    """A loss given by an autograd-differentiable function of the dense matrix ``X``."""
+
+    def __init__(self, fn: Callable[[Any], Any], shape: tuple[int, int] | None = None, name: str | None = None):
+        import autograd
+
+        if not callable(fn):
+            raise ValueError("fn must be callable")
+        self.fn = fn
+        self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
+        self.name = name or getattr(fn, "__name__", "autograd")
+        self._grad = autograd.grad(fn)
+        self._hvp = autograd.hessian_tensor_product(fn)
+
+    def value(self, X: Any) -> float:
+        self.check_point(X)
+        return float(self.fn(to_dense(X)))
+
+    def gradient(self, X: Any) -> np.ndarray:
+        self.check_point(X)
+        return np.asarray(self._grad(to_dense(X)), dtype=float)
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> np.ndarray:
+        self.check_point(X)
+        return np.asarray(self._hvp(to_dense(X), to_dense(Z)), dtype=float)
+
+
+def loss_from_autograd(fn: Callable[[Any], Any], shape: tuple[int, int] | None = None, name: str | None = None) -> AutogradLoss:
+    """Wrap an autograd-differentiable ``fn(X) -> scalar`` as a :class:`Loss`.
+
+    Gradient and Hessian-vector product come from autograd
+    (``autograd.grad`` and ``autograd.hessian_tensor_product``). Use
+    ``autograd.numpy`` inside ``fn``.
+    """
+    return AutogradLoss(fn, shape=shape, name=name)
+
+
+def as_loss(cost: Any) -> Loss:
+    """A :class:`Loss` as it is, or a plain callable wrapped by :func:`loss_from_autograd`."""
+    if isinstance(cost, Loss):
+        return cost
+    if all(hasattr(cost, a) for a in ("value", "gradient")):
+        return cost  # duck-typed loss
+    if callable(cost):
+        return loss_from_autograd(cost)
+    raise ValueError(f"cost must be a Loss or a callable of X, got {type(cost).__name__}")
