@@ -76,6 +76,8 @@ class DeepLinearNetwork:
     # ------------------------------------------------------------------ checks
     def check_weights(self, weights: Sequence[Any]) -> list[np.ndarray]:
         """Return the weights as float arrays, or raise ``ValueError`` naming ``weights``."""
+        if not hasattr(weights, "__len__"):
+            raise ValueError(f"weights must be a sequence of {self.depth} matrices, got {type(weights).__name__}")
         if len(weights) != self.depth:
             raise ValueError(f"weights must have {self.depth} matrices, got {len(weights)}")
         out = []
@@ -174,6 +176,8 @@ class DeepLinearNetwork:
         if rank is None:
             tol = max(self.output_shape) * np.finfo(float).eps * (s.max() if s.size else 0.0)
             rank = int(np.sum(s > tol))
+        elif isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank <= s.size:
+            raise ValueError(f"rank must be an integer in [0, {s.size}], got {rank!r}")
         if rank > self.rank_bound:
             raise ValueError(
                 f"X has rank {rank}, above the narrowest width {self.rank_bound} of dims {self.dims}"

@@ -1,0 +1,155 @@
+"""DeepLinearNetwork: product, gradients and imbalance against autograd; balanced factorizations; bad input."""
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import dlngeo
+from dlngeo.lowrank import Factored
+
+# Bottlenecked (hidden width below min(m, n)), widening, and plain shapes.
+DIMS = [(5, 3, 4), (4, 6, 2, 5, 3), (3, 3, 3, 3), (6, 2, 7), (4, 5, 5, 5, 5, 3), (3, 4)]
+
+
+def _weights(net, rng):
+    return [rng.standard_normal(shape) / np.sqrt(shape[1]) for shape in net.shapes]
+
+
+def _energy(Y):
+    # A non-quadratic energy so that E'(X) depends on X in more than an affine way.
+    def energy(X):
+        return 0.5 * anp.sum((X - Y) ** 2) + 0.1 * anp.sum(X**4)
+
+    return energy
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_product_and_gradients_match_autograd(dims):
+    rng = np.random.default_rng(sum(dims))
+    net = dlngeo.DeepLinearNetwork(dims)
+    W = _weights(net, rng)
+    m, n = net.output_shape
+    energy = _energy(rng.standard_normal((m, n)))
+
+    def product(*ws):
+        X = ws[0]
+        for w in ws[1:]:
+            X = anp.dot(w, X)
+        return X
+
+    X = net.product(W)
+    assert X.shape == (m, n)
+    np.testing.assert_allclose(X, product(*W), rtol=0, atol=1e-14)
+
+    loss = lambda *ws: energy(product(*ws))  # noqa: E731
+    reference = [autograd.grad(loss, k)(*W) for k in range(net.depth)]
+    G = autograd.grad(energy)(X)
+    for form in (G, sp.csr_matrix(G), Factored(*_split(G))):
+        grads = net.gradients(W, form)
+        assert len(grads) == net.depth
+        for k, (g, ref) in enumerate(zip(grads, reference)):
+            assert g.shape == net.shapes[k]
+            assert np.linalg.norm(g - ref) <= 1e-13 * max(1.0, np.linalg.norm(ref)), (k, type(form))
+
+
+def _split(G):
+    u, s, vt = np.linalg.svd(G, full_matrices=False)
+    return u * s, vt.T
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_imbalance_and_layer_norms_match_autograd_definitions(dims):
+    rng = np.random.default_rng(1 + sum(dims))
+    net = dlngeo.DeepLinearNetwork(dims)
+    W = _weights(net, rng)
+    G = net.imbalance(W)
+    assert len(G) == net.depth - 1
+    for k, Gk in enumerate(G):
+        expected = W[k + 1].T @ W[k + 1] - W[k] @ W[k].T
+        assert Gk.shape == (dims[k + 1], dims[k + 1])
+        np.testing.assert_allclose(Gk, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(net.layer_norms(W), [np.sqrt(np.sum(w * w)) for w in W], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_balanced_factorization(dims, rank):
+    rng = np.random.default_rng(7 * sum(dims) + rank)
+    net = dlngeo.DeepLinearNetwork(dims)
+    m, n = net.output_shape
+    rank = min(rank, net.rank_bound)
+    X = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+    for W in (net.balanced(X, rng=rng), net.balanced(np.linalg.svd(X, full_matrices=False), rng=3, rank=rank)):
+        assert [w.shape for w in W] == net.shapes
+        assert np.linalg.norm(net.product(W) - X) <= 1e-12 * np.linalg.norm(X)
+        for Gk in net.imbalance(W):
+            assert np.abs(Gk).max() <= 1e-12
+        # Balanced: every layer carries the same singular values s^{1/N}, so equal norms.
+        norms = net.layer_norms(W)
+        np.testing.assert_allclose(norms, norms[0], rtol=1e-12)
+
+
+def test_balanced_full_rank_and_repeated_singular_values():
+    net = dlngeo.DeepLinearNetwork((4, 4, 4, 4))
+    for X in (np.eye(4), 2.0 * np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]):
+        W = net.balanced(X, rng=0)
+        assert np.linalg.norm(net.product(W) - X) <= 1e-13
+        assert max(np.abs(G).max() for G in net.imbalance(W)) <= 1e-13
+
+
+def test_balanced_is_reproducible_from_a_seed():
+    net = dlngeo.DeepLinearNetwork((4, 5, 3))
+    X = np.random.default_rng(0).standard_normal((3, 4))
+    a, b = net.balanced(X, rng=11), net.balanced(X, rng=np.random.default_rng(11))
+    for wa, wb in zip(a, b):
+        assert np.array_equal(wa, wb)
+
+
+def test_attributes():
+    net = dlngeo.DeepLinearNetwork([4, 6, np.int64(2), 3])
+    assert net.depth == 3 and net.dims == (4, 6, 2, 3)
+    assert net.shapes == [(6, 4), (2, 6), (3, 2)]
+    assert net.rank_bound == 2 and net.output_shape == (3, 4)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "dims, word",
+    [((3,), "dims"), ((), "dims"), (5, "dims"), ((3, 0, 2), "dims"), ((3, -1), "dims"), ((3, 2.5), "dims"),
+     ((3, "4"), "dims"), ((3, True), "dims")],
+)
+def test_bad_dims(dims, word):
+    with pytest.raises(ValueError, match=word):
+        dlngeo.DeepLinearNetwork(dims)
+
+
+def test_bad_weights_and_gradients():
+    net = dlngeo.DeepLinearNetwork((4, 3, 2))
+    W = [np.ones((3, 4)), np.ones((2, 3))]
+    with pytest.raises(ValueError, match="weights"):
+        net.product(W[:1])
+    with pytest.raises(ValueError, match="weights"):
+        net.product([np.ones((3, 4)), np.ones((3, 2))])
+    with pytest.raises(ValueError, match="weights"):
+        net.imbalance([np.ones((4, 3)), np.ones((2, 3))])
+    with pytest.raises(ValueError, match="weights"):
+        net.product(None)
+    with pytest.raises(ValueError, match="euclidean_gradient"):
+        net.gradients(W, np.ones((4, 2)))
+
+
+def test_bad_balanced_input():
+    net = dlngeo.DeepLinearNetwork((4, 2, 3))
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="X"):
+        net.balanced(rng.standard_normal((3, 4)))  # rank 3 > bottleneck 2
+    with pytest.raises(ValueError, match="X"):
+        net.balanced(rng.standard_normal((4, 3)))  # wrong shape
+    X = rng.standard_normal((3, 2)) @ rng.standard_normal((2, 4))
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError, match="X"):
+        net.balanced(X)
+    with pytest.raises(ValueError, match="rank"):
+        net.balanced(np.zeros((3, 4)), rank=-1)
