@@ -24,7 +24,7 @@ import numpy as np
 
 from .lowrank import point_shape, to_dense
 
-__all__ = ["Loss", "AutogradLoss", "loss_from_autograd", "as_loss"]
+__all__ = ["Loss", "AutogradLoss", "loss_from_autograd", "as_loss", "finite_array", "check_observations"]
 
 
 class Loss:
@@ -113,3 +113,66 @@ def as_loss(cost: Any) -> Loss:
     if callable(cost):
         return loss_from_autograd(cost)
     raise ValueError(f"cost must be a Loss or a callable of X, got {type(cost).__name__}")
+
+
+# ------------------------------------------------------------- validation
+def finite_array(value: Any, field: str, ndim: int | None = None) -> np.ndarray:
+    """``value`` as a float array, or ``ValueError`` naming ``field`` (wrong ``ndim``, NaN or inf)."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} must be an array of numbers") from None
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{field} must be {ndim}-dimensional, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{field} must be finite (found NaN or inf)")
+    return array
+
+
+def _index_array(value: Any, field: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"{field} must be 1-dimensional, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not (np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))):
+            raise ValueError(f"{field} must hold integer indices")
+    return array.astype(np.int64)
+
+
+def check_observations(
+    rows: Any, cols: Any, values: Any, shape: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """Validate an observed set ``Omega`` of a matrix-completion problem.
+
+    Returns ``(rows, cols, values, (m, n))`` as int64, int64, float arrays.
+
+    Raises:
+        ValueError: naming ``shape`` (not two positive integers), ``rows`` /
+            ``cols`` (not 1-D integers, out of range, a duplicated index pair,
+            empty), or ``values`` (length mismatch, NaN or inf).
+    """
+    try:
+        m, n = (int(d) for d in shape)
+        ok = all(float(d) == int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be two positive integers (m, n), got {shape!r}") from None
+    if not ok or m < 1 or n < 1:
+        raise ValueError(f"shape must be two positive integers (m, n), got {shape!r}")
+    rows, cols = _index_array(rows, "rows"), _index_array(cols, "cols")
+    values = finite_array(values, "values", ndim=1)
+    if rows.size == 0:
+        raise ValueError("rows must not be empty (no observed entries)")
+    if cols.size != rows.size:
+        raise ValueError(f"cols has {cols.size} entries, rows has {rows.size}")
+    if values.size != rows.size:
+        raise ValueError(f"values has {values.size} entries, rows has {rows.size}")
+    for field, idx, bound in (("rows", rows, m), ("cols", cols, n)):
+        bad = np.flatnonzero((idx < 0) | (idx >= bound))
+        if bad.size:
+            raise ValueError(f"{field}[{bad[0]}] = {idx[bad[0]]} is out of range for shape {(m, n)}")
+    linear = np.sort(rows * n + cols)
+    dup = np.flatnonzero(linear[1:] == linear[:-1])
+    if dup.size:
+        i, j = divmod(int(linear[dup[0]]), n)
+        raise ValueError(f"rows/cols: the index pair ({i}, {j}) is observed more than once")
+    return rows, cols, values, (m, n)

@@ -1,0 +1,369 @@
+"""The plugin manager: loads plugins, collects what they register, and looks names up.
+
+Plugins are found through the entry-point group ``dlngeo`` (pluggy's
+eggsample and devpi pattern). The built-in plugins in ``plugins/`` are
+installed as the package ``dlngeo_plugins`` and declared in dlngeo's own
+``pyproject.toml``, so they load exactly as a third-party plugin does.
+
+Each hook of :mod:`dlngeo.hookspecs` receives a ``register(name, factory,
+description="")`` callback bound to the plugin that implements it, so every
+name knows where it came from. :func:`available` and :func:`plugin_rows`
+(the ``dlngeo plugins`` table) expose that.
+
+Environment, as pytest has it:
+
+* ``DLNGEO_DISABLE_PLUGIN_AUTOLOAD=1``: load only the built-in plugins (the
+  entry points of the distribution ``dlngeo``), no third-party ones.
+* ``DLNGEO_PLUGINS=mod1,mod2``: extra plugin modules to import by name.
+* :func:`load_plugin_module` (the CLI's ``-p module``, the config key
+  ``plugins = [...]``) loads one more module for this run.
+
+Faults never stop the other plugins: a plugin that fails to import, or raises
+inside its hook, is reported by a one-line :class:`PluginWarning` naming the
+plugin and the error. A name registered by two plugins is an error (naming
+both) when it is looked up; an unknown name lists the close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as metadata
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+
+__all__ = [
+    "KINDS",
+    "Entry",
+    "PluginError",
+    "PluginWarning",
+    "available",
+    "create",
+    "create_loss",
+    "create_metric",
+    "create_sampler",
+    "create_solver",
+    "get_plugin_manager",
+    "load_plugin_module",
+    "plugin_rows",
+    "register_plugin",
+    "reset_plugins",
+    "unregister_plugin",
+]
+
+#: Kind of object -> the hook that registers it.
+KINDS: dict[str, str] = {
+    "loss": "dlngeo_register_losses",
+    "metric": "dlngeo_register_metrics",
+    "sampler": "dlngeo_register_samplers",
+    "solver": "dlngeo_register_solvers",
+}
+
+BUILTIN_DISTRIBUTION = "dlngeo"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.]*$")
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded or its hook failed; the others still load."""
+
+
+class PluginError(ValueError):
+    """A name is registered by two plugins (the message names both)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name.
+
+    Attributes:
+        kind: ``"loss"``, ``"metric"``, ``"sampler"`` or ``"solver"``.
+        name: The registry name.
+        factory: ``factory(**options)`` builds the object.
+        description: One line for ``dlngeo plugins``.
+        plugin: The plugin that registered it (its module name).
+        version: Version of the distribution providing the plugin (``""`` if unknown).
+    """
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    version: str
+
+
+# --------------------------------------------------------------------- state
+_manager: pluggy.PluginManager | None = None
+_versions: dict[str, str] = {}  # plugin name -> version
+_registry: dict[str, dict[str, list[Entry]]] | None = None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(" ".join(str(message).split()), PluginWarning, stacklevel=3)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _distribution_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    name = dist.metadata["Name"] if dist is not None else ""
+    return re.sub(r"[-_.]+", "-", (name or "")).lower()
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    autoload = not _truthy(os.environ.get("DLNGEO_DISABLE_PLUGIN_AUTOLOAD"))
+    for ep in sorted(metadata.entry_points(group="dlngeo"), key=lambda e: (e.value, e.name)):
+        distribution = _distribution_name(ep)
+        if not autoload and distribution != BUILTIN_DISTRIBUTION:
+            continue
+        plugin_name = ep.value.split(":")[0]
+        if pm.has_plugin(plugin_name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+            _warn(f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {_error_text(exc)}")
+            continue
+        version = ep.dist.version if getattr(ep, "dist", None) is not None else ""
+        _register(pm, plugin, plugin_name, version)
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str, version: str) -> bool:
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # noqa: BLE001 - a malformed plugin is reported, not raised
+        _warn(f"dlngeo plugin {name!r} could not be registered: {_error_text(exc)}")
+        return False
+    _versions[name] = version
+    return True
+
+
+def _module_version(module: ModuleType) -> str:
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    top = module.__name__.split(".")[0]
+    for dist in metadata.packages_distributions().get(top, []):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:  # pragma: no cover - stale metadata
+            continue
+    return ""
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide pluggy manager, with entry points and ``DLNGEO_PLUGINS`` loaded on first use."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager("dlngeo")
+        pm.add_hookspecs(hookspecs)
+        _manager = pm
+        _load_entry_points(pm)
+        for name in (os.environ.get("DLNGEO_PLUGINS") or "").split(","):
+            if name.strip():
+                try:
+                    load_plugin_module(name.strip())
+                except ValueError as exc:
+                    _warn(str(exc))
+    return _manager
+
+
+def reset_plugins() -> None:
+    """Forget every loaded plugin; the next lookup reloads them (for tests and notebooks)."""
+    global _manager, _registry
+    _manager = None
+    _registry = None
+    _versions.clear()
+
+
+def load_plugin_module(name: str) -> ModuleType:
+    """Import the module ``name`` and register it as a plugin for this process.
+
+    This is the CLI's ``-p module`` and the config key ``plugins = [...]``.
+    Loading the same module twice is a no-op.
+
+    Raises:
+        ValueError: ``name`` is not a module name or the module cannot be imported.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"plugin module name must be a non-empty string, got {name!r}")
+    pm = get_plugin_manager()
+    if pm.has_plugin(name):
+        return pm.get_plugin(name)
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        raise ValueError(f"plugin module {name!r} could not be imported: {_error_text(exc)}") from None
+    if pm.is_registered(module):
+        return module
+    register_plugin(module, name=name, version=_module_version(module))
+    return module
+
+
+def register_plugin(plugin: Any, name: str | None = None, version: str = "") -> str:
+    """Register an in-process plugin object (module, class or instance with ``@hookimpl`` methods).
+
+    Returns:
+        The name the plugin is registered under.
+
+    Raises:
+        ValueError: the name is taken or the object has malformed hook implementations.
+    """
+    global _registry
+    pm = get_plugin_manager()
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    if pm.has_plugin(name):
+        raise ValueError(f"plugin name {name!r} is already registered")
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"plugin {name!r} could not be registered: {_error_text(exc)}") from None
+    _versions[name] = version
+    _registry = None
+    return name
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove the plugin registered under ``name`` (no-op if there is none)."""
+    global _registry
+    pm = get_plugin_manager()
+    if pm.has_plugin(name):
+        pm.unregister(name=name)
+    _versions.pop(name, None)
+    _registry = None
+
+
+# ------------------------------------------------------------------ registry
+def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, list[Entry]]]:
+    registry: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
+    for kind, hook_name in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        # Call each implementation on its own: one failing plugin must not hide the others.
+        for impl in reversed(hook.get_hookimpls()):
+            plugin = impl.plugin_name
+            pending: list[Entry] = []
+
+            def register(name: str, factory: Callable[..., Any], description: str = "", *, _kind=kind, _plugin=plugin, _pending=pending) -> None:
+                if not isinstance(name, str) or not _NAME.match(name):
+                    raise ValueError(f"{_kind} name must be an identifier-like string, got {name!r}")
+                if not callable(factory):
+                    raise ValueError(f"{_kind} {name!r}: factory must be callable, got {type(factory).__name__}")
+                summary = (description or (getattr(factory, "__doc__", None) or "")).strip().splitlines()
+                _pending.append(Entry(_kind, name, factory, summary[0] if summary else "", _plugin, _versions.get(_plugin, "")))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001 - reported, the other plugins go on
+                _warn(f"dlngeo plugin {plugin!r} failed in {hook_name}: {_error_text(exc)}")
+                continue
+            for entry in pending:
+                registry[kind].setdefault(entry.name, []).append(entry)
+    return registry
+
+
+def _get_registry() -> dict[str, dict[str, list[Entry]]]:
+    global _registry
+    pm = get_plugin_manager()
+    if _registry is None:
+        _registry = _collect(pm)
+    return _registry
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+
+
+def _conflict_message(kind: str, name: str, entries: list[Entry]) -> str:
+    who = " and ".join(f"{e.plugin!r} ({e.version or 'unknown version'})" for e in entries)
+    return f"{kind} {name!r} is registered by more than one plugin: {who}; uninstall or disable one of them"
+
+
+def lookup(kind: str, name: str) -> Entry:
+    """The :class:`Entry` registered as ``name`` for ``kind``.
+
+    Raises:
+        ValueError: unknown kind or name (listing close matches).
+        PluginError: two plugins registered ``name``.
+    """
+    _check_kind(kind)
+    entries = _get_registry()[kind]
+    if not isinstance(name, str) or name not in entries:
+        close = difflib.get_close_matches(str(name), list(entries), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        known = ", ".join(sorted(entries)) or "none"
+        raise ValueError(f"unknown {kind} {name!r}{hint} (available: {known})")
+    found = entries[name]
+    if len(found) > 1:
+        raise PluginError(_conflict_message(kind, name, found))
+    return found[0]
+
+
+def create(kind: str, name: str, **options: Any) -> Any:
+    """Build the ``kind`` registered as ``name`` with ``factory(**options)``."""
+    return lookup(kind, name).factory(**options)
+
+
+def create_loss(name: str, **options: Any) -> Any:
+    """A :class:`~dlngeo.losses.Loss` by registry name, e.g. ``create_loss("matrix_completion", rows=..., ...)``."""
+    return create("loss", name, **options)
+
+
+def create_metric(name: str, **options: Any) -> Callable[[Any], Any]:
+    """A metric ``metric(state) -> float | ndarray`` by registry name."""
+    return create("metric", name, **options)
+
+
+def create_sampler(name: str, **options: Any) -> Any:
+    """A sampler (an object with ``kind`` and ``sample(rng, **context)``) by registry name."""
+    return create("sampler", name, **options)
+
+
+def create_solver(name: str, **options: Any) -> Any:
+    """A method (flow, descent, Riemannian solver) by registry name."""
+    return create("solver", name, **options)
+
+
+def available(kind: str) -> dict[str, tuple[str, str]]:
+    """Names registered for ``kind`` -> ``(plugin, version)``, sorted by name.
+
+    A name registered by several plugins maps to the plugins joined by ``" | "``.
+    """
+    _check_kind(kind)
+    out = {}
+    for name in sorted(_get_registry()[kind]):
+        entries = _get_registry()[kind][name]
+        out[name] = (" | ".join(e.plugin for e in entries), " | ".join(e.version for e in entries))
+    return out
+
+
+def plugin_rows() -> list[dict[str, str]]:
+    """One row per registered name: ``kind``, ``name``, ``plugin``, ``version``, ``description``.
+
+    Rows are sorted by kind (loss, metric, sampler, solver) then name. A name
+    registered by two plugins gives two rows whose description starts with
+    ``CONFLICT``.
+    """
+    rows = []
+    registry = _get_registry()
+    for kind in KINDS:
+        for name in sorted(registry[kind]):
+            entries = registry[kind][name]
+            for e in entries:
+                note = "CONFLICT: registered by several plugins. " if len(entries) > 1 else ""
+                rows.append({"kind": kind, "name": name, "plugin": e.plugin, "version": e.version, "description": note + e.description})
+    return rows

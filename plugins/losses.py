@@ -1,0 +1,292 @@
+r"""Built-in losses: regression, :math:`\ell_p` regression, matrix completion, matrix sensing.
+
+Registered through the ``dlngeo_register_losses`` hook like any plugin. Each
+is a :class:`dlngeo.losses.Loss`: value, ambient gradient :math:`E'(X)` and
+Hessian-vector product :math:`D E'(X)[Z]`, on a dense ``X`` or a low-rank
+point ``(u, s, vt)``; directions ``Z`` may be dense, sparse or
+:class:`~dlngeo.lowrank.Factored`.
+
+Normalisations (exactly):
+
+* ``regression``: :math:`E = \frac{1}{2b}\|XA - B\|_F^2` (``A``: n x b inputs,
+  ``B``: m x b targets); whitened (``target=Y``): :math:`E = \frac12\|X - Y\|_F^2`.
+* ``lp_regression``: :math:`E = \frac{1}{p\,b}\sum_{ij}|(XA - B)_{ij}|^p`
+  (whitened: ``b = 1``); ``p = 2`` is ``regression``. Arora, Cohen & Hazan
+  (2018) use ``p = 4`` to show acceleration by overparametrization.
+* ``matrix_completion`` and ``matrix_sensing``, residuals :math:`r_i`:
+  ``normalization="mean"`` (default) :math:`E = \frac{1}{|\Omega|}\sum r_i^2`,
+  the mean squared error of Arora, Cohen, Hu & Luo (2019)'s code (no ½; their
+  train threshold 1e-6 applies as is); ``"sum"``:
+  :math:`E = \frac12\sum r_i^2` (MATH.md §5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dlngeo.hookspecs import hookimpl
+from dlngeo.losses import Loss, check_observations, finite_array
+from dlngeo.lowrank import Factored, ambient_matmul, entries, is_lowrank_point, to_dense
+
+__all__ = ["Regression", "LpRegression", "MatrixCompletion", "MatrixSensing"]
+
+_NORMALIZATIONS = ("mean", "sum")
+
+
+def _normalization(value: Any) -> str:
+    if value not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {value!r}")
+    return value
+
+
+def _apply(X: Any, A: np.ndarray) -> np.ndarray:
+    """``X @ A`` for a dense or ``(u, s, vt)`` ``X`` (``O((m+n) r b)`` on factors)."""
+    return ambient_matmul(X, A) if is_lowrank_point(X) else np.asarray(X, dtype=float) @ A
+
+
+class _Data(Loss):
+    """Shared data handling of (ℓp) regression: inputs ``A`` and targets ``B``, or a whitened target ``Y``."""
+
+    def __init__(self, A: Any = None, B: Any = None, target: Any = None):
+        if target is not None:
+            if A is not None or B is not None:
+                raise ValueError("target: give either target (whitened) or A and B, not both")
+            self.target = finite_array(target, "target", ndim=2)
+            self.A = self.B = None
+            self.batch = 1
+            self.shape = self.target.shape
+        else:
+            if A is None or B is None:
+                raise ValueError("A: regression needs data A and targets B, or a whitened target")
+            self.A = finite_array(A, "A", ndim=2)
+            self.B = finite_array(B, "B", ndim=2)
+            if self.A.shape[1] != self.B.shape[1]:
+                raise ValueError(f"B has {self.B.shape[1]} columns (samples), A has {self.A.shape[1]}")
+            self.target = None
+            self.batch = self.A.shape[1]
+            self.shape = (self.B.shape[0], self.A.shape[0])
+
+    def residual(self, X: Any) -> np.ndarray:
+        """``X A - B`` (``m x b``), or ``X - Y`` when whitened."""
+        self.check_point(X)
+        if self.target is not None:
+            return to_dense(X) - self.target
+        return _apply(X, self.A) - self.B
+
+    def _back(self, R: np.ndarray) -> np.ndarray:
+        """``R A^T / b`` (or ``R`` when whitened): the chain rule through ``X -> X A``."""
+        return R if self.A is None else (R @ self.A.T) / self.batch
+
+    def _forward(self, Z: Any) -> np.ndarray:
+        """``Z A`` (or ``Z``) for a direction ``Z``."""
+        return to_dense(Z) if self.A is None else ambient_matmul(Z, self.A)
+
+
+class Regression(_Data):
+    r"""Least squares :math:`E(X) = \frac{1}{2b}\|XA - B\|_F^2`, or :math:`\frac12\|X - Y\|_F^2` whitened.
+
+    Args:
+        A: Inputs, ``n x b`` (one sample per column).
+        B: Targets, ``m x b``.
+        target: ``Y`` (``m x n``) for the whitened loss; excludes ``A``, ``B``.
+
+    The gradient :math:`(XA - B)A^\top/b` is dense ``m x n``; the value on a
+    low-rank point costs ``O((m+n) r b)``. The Hessian is
+    :math:`Z \mapsto Z A A^\top / b` (identity when whitened), Saxe et al. (2014).
+    """
+
+    name = "regression"
+
+    def value(self, X: Any) -> float:
+        R = self.residual(X)
+        return 0.5 * float(np.vdot(R, R)) / self.batch
+
+    def gradient(self, X: Any) -> np.ndarray:
+        return self._back(self.residual(X))
+
+    def value_and_gradient(self, X: Any) -> tuple[float, np.ndarray]:
+        R = self.residual(X)
+        return 0.5 * float(np.vdot(R, R)) / self.batch, self._back(R)
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> np.ndarray:
+        self.check_point(X)
+        return self._back(self._forward(Z))
+
+
+class LpRegression(_Data):
+    r""":math:`\ell_p` regression :math:`E(X) = \frac{1}{p\,b}\sum_{ij} |(XA - B)_{ij}|^p` (Arora, Cohen & Hazan 2018).
+
+    Args:
+        p: Exponent, ``p >= 1`` (the paper's experiments: ``p = 4``).
+        A, B, target: As for :class:`Regression`.
+
+    Gradient :math:`\frac1b(|R|^{p-1}\operatorname{sign}R)A^\top`; Hessian
+    :math:`Z \mapsto \frac{p-1}{b}(|R|^{p-2}\circ ZA)A^\top` (zero for ``p = 1``;
+    for ``1 < p < 2`` it is infinite where a residual vanishes).
+    """
+
+    name = "lp_regression"
+
+    def __init__(self, p: float = 4.0, A: Any = None, B: Any = None, target: Any = None):
+        try:
+            p = float(p)
+        except (TypeError, ValueError):
+            raise ValueError(f"p must be a number >= 1, got {p!r}") from None
+        if not np.isfinite(p) or p < 1:
+            raise ValueError(f"p must be a finite number >= 1, got {p!r}")
+        self.p = p
+        super().__init__(A=A, B=B, target=target)
+
+    def value(self, X: Any) -> float:
+        R = self.residual(X)
+        return float(np.sum(np.abs(R) ** self.p)) / (self.p * self.batch)
+
+    def gradient(self, X: Any) -> np.ndarray:
+        R = self.residual(X)
+        return self._back(np.sign(R) * np.abs(R) ** (self.p - 1))
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> np.ndarray:
+        R = self.residual(X)
+        if self.p == 1:
+            return np.zeros(self.shape)
+        return (self.p - 1) * self._back(np.abs(R) ** (self.p - 2) * self._forward(Z))
+
+
+class MatrixCompletion(Loss):
+    r"""Matrix completion on observed entries :math:`\Omega` (Arora, Cohen, Hu & Luo 2019).
+
+    ``normalization="mean"`` (default): :math:`E = \frac{1}{|\Omega|}\sum_\Omega (X_{ij} - M_{ij})^2`,
+    :math:`E' = \frac{2}{|\Omega|}P_\Omega(X - M)`; ``"sum"``:
+    :math:`E = \frac12\sum_\Omega (X_{ij} - M_{ij})^2`, :math:`E' = P_\Omega(X - M)`.
+
+    On a low-rank point ``(u, s, vt)`` value and gradient cost ``O(|Omega| r)``
+    and never form ``m x n``: the gradient is a ``scipy.sparse.csr_array``
+    whose sparsity structure is built once. The Hessian is
+    :math:`Z \mapsto c\,P_\Omega(Z)`, ``O(|Omega| q)`` for a factored ``Z`` of rank ``q``.
+
+    Args:
+        rows, cols: Observed index pairs (distinct, in range).
+        values: Observed values ``M_ij`` (finite).
+        shape: ``(m, n)``.
+        normalization: ``"mean"`` or ``"sum"``.
+
+    Attributes:
+        scale: ``c`` in :math:`E' = c\,P_\Omega(X - M)`: ``2/|Omega|`` or ``1``.
+    """
+
+    name = "matrix_completion"
+
+    def __init__(self, rows: Any, cols: Any, values: Any, shape: Any, normalization: str = "mean"):
+        self.rows, self.cols, self.values, self.shape = check_observations(rows, cols, values, shape)
+        self.normalization = _normalization(normalization)
+        count = self.rows.size
+        self.scale = 2.0 / count if normalization == "mean" else 1.0
+        self._weight = 1.0 / count if normalization == "mean" else 0.5
+        # CSR structure of Omega, built once: the gradient only fills in data.
+        self._order = np.lexsort((self.cols, self.rows))
+        self._indices = self.cols[self._order]
+        self._indptr = np.concatenate(([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0]))))
+
+    def _sparse(self, data: np.ndarray) -> sp.csr_array:
+        return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
+
+    def residual(self, X: Any) -> np.ndarray:
+        """``X_ij - M_ij`` on ``Omega`` (in the order of ``rows``/``cols``)."""
+        self.check_point(X)
+        return entries(X, self.rows, self.cols) - self.values
+
+    def observed_matrix(self) -> sp.csr_array:
+        """``P_Omega(M)`` as a sparse matrix."""
+        return self._sparse(self.values)
+
+    def value(self, X: Any) -> float:
+        r = self.residual(X)
+        return self._weight * float(r @ r)
+
+    def gradient(self, X: Any) -> sp.csr_array:
+        return self._sparse(self.scale * self.residual(X))
+
+    def value_and_gradient(self, X: Any) -> tuple[float, sp.csr_array]:
+        r = self.residual(X)
+        return self._weight * float(r @ r), self._sparse(self.scale * r)
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> sp.csr_array:
+        self.check_point(X)
+        if tuple(Z.shape if hasattr(Z, "shape") else np.shape(to_dense(Z))) != self.shape:
+            raise ValueError(f"Z has shape {getattr(Z, 'shape', None)}, expected {self.shape}")
+        return self._sparse(self.scale * entries(Z, self.rows, self.cols))
+
+
+class MatrixSensing(Loss):
+    r"""Matrix sensing :math:`y_i = \langle A_i, M^\star\rangle`, residuals :math:`r_i = \langle A_i, X\rangle - y_i`.
+
+    ``normalization="mean"`` (default): :math:`E = \frac1k\sum_i r_i^2`; ``"sum"``:
+    :math:`E = \frac12\sum_i r_i^2`. Gradient :math:`c\sum_i r_i A_i`, Hessian
+    :math:`Z \mapsto c\sum_i \langle A_i, Z\rangle A_i` (``c = 2/k`` or ``1``).
+    The ``A_i`` are dense, so a low-rank point is formed (``O(mnr)``, below
+    the ``O(kmn)`` of the measurements). Arora et al. (2019) draw
+    :math:`A_i` with i.i.d. :math:`N(0, 1/(mn))` entries (sampler ``gaussian_sensing``).
+
+    Args:
+        A: Measurement matrices, shape ``(k, m, n)``.
+        y: Measurements, length ``k``; or
+        target: ``M*`` (``m x n``), from which ``y`` is computed.
+        normalization: ``"mean"`` or ``"sum"``.
+    """
+
+    name = "matrix_sensing"
+
+    def __init__(self, A: Any, y: Any = None, target: Any = None, normalization: str = "mean"):
+        self.A = finite_array(A, "A", ndim=3)
+        k, m, n = self.A.shape
+        if k == 0:
+            raise ValueError("A must hold at least one measurement matrix")
+        self.shape = (m, n)
+        self._flat = self.A.reshape(k, m * n)
+        if (y is None) == (target is None):
+            raise ValueError("y: give exactly one of the measurements y or the target")
+        if target is not None:
+            target = finite_array(target, "target", ndim=2)
+            if target.shape != self.shape:
+                raise ValueError(f"target has shape {target.shape}, A has matrices of shape {self.shape}")
+            y = self._flat @ target.ravel()
+        self.y = finite_array(y, "y", ndim=1)
+        if self.y.size != k:
+            raise ValueError(f"y has {self.y.size} entries, A has {k} measurement matrices")
+        self.normalization = _normalization(normalization)
+        self.scale = 2.0 / k if normalization == "mean" else 1.0
+        self._weight = 1.0 / k if normalization == "mean" else 0.5
+
+    def residual(self, X: Any) -> np.ndarray:
+        """``<A_i, X> - y_i``."""
+        self.check_point(X)
+        return self._flat @ to_dense(X).ravel() - self.y
+
+    def value(self, X: Any) -> float:
+        r = self.residual(X)
+        return self._weight * float(r @ r)
+
+    def gradient(self, X: Any) -> np.ndarray:
+        return (self.scale * self.residual(X) @ self._flat).reshape(self.shape)
+
+    def value_and_gradient(self, X: Any) -> tuple[float, np.ndarray]:
+        r = self.residual(X)
+        return self._weight * float(r @ r), (self.scale * r @ self._flat).reshape(self.shape)
+
+    def hessian_vector_product(self, X: Any, Z: Any) -> np.ndarray:
+        self.check_point(X)
+        Zd = to_dense(Z)
+        if Zd.shape != self.shape:
+            raise ValueError(f"Z has shape {Zd.shape}, expected {self.shape}")
+        return (self.scale * (self._flat @ Zd.ravel()) @ self._flat).reshape(self.shape)
+
+
+@hookimpl
+def dlngeo_register_losses(register):
+    register("regression", Regression, description="E = ||XA - B||^2/(2b), or ||X - Y||^2/2 whitened")
+    register("lp_regression", LpRegression, description="E = sum |XA - B|^p/(p b), p >= 1 (Arora-Cohen-Hazan 2018: p = 4)")
+    register("matrix_completion", MatrixCompletion, description="squared error on observed entries; O(|Omega| r) on a low-rank point")
+    register("matrix_sensing", MatrixSensing, description="squared error of <A_i, X> against y_i (Gaussian A_i)")
