@@ -157,6 +157,13 @@ def metric_operator(X: np.ndarray, Z: Any, depth: int, power: float = 1.0) -> np
 
     Returns:
         A dense ``m x n`` array. No NaN at repeated or zero singular values.
+
+    Singular values of ``X`` below ``max(m, n) * eps * s_max`` (the numerical-rank
+    tolerance of :func:`numpy.linalg.matrix_rank`) are taken as exact zeros: an
+    SVD determines them only to rounding, and ``K`` depends on them through
+    ``s**(2/N)``, which would turn rounding noise of ``1e-16`` into a relative
+    error of ``1e-16**(1/N)`` in the mixed blocks of a rank-deficient ``X``.
+    Pass the factors to :func:`metric_operator_svd` to use them as given.
     """
     X = np.asarray(X, dtype=float)
     if X.ndim != 2 or not np.all(np.isfinite(X)):
@@ -165,6 +172,8 @@ def metric_operator(X: np.ndarray, Z: Any, depth: int, power: float = 1.0) -> np
     if tuple(shape) != X.shape:
         raise ValueError(f"Z has shape {tuple(shape)}, expected {X.shape}")
     u, s, vt = np.linalg.svd(X, full_matrices=False)
+    if s.size:
+        s = np.where(s > max(X.shape) * np.finfo(float).eps * s[0], s, 0.0)
     return metric_operator_svd(u, s, vt, Z, depth, power)
 
 
