@@ -1,0 +1,246 @@
+r"""Built-in metrics: functions of a :class:`~dlngeo.state.State` recorded along a run.
+
+Each registered factory takes its options and returns a callable
+``metric(state) -> float | ndarray``. The metric objects are small classes
+(picklable, so sweeps can ship them to workers).
+
+* ``loss``: :math:`E(X)` of ``state.loss``.
+* ``singular_values``: :math:`\sigma_1 \ge \sigma_2 \ge \dots` (option ``k``: the top ``k``, zero padded).
+* ``effective_rank``: :math:`\exp(-\sum_i p_i\log p_i)`, :math:`p_i = \sigma_i/\sum_j\sigma_j`
+  (Roy & Vetterli 2007; 0 for the zero matrix).
+* ``schatten_quasi_norm``: :math:`\sum_i \sigma_i^{2/N}`, ``N = state.depth``
+  (the quantity Arora et al. 2019 log; option ``depth`` overrides ``N``).
+* ``nuclear_norm``: :math:`\sum_i\sigma_i`.
+* ``imbalance``: :math:`\|G_k\|_F`, :math:`G_k = W_{k+1}^\top W_{k+1} - W_k W_k^\top`,
+  ``k = 1..N-1`` (empty when the state has no weights).
+* ``layer_norms``: :math:`\|W_k\|_F` (empty when the state has no weights).
+* ``distance_to_target``: :math:`\|X - M^\star\|_F`, ``M* = state.data["target"]``.
+* ``test_error``: RMSE of ``X - M*`` on the entries not observed by the loss.
+
+Singular values come from ``s`` directly on a low-rank point; the distances
+never form ``m x n`` when both ``X`` and the target are low rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dlngeo.hookspecs import hookimpl
+from dlngeo.lowrank import entries, is_lowrank_point, point_shape, to_dense
+from dlngeo.network import DeepLinearNetwork
+
+__all__ = ["frobenius_distance"]
+
+
+def frobenius_distance(X: Any, Y: Any) -> float:
+    """``||X - Y||_F`` for dense or ``(u, s, vt)`` ``X`` and ``Y``.
+
+    Two low-rank points are subtracted as ``[u1 s1, -u2 s2] [v1, v2]^T`` and
+    measured through QR factors of both sides, ``O((m+n)(r1+r2)^2)``, accurate
+    to ``eps * (||X|| + ||Y||)`` (no cancellation of squared norms).
+    """
+    if point_shape(X) != point_shape(Y):
+        raise ValueError(f"target has shape {point_shape(Y)}, the point has shape {point_shape(X)}")
+    if not (is_lowrank_point(X) and is_lowrank_point(Y)):
+        return float(np.linalg.norm(to_dense(X) - to_dense(Y)))
+    (u1, s1, vt1), (u2, s2, vt2) = X, Y
+    left = np.hstack((np.asarray(u1) * s1, -np.asarray(u2) * s2))
+    right = np.hstack((np.asarray(vt1).T, np.asarray(vt2).T))
+    return float(np.linalg.norm(np.linalg.qr(left, mode="r") @ np.linalg.qr(right, mode="r").T))
+
+
+def _target(state: Any, metric: str) -> Any:
+    target = (state.data or {}).get("target")
+    if target is None:
+        raise ValueError(f"{metric} needs state.data['target'] (the matrix to recover)")
+    return target
+
+
+def _weights(state: Any) -> list[np.ndarray]:
+    return [] if not state.weights else [np.asarray(W, dtype=float) for W in state.weights]
+
+
+class Metric:
+    """Base of the built-in metrics: ``metric(state) -> float | ndarray``."""
+
+    name = "metric"
+
+    def __call__(self, state: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class LossValue(Metric):
+    """``E(X)``: the value of ``state.loss`` at ``state.point``."""
+
+    name = "loss"
+
+    def __call__(self, state: Any) -> float:
+        if state.loss is None:
+            raise ValueError("loss metric needs state.loss")
+        return float(state.loss.value(state.point))
+
+
+class SingularValues(Metric):
+    """Singular values of ``X``, descending; ``k``: keep the top ``k`` (padded with zeros)."""
+
+    name = "singular_values"
+
+    def __init__(self, k: int | None = None):
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError(f"k must be a positive integer or None, got {k!r}")
+        self.k = None if k is None else int(k)
+
+    def __call__(self, state: Any) -> np.ndarray:
+        s = state.singular_values()
+        if self.k is None:
+            return s
+        return np.concatenate((s[: self.k], np.zeros(max(0, self.k - s.size))))
+
+
+class EffectiveRank(Metric):
+    """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``."""
+
+    name = "effective_rank"
+
+    def __call__(self, state: Any) -> float:
+        s = state.singular_values()
+        s = s[s > 0]
+        if s.size == 0:
+            return 0.0
+        p = s / s.sum()
+        return float(np.exp(-np.sum(p * np.log(p))))
+
+
+class SchattenQuasiNorm(Metric):
+    """``sum_i sigma_i^(2/N)``: the Schatten-2/N quasi-norm to the power 2/N (``N = state.depth``)."""
+
+    name = "schatten_quasi_norm"
+
+    def __init__(self, depth: int | None = None):
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1):
+            raise ValueError(f"depth must be a positive integer or None, got {depth!r}")
+        self.depth = depth
+
+    def __call__(self, state: Any) -> float:
+        depth = self.depth or state.depth
+        if not depth or depth < 1:
+            raise ValueError(f"schatten_quasi_norm needs a positive state.depth, got {depth!r}")
+        return float(np.sum(state.singular_values() ** (2.0 / depth)))
+
+
+class NuclearNorm(Metric):
+    """``||X||_* = sum_i sigma_i``."""
+
+    name = "nuclear_norm"
+
+    def __call__(self, state: Any) -> float:
+        return float(np.sum(state.singular_values()))
+
+
+class Imbalance(Metric):
+    """``||G_k||_F`` for ``k = 1..N-1`` (Arora, Cohen & Hazan 2018); empty without weights."""
+
+    name = "imbalance"
+
+    def __call__(self, state: Any) -> np.ndarray:
+        weights = _weights(state)
+        if len(weights) < 2:
+            return np.zeros(0)
+        network = state.network or DeepLinearNetwork([weights[0].shape[1]] + [W.shape[0] for W in weights])
+        return np.array([np.linalg.norm(G) for G in network.imbalance(weights)])
+
+
+class LayerNorms(Metric):
+    """``||W_k||_F`` for ``k = 1..N``; empty without weights."""
+
+    name = "layer_norms"
+
+    def __call__(self, state: Any) -> np.ndarray:
+        return np.array([np.linalg.norm(W) for W in _weights(state)])
+
+
+class DistanceToTarget(Metric):
+    """``||X - M*||_F`` with ``M* = state.data["target"]``; ``relative``: divided by ``||M*||_F``."""
+
+    name = "distance_to_target"
+
+    def __init__(self, relative: bool = False):
+        self.relative = bool(relative)
+
+    def __call__(self, state: Any) -> float:
+        target = _target(state, "distance_to_target")
+        d = frobenius_distance(state.point, target)
+        if self.relative:
+            scale = float(np.linalg.norm(target[1])) if is_lowrank_point(target) else float(np.linalg.norm(target))
+            return d / scale if scale > 0 else float("inf") if d > 0 else 0.0
+        return d
+
+
+class HeldOutError(Metric):
+    r"""Completion test error: RMSE of ``X - M*`` on the unobserved entries.
+
+    ``M* = state.data["target"]`` (dense or ``(u, s, vt)``); the observed set
+    is ``state.data["rows"], state.data["cols"]`` if given, else the loss's
+    ``rows``/``cols``. With ``entries="all"`` the mean runs over all ``m n``
+    entries (Arora et al. 2019's "test error" is that MSE: ``squared=True``).
+
+    A dense ``X`` or target costs ``O(mn)``. Two low-rank points cost
+    ``O((m+n) r^2 + |Omega| r)``: the unobserved sum is
+    :math:`\|X - M^\star\|_F^2 - \sum_\Omega (X - M^\star)_{ij}^2`, which loses
+    relative accuracy only when the unobserved error is far below the observed one.
+
+    Args:
+        entries: ``"unobserved"`` (default) or ``"all"``.
+        squared: Return the mean squared error instead of its root.
+    """
+
+    name = "test_error"
+
+    def __init__(self, entries: str = "unobserved", squared: bool = False):
+        if entries not in ("unobserved", "all"):
+            raise ValueError(f"entries must be 'unobserved' or 'all', got {entries!r}")
+        self.entries = entries
+        self.squared = bool(squared)
+
+    def _observed(self, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        data = state.data or {}
+        if data.get("rows") is not None and data.get("cols") is not None:
+            return np.asarray(data["rows"], dtype=np.int64), np.asarray(data["cols"], dtype=np.int64)
+        if hasattr(state.loss, "rows") and hasattr(state.loss, "cols"):
+            return state.loss.rows, state.loss.cols
+        raise ValueError("test_error needs the observed set: state.data['rows'/'cols'] or a completion loss")
+
+    def __call__(self, state: Any) -> float:
+        X, target = state.point, _target(state, "test_error")
+        m, n = point_shape(X)
+        if self.entries == "all":
+            total, count = frobenius_distance(X, target) ** 2, m * n
+        else:
+            rows, cols = self._observed(state)
+            linear = np.unique(rows * n + cols)
+            count = m * n - linear.size
+            if count == 0:
+                raise ValueError("test_error: every entry is observed, there is no test set")
+            if is_lowrank_point(X) and is_lowrank_point(target):
+                r = entries(X, rows, cols) - entries(target, rows, cols)
+                total = max(frobenius_distance(X, target) ** 2 - float(r @ r), 0.0)
+            else:
+                D = to_dense(X) - to_dense(target)
+                D.ravel()[linear] = 0.0
+                total = float(np.vdot(D, D))
+        mse = total / count
+        return float(mse if self.squared else np.sqrt(mse))
+
+
+_METRICS = (LossValue, SingularValues, EffectiveRank, SchattenQuasiNorm, NuclearNorm, Imbalance, LayerNorms, DistanceToTarget, HeldOutError)
+
+
+@hookimpl
+def dlngeo_register_metrics(register):
+    for cls in _METRICS:
+        register(cls.name, cls, description=cls.__doc__.strip().splitlines()[0])
