@@ -263,7 +263,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, list[Entry]]]:
                 if not callable(factory):
                     raise ValueError(f"{_kind} {name!r}: factory must be callable, got {type(factory).__name__}")
                 summary = (description or (getattr(factory, "__doc__", None) or "")).strip().splitlines()
-                _pending.append(Entry(_kind, name, factory, summary[0] if summary else "", _plugin, _versions.get(_plugin, "")))
+                _pending.append(Entry(_kind, name, factory, summary[0].replace("``", "") if summary else "", _plugin, _versions.get(_plugin, "")))
 
             try:
                 impl.function(register=register)

@@ -1,0 +1,121 @@
+"""The ``dlngeo`` command line.
+
+Every subcommand is a function ``run(args) -> int`` plus a function that adds
+its arguments, registered in :data:`COMMANDS` with :func:`command`::
+
+    def _compare_arguments(parser): parser.add_argument("config")
+
+    @command("compare", "run methods side by side from a TOML config", _compare_arguments)
+    def _compare(args) -> int: ...
+
+Global options: ``-p/--plugin MODULE`` (repeatable) loads an extra plugin
+module for this run (:func:`dlngeo.plugins.load_plugin_module`). Bad input
+(``ValueError``, argument errors) exits with code 2 and one line on stderr,
+``dlngeo: error: ...``; plugin faults print one ``dlngeo: warning: ...`` line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any, Callable, Sequence
+
+__all__ = ["COMMANDS", "command", "build_parser", "main"]
+
+Run = Callable[[argparse.Namespace], int]
+Configure = Callable[[argparse.ArgumentParser], None]
+
+#: name -> (help, add arguments, run)
+COMMANDS: dict[str, tuple[str, Configure, Run]] = {}
+
+
+def command(name: str, help: str, configure: Configure = lambda parser: None) -> Callable[[Run], Run]:
+    """Register ``run(args) -> int`` as the subcommand ``name``."""
+
+    def decorate(run: Run) -> Run:
+        COMMANDS[name] = (help, configure, run)
+        return run
+
+    return decorate
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _BadInput(f"{self.prog}: {message}" if " " in self.prog else message)
+
+
+class _BadInput(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ plugins
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", choices=("loss", "metric", "sampler", "solver"), help="only this kind")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+@command("plugins", "list every loss, metric, sampler and solver with the plugin and version providing it", _plugins_arguments)
+def _plugins(args: argparse.Namespace) -> int:
+    from .plugins import plugin_rows
+
+    rows = [r for r in plugin_rows() if args.kind in (None, r["kind"])]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("kind", "name", "plugin", "version", "description")
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns[:-1]}
+    print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(r[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+    return 0
+
+
+# --------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with the global options and every registered subcommand."""
+    from . import __version__
+
+    parser = _Parser(prog="dlngeo", description="Deep linear networks as geometry.")
+    parser.add_argument("--version", action="version", version=f"dlngeo {__version__}")
+    parser.add_argument(
+        "-p", "--plugin", action="append", default=[], metavar="MODULE",
+        help="import MODULE as a dlngeo plugin for this run (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help, configure, _) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help, description=help))
+    return parser
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    text = " ".join(str(message).split())
+    print(f"dlngeo: warning: {text}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input)."""
+    from .plugins import load_plugin_module
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            args = build_parser().parse_args(argv)
+            if not args.command:
+                raise _BadInput(f"a command is required (one of: {', '.join(COMMANDS)})")
+            for module in args.plugin:
+                load_plugin_module(module)
+            return COMMANDS[args.command][2](args)
+        except _BadInput as exc:
+            print(f"dlngeo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"dlngeo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
