@@ -163,6 +163,6 @@ class FixedRank(FixedRankEmbedded):
             raise ValueError("X must be finite")
         u, s, vt = np.linalg.svd(X, full_matrices=False)
         k = self._k
-        if s[k - 1] <= 0:
-            raise ValueError(f"X has rank below k = {k}")
+        if s[k - 1] <= max(X.shape) * np.finfo(float).eps * s[0]:
+            raise ValueError(f"X has numerical rank below k = {k}")
         return Point(u[:, :k], s[:k], vt[:k])

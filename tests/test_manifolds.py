@@ -1,0 +1,342 @@
+"""FixedRank and DLNFixedRank pass pymanopt's own checks, with the slopes asserted.
+
+The gradient check must show slope 2 and the Hessian check slope 3 along the
+retraction; the Hessian must be tangent, linear and symmetric in the
+manifold's own metric; g_N(grad f, xi) = Df(X)[xi]; the retraction is a
+second-order retraction of the embedded geometry (checked with pymanopt's
+``check_retraction`` against a numerically integrated exponential map).
+"""
+
+import contextlib
+import io
+import re
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from pymanopt.manifolds import FixedRankEmbedded
+from scipy.integrate import solve_ivp
+
+import dlngeo
+from dlngeo.lowrank import Factored, to_dense
+
+from pymanopt_checks import fitted_slope, hessian_properties, numpy2_diagnostics, run_pymanopt_checks
+
+M, N = 7, 5
+
+
+def _cost(Y):
+    # Non-polynomial along the retraction (rank k < min(m, n)) and of degree 4 along
+    # the straight line of the full-rank case, so the quadratic model is never exact.
+    def cost(X):
+        return 0.5 * anp.sum((X - Y) ** 2) + 0.25 * anp.sum(X**4)
+
+    return cost
+
+
+def _manifold(k, depth):
+    return dlngeo.FixedRank(M, N, k) if depth is None else dlngeo.DLNFixedRank(M, N, k, depth)
+
+
+GEOMETRIES = [(k, depth) for k in (2, 5) for depth in (None, 1, 2, 3, 5)]
+
+
+@pytest.mark.parametrize("k, depth", GEOMETRIES)
+def test_gradient_and_hessian_checks(k, depth):
+    """pymanopt's check_directional_derivative: slope 2 (gradient) and 3 (Hessian), both metrics."""
+    np.random.seed(100 + k + (depth or 0))
+    rng = np.random.default_rng(k)
+    man = _manifold(k, depth)
+    prob = dlngeo.problem(man, _cost(rng.standard_normal((M, N))))
+    x = man.random_point()
+    d = man.random_tangent_vector(x)
+    assert abs(man.norm(x, d) - 1.0) <= 1e-14
+    assert abs(fitted_slope(prob, x, d, hessian=False) - 2.0) <= 0.1
+    assert abs(fitted_slope(prob, x, d, hessian=True) - 3.0) <= 0.1
+    props = hessian_properties(prob, x, rng)
+    assert props["tangent"] <= 1e-14, props
+    assert props["linearity"] <= 1e-14, props
+    assert props["symmetry"] <= 1e-14, props
+
+
+def test_pymanopt_check_gradient_and_hessian_run_and_report_small_residuals():
+    """pymanopt's own check_gradient / check_hessian, which crash under numpy 2 without the helper."""
+    np.random.seed(0)
+    man = dlngeo.DLNFixedRank(M, N, 2, 3)
+    prob = dlngeo.problem(man, _cost(np.random.default_rng(0).standard_normal((M, N))))
+    x = man.random_point()
+    d = man.random_tangent_vector(x)
+    if int(np.__version__.split(".")[0]) >= 2:
+        from pymanopt.tools.diagnostics import check_gradient
+
+        with pytest.raises((TypeError, ValueError)), contextlib.redirect_stdout(io.StringIO()):
+            import matplotlib
+
+            matplotlib.use("Agg")
+            check_gradient(prob, x, d)  # unpatched identify_linear_piece
+    text = run_pymanopt_checks(prob, x, d)
+    numbers = [float(v) for v in re.findall(r"(?:Residual|close to 0|very close to 0): (\S+?)\.?$", text, re.M)]
+    assert len(numbers) == 3, text  # gradient residual, Hessian residual, linearity residual
+    assert max(abs(v) for v in numbers) <= 1e-13, text
+    symmetry = float(re.search(r"= (\S+)\.\n", text).group(1))
+    assert abs(symmetry) <= 1e-13, text
+
+
+@pytest.mark.parametrize("k, depth", [(2, 1), (2, 3), (5, 4)])
+def test_riemannian_gradient_represents_the_differential(k, depth):
+    """g_N(grad f, xi) = Df(X)[xi] = <E'(X), xi>, also for a sparse ambient gradient."""
+    np.random.seed(k * depth)
+    rng = np.random.default_rng(k * depth)
+    man = dlngeo.DLNFixedRank(M, N, k, depth)
+    x = man.random_point()
+    Y = rng.standard_normal((M, N))
+    cost = _cost(Y)
+    prob = dlngeo.problem(man, cost)
+    grad = prob.riemannian_gradient(x)
+    G = prob.euclidean_gradient(x)
+    mask = rng.random((M, N)) < 0.4
+    for _ in range(5):
+        xi = man.random_tangent_vector(x)
+        xi_dense = man.embedding(x, xi).to_dense()
+        exact = float(np.sum(G * xi_dense))
+        assert abs(man.inner_product(x, grad, xi) - exact) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(xi_dense)
+        # ... and the same number from finite differences of f along the retraction.
+        h = 1e-5
+        fd = (prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))) / (2 * h)
+        assert abs(fd - exact) <= 1e-7 * max(1.0, abs(exact))
+        # A sparse gradient gives the same Riemannian gradient as its dense form.
+        S = sp.csr_matrix(G * mask)
+        a = man.euclidean_to_riemannian_gradient(x, S)
+        b = man.euclidean_to_riemannian_gradient(x, S.toarray())
+        assert all(np.allclose(p, q, rtol=0, atol=1e-14) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_depth_one_is_the_embedded_geometry(k):
+    np.random.seed(k)
+    rng = np.random.default_rng(k)
+    flat, dln = dlngeo.FixedRank(M, N, k), dlngeo.DLNFixedRank(M, N, k, 1)
+    cost = _cost(rng.standard_normal((M, N)))
+    pf, pd = dlngeo.problem(flat, cost), dlngeo.problem(dln, cost)
+    x = flat.random_point()
+    a, b = flat.random_tangent_vector(x), flat.random_tangent_vector(x)
+    assert abs(flat.inner_product(x, a, b) - dln.inner_product(x, a, b)) <= 1e-15
+    for u, v in zip(pf.riemannian_gradient(x), pd.riemannian_gradient(x)):
+        assert np.array_equal(u, v)
+    for u, v in zip(pf.riemannian_hessian(x, a), pd.riemannian_hessian(x, a)):
+        assert np.allclose(u, v, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_hessian_at_a_critical_point_along_a_network_curve(depth):
+    """At a critical point the model Hessian is the Hessian of g_N, whatever curve is used.
+
+    X* = the best rank-k approximation of Y is critical for f = ½||X - Y||² on M_k,
+    with a normal (non-zero) E'(X*), so the curvature term is tested. The curve
+    t -> phi(W + tV) of a bottlenecked network stays in M_k but is not the
+    retraction: d²/dt² f there must equal g_N(H xi, xi), xi = d phi(V).
+    """
+    rng = np.random.default_rng(depth)
+    k = 2
+    u = np.linalg.qr(rng.standard_normal((M, N)))[0]
+    vt = np.linalg.qr(rng.standard_normal((N, N)))[0].T
+    s = np.array([3.0, 2.5, 2.0, 1.9, 1.8])  # a large tail: E'(X*) = -(Y - X*) is far from 0
+    Y = (u * s) @ vt
+    man = dlngeo.DLNFixedRank(M, N, k, depth)
+    x = man.point(u[:, :k], s[:k], vt[:k])
+    prob = dlngeo.problem(man, lambda X: 0.5 * anp.sum((X - Y) ** 2))
+    assert man.norm(x, prob.riemannian_gradient(x)) <= 1e-13 * np.linalg.norm(Y)
+    net = dlngeo.DeepLinearNetwork((N, 4, k, 3, M))
+    W = net.balanced(x, rng=rng)
+    V = [rng.standard_normal(w.shape) for w in W]
+    h = 1e-4
+    curve = [net.product([w + t * v for w, v in zip(W, V)]) for t in (-h, 0.0, h)]
+    second = (prob.cost(man.from_matrix(curve[0])) - 2 * prob.cost(x) + prob.cost(man.from_matrix(curve[2]))) / h**2
+    xi = man.projection(x, sum(  # exact d phi(V): sum over layers, no finite difference
+        net.product([v if j == i else w for j, (w, v) in enumerate(zip(W, V))]) for i in range(net.depth)
+    ))
+    quad = man.inner_product(x, prob.riemannian_hessian(x, xi), xi)
+    assert abs(second - quad) <= 1e-6 * abs(quad)
+    # The curvature term matters here: without it the answer would be ||xi||_F^2.
+    assert abs(quad - np.linalg.norm(man.embedding(x, xi).to_dense()) ** 2) >= 1e-3 * abs(quad)  # 1000x the tolerance above
+
+
+# ------------------------------------------------------------------ retraction
+class _FixedRankWithGeodesics(dlngeo.FixedRank):
+    """FixedRank plus a numerical exponential map, only so that pymanopt's check_retraction can run.
+
+    No fixed-rank manifold has a closed-form exponential map, and pymanopt's
+    ``check_retraction`` needs one (``exp``) and a distance (``dist``). Here
+    ``exp`` integrates the geodesic equation of the embedded metric,
+    :math:`\\ddot X = \\mathrm{II}(\\dot X, \\dot X) = 2 P_{U^\\perp}\\dot X V S^{-1} U^\\top \\dot X P_{V^\\perp}`
+    (the acceleration is the second fundamental form, Absil & Malick 2012),
+    with DOP853 at rtol 1e-13; ``dist`` is the ambient Frobenius distance,
+    which equals the geodesic distance to relative ``O(dist^2)``, so it does
+    not change the slope being measured.
+    """
+
+    def exp(self, point, tangent_vector):
+        X0 = to_dense(point)
+        V0 = self.embedding(point, tangent_vector).to_dense()
+        m, n, k = self._m, self._n, self._k
+
+        def rhs(t, y):
+            D, V = y[: m * n].reshape(m, n), y[m * n :].reshape(m, n)
+            u, s, vt = np.linalg.svd(X0 + D, full_matrices=False)
+            u, s, vt = u[:, :k], s[:k], vt[:k]
+            Up = V @ vt.T - u @ (u.T @ V @ vt.T)
+            Vp = V.T @ u - vt.T @ (vt @ V.T @ u)
+            return np.concatenate([V.ravel(), (2 * (Up / s) @ Vp.T).ravel()])
+
+        y0 = np.concatenate([np.zeros(m * n), V0.ravel()])
+        sol = solve_ivp(rhs, (0.0, 1.0), y0, method="DOP853", rtol=1e-13, atol=1e-20)
+        return self.from_matrix(X0 + sol.y[: m * n, -1].reshape(m, n))
+
+    def dist(self, point_a, point_b):
+        return float(np.linalg.norm(to_dense(point_a) - to_dense(point_b)))
+
+
+def test_pymanopt_check_retraction_with_a_numerical_exponential():
+    """pymanopt's check_retraction itself: slope 3, the metric projection is a second-order retraction."""
+    from pymanopt.tools.diagnostics import check_retraction
+
+    np.random.seed(1)
+    man = _FixedRankWithGeodesics(5, 4, 2)
+    with numpy2_diagnostics(), contextlib.redirect_stdout(io.StringIO()) as out:
+        check_retraction(man)
+    slope = float(re.search(r"the slope is: (\S+)\.\n", out.getvalue()).group(1))
+    assert abs(slope - 3.0) <= 0.1, out.getvalue()
+
+
+def _loglog_slope(ts, errors):
+    return float(np.polyfit(np.log10(ts), np.log10(errors), 1)[0])
+
+
+@pytest.mark.parametrize("k, depth", [(2, None), (3, None), (2, 3), (5, 2)])
+def test_retraction_properties(k, depth):
+    """Direct properties of R: R(x, 0) = x; first and second order; rank k with orthonormal factors.
+
+    First order (any metric): ||R(x, t xi) - X - t xi|| = O(t^2) (slope 2), so
+    dR/dt at 0 is xi. Second order for the embedded metric: the t^2 term is
+    exactly (t^2 / 2) II(xi, xi) = t^2 Up S^{-1} Vp^T, the geodesic's normal
+    acceleration, so ||R(x, t xi) - X - t xi - t^2 Up S^{-1} Vp^T|| = O(t^3)
+    and its tangent part P_T(R(x, t xi) - X - t xi) is O(t^3). pymanopt's
+    ``check_retraction`` cannot run on the manifold as shipped because it
+    needs an exponential map, which no fixed-rank manifold has in closed form
+    (FixedRank deliberately defines none); the test above runs it against a
+    numerically integrated geodesic. DLNFixedRank uses the same map: a
+    retraction is a first-order notion independent of the metric, and we
+    claim no second-order property in g_N (its exponential map is not known).
+    """
+    np.random.seed(10 * k + (depth or 0))
+    man = _manifold(k, depth)
+    x = man.random_point()
+    X = to_dense(x)
+    xi = man.random_tangent_vector(x)
+    xi_dense = man.embedding(x, xi).to_dense()
+    normal_acc = (xi.Up / x[1]) @ xi.Vp.T
+    assert np.linalg.norm(to_dense(man.retraction(x, man.zero_vector(x))) - X) <= 1e-14
+    ts = np.logspace(-3.5, -1.5, 9)
+    first, second, tangent = [], [], []
+    for t in ts:
+        y = man.retraction(x, t * xi)
+        u, s, vt = y
+        assert u.shape == (M, k) and s.shape == (k,) and vt.shape == (k, N)
+        assert np.linalg.norm(u.T @ u - np.eye(k)) <= 1e-14 and np.linalg.norm(vt @ vt.T - np.eye(k)) <= 1e-14
+        assert np.all(s > 0) and np.all(np.diff(s) <= 0)
+        delta = to_dense(y) - X - t * xi_dense
+        first.append(np.linalg.norm(delta))
+        second.append(np.linalg.norm(delta - t**2 * normal_acc))
+        tangent.append(np.linalg.norm(man.embedding(x, man.projection(x, delta)).to_dense()))
+    if k == min(M, N):
+        # Full rank: the manifold is open, the normal space is {0} and R(x, xi) = X + xi.
+        assert max(first) <= 1e-14
+        assert np.linalg.norm(normal_acc) <= 1e-14
+    else:
+        assert abs(_loglog_slope(ts, first) - 2.0) <= 0.05
+        assert abs(_loglog_slope(ts, second) - 3.0) <= 0.05
+        assert abs(_loglog_slope(ts, tangent) - 3.0) <= 0.05
+    if depth is not None:
+        flat = dlngeo.FixedRank(M, N, k)
+        assert all(np.array_equal(p, q) for p, q in zip(man.retraction(x, xi), flat.retraction(x, xi)))
+
+
+@pytest.mark.parametrize("k, depth", [(2, None), (2, 3), (5, 2)])
+def test_transport_projection_random_and_zero(k, depth):
+    np.random.seed(k + (depth or 0))
+    man = _manifold(k, depth)
+    x = man.random_point()
+    xi, eta = man.random_tangent_vector(x), man.random_tangent_vector(x)
+    y = man.retraction(x, 0.3 * eta)
+    moved = man.transport(x, y, xi)
+    u, _, vt = y
+    assert np.linalg.norm(u.T @ moved.Up) <= 1e-14 and np.linalg.norm(vt @ moved.Vp) <= 1e-14
+    # Linear in the vector; the identity when the points coincide.
+    combo = man.transport(x, y, 2.0 * xi - 3.0 * eta)
+    lin = 2.0 * moved - 3.0 * man.transport(x, y, eta)
+    assert all(np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(combo, lin))
+    same = man.transport(x, x, xi)
+    assert all(np.allclose(p, q, rtol=0, atol=1e-14) for p, q in zip(same, xi))
+    # Projection of ambient forms (dense, sparse, factored, pymanopt's (U, S, V)) agree.
+    Z = np.random.default_rng(0).standard_normal((M, N))
+    ref = man.projection(x, Z)
+    U, S, V = np.linalg.svd(Z, full_matrices=False)
+    for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T)):
+        assert all(np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref))
+    zero = man.zero_vector(x)
+    assert man.norm(x, zero) == 0.0
+    assert man.typical_dist > 0 and man.dim == (M + N - k) * k
+
+
+# ----------------------------------------------------- pymanopt's own failure
+def test_pymanopt_gradient_is_nan_at_repeated_singular_values_ours_is_not():
+    """pymanopt's FixedRankEmbedded divides by s_j^2 - s_i^2; at s = (1, 1) that is 0/0."""
+    import pymanopt
+
+    rng = np.random.default_rng(5)
+    k = 2
+    Y = rng.standard_normal((M, N))
+    u = np.linalg.qr(rng.standard_normal((M, k)))[0]
+    vt = np.linalg.qr(rng.standard_normal((N, k)))[0].T
+    s = np.ones(k)  # balanced / orthogonal inits have exactly this
+
+    theirs = FixedRankEmbedded(M, N, k)
+
+    @pymanopt.function.autograd(theirs)
+    def cost(u_, s_, vt_):
+        return 0.5 * anp.sum((u_ @ anp.diag(s_) @ vt_ - Y) ** 2)
+
+    point = theirs.random_point()
+    point = type(point)(u, s, vt)
+    with np.errstate(all="ignore"):
+        bad = pymanopt.Problem(theirs, cost).riemannian_gradient(point)
+    assert np.isnan(bad.M).any()
+
+    ours = dlngeo.FixedRank(M, N, k)
+    good = dlngeo.problem(ours, lambda X: 0.5 * anp.sum((X - Y) ** 2)).riemannian_gradient(ours.point(u, s, vt))
+    G = (u * s) @ vt - Y
+    assert all(np.all(np.isfinite(a)) for a in good)
+    expected = ours.projection(ours.point(u, s, vt), G)
+    assert all(np.allclose(a, b, rtol=0, atol=1e-14) for a, b in zip(good, expected))
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input():
+    for args, word in [((4, 3, 5), "k"), ((4, 3, 0), "k"), ((0, 3, 1), "m"), ((4, 2.0, 1), "n"), ((4, 3, True), "k")]:
+        with pytest.raises(ValueError, match=word):
+            dlngeo.FixedRank(*args)
+        with pytest.raises(ValueError, match=word):
+            dlngeo.DLNFixedRank(*args, 2)
+    for depth in (0, -2, 1.5, None):
+        with pytest.raises(ValueError, match="depth"):
+            dlngeo.DLNFixedRank(4, 3, 2, depth)
+    man = dlngeo.FixedRank(4, 3, 2)
+    with pytest.raises(ValueError, match="X"):
+        man.from_matrix(np.full((4, 3), np.nan))
+    with pytest.raises(ValueError, match="X"):
+        man.from_matrix(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="X"):
+        man.from_matrix(np.outer(np.ones(4), np.ones(3)))  # rank 1 < k
+    with pytest.raises(ValueError, match="manifold"):
+        dlngeo.problem(FixedRankEmbedded(4, 3, 2), lambda X: anp.sum(X**2))
