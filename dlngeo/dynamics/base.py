@@ -191,6 +191,9 @@ class Method:
     name: str = "method"
     #: True for methods that train the factors (their Record has final_weights).
     overparametrized: bool = False
+    #: True when ``Record.times`` are flow times (comparable across flows), False
+    #: when they are iteration numbers (``Record.time_kind == "iteration"``).
+    flow_time: bool = True
 
     def run(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Record", "STOP_REASONS"]
+__all__ = ["Record", "STOP_REASONS", "TIME_KINDS"]
 
 #: Structured stop reason codes shared by every method.
 STOP_REASONS = (
@@ -25,6 +25,13 @@ STOP_REASONS = (
     "end_time",  # an ODE integration reached its final time
     "converged",  # a solver's own convergence test (pymanopt)
 )
+
+#: What ``Record.times`` means. ``"flow"``: the flow time of the gradient
+#: flow the method follows (ODE time; ``eta * k`` for a constant step
+#: ``eta``; the accumulated step sizes for a line search). ``"iteration"``:
+#: the method has no flow time (conjugate gradients, trust regions) and
+#: ``times`` repeats the iteration numbers.
+TIME_KINDS = ("flow", "iteration")
 
 
 def _jsonable(value: Any) -> Any:
@@ -55,6 +62,9 @@ class Record:
         evaluations: Counts, e.g. ``{"loss": .., "gradient": .., "hessian": ..}``.
         wall_time_s: Wall-clock seconds.
         info: Anything else (acceptance rate, seed, options).
+        time_kind: One of :data:`TIME_KINDS`: whether ``times`` is a flow time
+            (comparable across methods following the same flow) or just the
+            iteration count.
     """
 
     method: str
@@ -68,6 +78,7 @@ class Record:
     evaluations: dict[str, int] = field(default_factory=dict)
     wall_time_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    time_kind: str = "flow"
 
     def append(self, time: float, iteration: int, values: dict[str, Any]) -> None:
         """Add one sample of every metric."""
@@ -90,6 +101,7 @@ class Record:
             "evaluations": _jsonable(self.evaluations),
             "wall_time_s": self.wall_time_s,
             "stop_reason": self.stop_reason,
+            "time_kind": self.time_kind,
             "metrics": {"time": list(self.times), "iteration": list(self.iterations), **_jsonable(self.metrics)},
             "info": _jsonable(self.info),
         }

@@ -1,0 +1,272 @@
+"""The loop every iterative method shares: step, check the stopping criteria, record samples.
+
+A method supplies a :class:`Stepper` (one step of gradient descent, of an ODE
+integrator, of a Riemannian descent); :func:`drive` runs it under a
+:class:`~dlngeo.dynamics.base.Stopping` and fills a
+:class:`~dlngeo.dynamics.record.Record`. :class:`Recorder` is the sampling
+half on its own (the pymanopt adapter, whose loop is pymanopt's, uses it).
+
+**Sampling.** ``record_every = k`` records every ``k``-th iterate (step,
+accepted ODE step). ``record_times = [t_0, t_1, ...]`` records on a grid of
+flow times instead: continuous methods evaluate their dense output (the
+integrator's interpolant) at exactly those times; discrete methods record the
+first iterate at or after each grid time, labelled with its own time. The
+initial and the final state are always recorded.
+
+**Divergence.** Steps run under ``numpy.errstate(all="ignore")``; a step that
+produces NaN/inf (or whose numerical linear algebra fails on such values)
+raises :class:`NumericalFailure`, which ends the run with reason
+``"diverged"``. A method never raises because its iterates blew up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..lowrank import is_lowrank_point
+from .base import Callback, Stopping, Task
+from .record import Record
+
+__all__ = [
+    "NumericalFailure",
+    "Recorder",
+    "Stepper",
+    "drive",
+    "is_finite_point",
+    "check_positive",
+    "check_nonnegative",
+    "check_choice",
+    "check_record_options",
+]
+
+
+class NumericalFailure(ArithmeticError):
+    """A step produced non-finite numbers: the run stops with ``"diverged"``."""
+
+
+def is_finite_point(point: Any) -> bool:
+    """True when every entry of a dense point, a ``(u, s, vt)`` point or a list of factors is finite."""
+    if point is None:
+        return True
+    if is_lowrank_point(point) or isinstance(point, list):
+        return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in point)
+    return bool(np.all(np.isfinite(np.asarray(point))))
+
+
+# ------------------------------------------------------------------ options
+def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """``value`` as a positive finite float, else ``ValueError`` naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(float(value)) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a non-negative finite float, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not (math.isfinite(float(value)) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.ndarray | None]:
+    """Validate ``record_every`` (positive int) and ``record_times`` (non-decreasing, >= 0)."""
+    if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or record_every < 1:
+        raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
+    if record_times is None:
+        return int(record_every), None
+    try:
+        grid = np.asarray(record_times, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"record_times must be a sequence of numbers, got {record_times!r}") from None
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0) or np.any(np.diff(grid) < 0):
+        raise ValueError("record_times must be a non-empty, non-decreasing sequence of finite times >= 0")
+    return int(record_every), grid
+
+
+# ------------------------------------------------------------------ recording
+class Recorder:
+    """Evaluates the task's metrics on states and appends them to a :class:`Record`.
+
+    Metrics that fail on a non-finite point record NaN (a diverged run is
+    still recorded); on a finite point their errors propagate.
+    """
+
+    def __init__(self, name: str, task: Task, callback: Callback | None, *, time_kind: str = "flow", info: dict | None = None):
+        self.task = task
+        self.callback = callback
+        self.record = Record(method=name, time_kind=time_kind, info=dict(info or {}))
+        self._last: tuple[int, float] | None = None
+
+    def sample(
+        self,
+        point: Any,
+        *,
+        time: float,
+        iteration: int,
+        weights: Any = None,
+        loss: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one sample (skipped if the same ``(iteration, time)`` was just recorded)."""
+        key = (int(iteration), float(time))
+        if self._last == key:
+            return
+        self._last = key
+        task = self.task
+        state = task.state(point, weights=weights, time=float(time), iteration=int(iteration))
+        finite = is_finite_point(point) and is_finite_point(weights)
+        values: dict[str, Any] = {}
+        if "loss" not in task.metrics:
+            values["loss"] = float(loss) if loss is not None else self._safe(lambda: float(task.loss.value(point)), finite)
+        for name, metric in task.metrics.items():
+            values[name] = self._safe(lambda m=metric: m(state), finite)
+        if extra:
+            values.update(extra)
+        self.record.append(time, iteration, values)
+        if self.callback is not None:
+            self.callback(state, self.record)
+
+    @staticmethod
+    def _safe(fn: Any, finite: bool) -> Any:
+        if finite:
+            return fn()
+        try:
+            with np.errstate(all="ignore"):
+                return fn()
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            return float("nan")
+
+
+# ------------------------------------------------------------------ stepping
+class Stepper:
+    """One iterative method, stepped by :func:`drive`.
+
+    After :meth:`start` and after every :meth:`step` the attributes describe
+    the current iterate: ``t`` (flow time), ``iteration``, ``loss``,
+    ``gradient_norm``, ``step_norm`` (``None`` if unknown) and ``finished``
+    (an integrator reached its final time). :meth:`point` and
+    :meth:`weights` give the end-to-end point and the factors (or ``None``).
+    Continuous methods implement :meth:`interpolate`.
+    """
+
+    continuous: bool = False
+    t: float = 0.0
+    iteration: int = 0
+    loss: float = float("nan")
+    gradient_norm: float | None = None
+    step_norm: float | None = None
+    finished: bool = False
+
+    def start(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def point(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def weights(self) -> list[np.ndarray] | None:
+        return None
+
+    def interpolate(self, t: float) -> tuple[Any, Any]:
+        """``(point, weights)`` at flow time ``t`` within the last step (continuous methods)."""
+        raise NotImplementedError
+
+    def evaluations(self) -> dict[str, int]:
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+def drive(
+    name: str,
+    task: Task,
+    stepper: Stepper,
+    stopping: Stopping | None,
+    callback: Callback | None,
+    *,
+    record_every: int = 1,
+    record_times: np.ndarray | None = None,
+    time_kind: str = "flow",
+    info: dict | None = None,
+) -> Record:
+    """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
+    stopping = stopping if stopping is not None else Stopping()
+    recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
+    clock = stopping.start()
+    grid = record_times
+    gi = 0
+    reason: str | None = None
+
+    def check() -> str | None:
+        return clock.check(
+            iteration=stepper.iteration,
+            loss=stepper.loss,
+            flow_time=stepper.t,
+            gradient_norm=stepper.gradient_norm,
+            step_norm=stepper.step_norm,
+        )
+
+    with np.errstate(all="ignore"):
+        try:
+            stepper.start()
+        except (NumericalFailure, np.linalg.LinAlgError):
+            reason = "diverged"
+        if grid is not None:
+            while gi < len(grid) and grid[gi] <= stepper.t:
+                gi += 1
+        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+        if reason is None:
+            reason = check()
+        while reason is None:
+            try:
+                stepper.step()
+            except (NumericalFailure, np.linalg.LinAlgError):
+                reason = "diverged"
+                break
+            if grid is not None:
+                while gi < len(grid) and grid[gi] <= stepper.t:
+                    if stepper.continuous and grid[gi] < stepper.t:
+                        try:
+                            point, weights = stepper.interpolate(float(grid[gi]))
+                        except (NumericalFailure, np.linalg.LinAlgError):
+                            point, weights = None, None
+                        if point is not None:
+                            recorder.sample(point, time=grid[gi], iteration=stepper.iteration, weights=weights)
+                    else:
+                        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+                    gi += 1
+            elif stepper.iteration % record_every == 0:
+                recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+            reason = check()
+            if reason is None and stepper.finished:
+                reason = "end_time"
+        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+
+    record = recorder.record
+    record.final_point = stepper.point()
+    record.final_weights = stepper.weights()
+    record.stop_reason = reason
+    record.n_iterations = stepper.iteration
+    record.evaluations = stepper.evaluations()
+    record.wall_time_s = clock.elapsed()
+    record.info.update(stepper.info())
+    return record

@@ -1,0 +1,386 @@
+r"""The intrinsic (end-to-end) flow :math:`\dot X = -A_{N,X}(E'(X))`, dense and on the rank-r manifold.
+
+Arora, Cohen & Hazan (2018, Theorem 1); Bah, Rauhut, Terstiege &
+Westdickenberg (2021): from a balanced start the product of the factor flow
+solves this ODE, which is the Riemannian gradient flow of :math:`E` on
+:math:`(M_r, g_N)` (MATH.md §3). Flow time is the ODE time, the same time
+as the factor flow's.
+
+**Dense** (``representation="dense"``): the ODE for :math:`X \in \mathbb R^{m\times n}`
+is integrated by a ``scipy.integrate`` solver; the right-hand side is
+:func:`dlngeo.geometry.metric_operator` (one SVD, ``O(mn min(m, n))``).
+
+**Low rank** (``representation="lowrank"``): points ``(u, s, vt)`` of
+:math:`M_r`; the vector field :math:`F(Y) = -\operatorname{grad}_{g_N} E(Y)`
+comes from :func:`dlngeo.geometry.kernel.riemannian_gradient_tangent`
+(ambient gradient applied to ``r`` vectors, ``O((m+n) r^2)``, ``O(|\Omega| r)``
+for completion) and is tangent at ``Y``. The integrator is a *projected
+Runge–Kutta method* (Kieri & Vandereycken 2019, "Projection methods for
+dynamical low-rank approximation of high-dimensional problems", CMAM): each
+stage and the update are retracted to :math:`M_r` by the metric projection
+(truncated SVD) :math:`\mathcal R`,
+
+.. math::
+
+    Y_i = \mathcal R\big(X_n + h \textstyle\sum_{j<i} a_{ij} K_j\big),\quad K_i = F(Y_i),\qquad
+    X_{n+1} = \mathcal R\big(X_n + h \textstyle\sum_i b_i K_i\big),
+
+which keeps the order of the underlying scheme when the exact solution stays
+on :math:`M_r`, as here. The Butcher tableaux and the embedded error
+estimators are scipy's ``RK23`` (Bogacki–Shampine) and ``RK45``
+(Dormand–Prince), read from ``scipy.integrate.RK23`` / ``RK45``; the dense
+output is scipy's interpolant, retracted. The sums are kept factored
+(``m x q`` times ``q x n``, ``q <= r + 2 r s`` for ``s`` stages), so the
+truncation costs ``O((m+n) q^2)``; nothing ``m x n`` is formed. Step-size
+control: the error ``h \sum_i e_i K_i`` is measured in the Frobenius norm
+against ``atol * sqrt(mn) + rtol * ||X||_F`` (``atol`` keeps its per-entry
+meaning on average), with scipy's safety factor and bounds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.integrate
+
+from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
+from ..lowrank import Factored, tangent_to_factored, to_dense
+from .base import Callback, Method, Stopping, Task
+from .driver import (
+    NumericalFailure,
+    Stepper,
+    check_choice,
+    check_positive,
+    check_record_options,
+    drive,
+)
+from .overparametrized import ODE_INTEGRATORS, _finish_flow, _t_bound
+from .record import Record
+
+__all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "LOWRANK_INTEGRATORS"]
+
+#: Embedded Runge–Kutta pairs available on the rank-r manifold.
+LOWRANK_INTEGRATORS = ("RK45", "RK23")
+
+
+# ---------------------------------------------------------------- low rank helpers
+def truncate(left: np.ndarray, right: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both sides + a small SVD)."""
+    Ql, Rl = np.linalg.qr(left)
+    Qr, Rr = np.linalg.qr(right)
+    a, s, bt = np.linalg.svd(Rl @ Rr.T)
+    return Ql @ a[:, :rank], s[:rank], bt[:rank] @ Qr.T
+
+
+def lowrank_start(task: Task, rank: int | None = None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
+    """The rank-``r`` truncated SVD of ``phi(W(0))`` computed from the factors, and the relative truncation error.
+
+    The product is split at the narrowest hidden width ``d_j``:
+    ``X = (W_N .. W_{j+1}) (W_j .. W_1)``, so only ``m x d_j`` and ``d_j x n``
+    matrices are formed.
+    """
+    net = task.network
+    rank = task.rank if rank is None else rank
+    W = task.weights0
+    j = int(np.argmin(net.dims[1:-1])) + 1 if net.depth > 1 else 1
+    L = np.eye(net.dims[-1])
+    for w in W[j:][::-1]:
+        L = L @ w
+    R = np.eye(net.dims[0])
+    for w in W[:j]:
+        R = w @ R
+    Ql, Rl = np.linalg.qr(L)
+    Qr, Rr = np.linalg.qr(R.T)
+    a, s, bt = np.linalg.svd(Rl @ Rr.T)
+    total = float(np.linalg.norm(s))
+    dropped = float(np.linalg.norm(s[rank:]))
+    point = (Ql @ a[:, :rank], s[:rank].copy(), bt[:rank] @ Qr.T)
+    return point, (dropped / total if total > 0 else 0.0)
+
+
+def _fro(left: np.ndarray, right: np.ndarray) -> float:
+    """``||left @ right.T||_F`` from the two Gram matrices."""
+    return float(np.sqrt(max(np.sum((left.T @ left) * (right.T @ right)), 0.0)))
+
+
+# ---------------------------------------------------------------- dense
+class _DenseIntrinsicStepper(Stepper):
+    continuous = True
+
+    def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+        self.task = task
+        self.depth = task.depth
+        self.shape = task.network.output_shape
+        self.y0 = task.X0.ravel().copy()
+        self._y = self.y0
+        self.counts = {"loss": 0, "gradient": 0}
+        self._cache: tuple[Any, float, float] | None = None
+        self.solver_cls = getattr(scipy.integrate, integrator)
+        self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
+        self.t_bound = t_bound
+
+    def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(y)):
+            raise NumericalFailure("non-finite X")
+        X = y.reshape(self.shape)
+        value, G = self.task.loss.value_and_gradient(X)
+        self.counts["loss"] += 1
+        self.counts["gradient"] += 1
+        F = metric_operator(X, G, self.depth)
+        # ||grad||_{g_N}^2 = <E'(X), A(E'(X))>.
+        gnorm2 = float(np.sum(F * to_dense(G)))
+        if not (np.isfinite(value) and np.all(np.isfinite(F))):
+            raise NumericalFailure("non-finite loss or gradient")
+        self._cache = (y, float(value), float(np.sqrt(max(gnorm2, 0.0))))
+        return -F.ravel()
+
+    def _observe(self, y: np.ndarray) -> None:
+        cache = self._cache
+        if cache is None or cache[0] is not y:
+            self.rhs(self.t, y)
+            cache = self._cache
+        self.loss, self.gradient_norm = cache[1], cache[2]
+
+    def start(self) -> None:
+        self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
+        self._observe(self.solver.y)
+
+    def step(self) -> None:
+        solver = self.solver
+        y_old = solver.y
+        message = solver.step()
+        if solver.status == "failed":
+            if not np.all(np.isfinite(solver.y)):
+                raise NumericalFailure(str(message))
+            self.failure = str(message)
+            self.finished = True
+        self.iteration += 1
+        self.t = float(solver.t)
+        self._y = solver.y
+        self.step_norm = float(np.linalg.norm(solver.y - y_old))
+        self._observe(solver.y)
+        if solver.status == "finished":
+            self.finished = True
+
+    def point(self) -> np.ndarray:
+        return self._y.reshape(self.shape).copy()
+
+    def interpolate(self, t: float) -> tuple[Any, Any]:
+        return self.solver.dense_output()(t).reshape(self.shape), None
+
+    def evaluations(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+# ---------------------------------------------------------------- low rank
+class _LowRankIntrinsicStepper(Stepper):
+    """Projected embedded Runge–Kutta on (u, s, vt) with adaptive steps (module docstring)."""
+
+    continuous = True
+    SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+
+    def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float, first_step: float | None):
+        tableau = getattr(scipy.integrate, integrator)
+        self.A, self.B, self.C, self.E, self.P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
+        self.n_stages = tableau.n_stages
+        self.error_exponent = -1.0 / (tableau.error_estimator_order + 1)
+        self.task, self.depth, self.rank = task, task.depth, task.rank
+        m, n = task.network.output_shape
+        self.root_mn = float(np.sqrt(m * n))
+        self.rtol, self.atol, self.max_step, self.t_bound = rtol, atol, max_step, t_bound
+        self.first_step = first_step
+        self.counts = {"loss": 0, "gradient": 0}
+        self.X, self.truncation = lowrank_start(task)
+        self.rejected = 0
+
+    # F(Y) = -grad_{g_N} E(Y) as a factored ambient matrix; also loss and ||grad||_{g_N}.
+    def field(self, Y: Any, with_value: bool = False) -> tuple[Factored, float | None, float]:
+        u, s, vt = Y
+        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(u)) and np.all(np.isfinite(vt))):
+            raise NumericalFailure("non-finite point")
+        loss = self.task.loss
+        if with_value:
+            value, G = loss.value_and_gradient(Y)
+            self.counts["loss"] += 1
+        else:
+            value, G = None, loss.gradient(Y)
+        self.counts["gradient"] += 1
+        Up, M, Vp = riemannian_gradient_tangent(u, s, vt, G, self.depth)
+        gnorm2 = tangent_inner_product(s, (Up, M, Vp), (Up, M, Vp), self.depth) if np.all(s > 0) else np.nan
+        F = tangent_to_factored(Y, (-Up, -M, -Vp))
+        if not (np.all(np.isfinite(F.left)) and np.all(np.isfinite(F.right))):
+            raise NumericalFailure("non-finite vector field")
+        if value is not None and not np.isfinite(value):
+            raise NumericalFailure("non-finite loss")
+        return F, (None if value is None else float(value)), float(np.sqrt(max(gnorm2, 0.0))) if np.isfinite(gnorm2) else float("nan")
+
+    def combine(self, X: Any, h: float, weights: Any, K: list[Factored]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``R(X + h sum_j w_j K_j)`` without forming the sum."""
+        u, s, vt = X
+        lefts, rights = [u * s], [vt.T]
+        for w, k in zip(weights, K):
+            if w != 0.0:
+                lefts.append((h * w) * k.left)
+                rights.append(k.right)
+        return truncate(np.hstack(lefts), np.hstack(rights), self.rank)
+
+    def norm(self, X: Any) -> float:
+        return float(np.linalg.norm(X[1]))
+
+    def start(self) -> None:
+        self.f, self.loss, self.gradient_norm = self.field(self.X, with_value=True)
+        h = self.first_step if self.first_step is not None else self._initial_step()
+        self.h = min(h, self.max_step, self.t_bound - self.t)
+
+    def _initial_step(self) -> float:
+        # scipy.integrate._ivp.common.select_initial_step with our norms.
+        scale = self.atol * self.root_mn + self.rtol * self.norm(self.X)
+        d0 = self.norm(self.X) / scale
+        d1 = _fro(self.f.left, self.f.right) / scale
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(h0, self.t_bound - self.t)
+        X1 = self.combine(self.X, h0, [1.0], [self.f])
+        f1, _, _ = self.field(X1)
+        diff = Factored(np.hstack((f1.left, -self.f.left)), np.hstack((f1.right, self.f.right)))
+        d2 = _fro(diff.left, diff.right) / scale / h0
+        order = self.error_exponent ** -1 - 1  # error estimator order
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+        return min(100 * h0, h1)
+
+    def step(self) -> None:
+        X0, f0, t = self.X, self.f, self.t
+        rejected_once = False
+        while True:
+            h = min(self.h, self.max_step, self.t_bound - t)
+            if h <= 10 * np.spacing(max(t, 1.0)):
+                self.failure = "required step size is below the spacing of floats"
+                self.finished = True
+                return
+            K = [f0]
+            for i in range(1, self.n_stages):
+                Y = self.combine(X0, h, self.A[i, :i], K)
+                K.append(self.field(Y)[0])
+            X1 = self.combine(X0, h, self.B, K)
+            f1, loss1, gnorm1 = self.field(X1, with_value=True)
+            K.append(f1)
+            lefts = [(h * e) * k.left for e, k in zip(self.E, K) if e != 0.0]
+            rights = [k.right for e, k in zip(self.E, K) if e != 0.0]
+            err = _fro(np.hstack(lefts), np.hstack(rights))
+            scale = self.atol * self.root_mn + self.rtol * max(self.norm(X0), self.norm(X1))
+            ratio = err / scale
+            if not np.isfinite(ratio):
+                raise NumericalFailure("non-finite error estimate")
+            if ratio < 1:
+                factor = self.MAX_FACTOR if ratio == 0 else min(self.MAX_FACTOR, self.SAFETY * ratio ** self.error_exponent)
+                if rejected_once:
+                    factor = min(1.0, factor)
+                self.h = h * factor
+                break
+            self.rejected += 1
+            rejected_once = True
+            self.h = h * max(self.MIN_FACTOR, self.SAFETY * ratio ** self.error_exponent)
+        self._last = (X0, h, K, t)
+        self.X, self.f, self.loss, self.gradient_norm = X1, f1, loss1, gnorm1
+        self.t = t + h if t + h < self.t_bound else self.t_bound
+        self.iteration += 1
+        # Frobenius distance of the two points, from factors.
+        self.step_norm = _fro(np.hstack((X1[0] * X1[1], -X0[0] * X0[1])), np.hstack((X1[2].T, X0[2].T)))
+        if self.t >= self.t_bound:
+            self.finished = True
+
+    def interpolate(self, t: float) -> tuple[Any, Any]:
+        X0, h, K, t0 = self._last
+        x = (t - t0) / h
+        powers = np.cumprod(np.full(self.P.shape[1], x))
+        weights = self.P @ powers  # w_j(x) = sum_l P[j, l] x^{l+1}
+        return self.combine(X0, h, weights, K), None
+
+    def point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.X
+
+    def evaluations(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def info(self) -> dict[str, Any]:
+        return {"rejected_steps": self.rejected, "start_truncation": self.truncation, "rank": self.rank}
+
+
+class IntrinsicFlow(Method):
+    """The end-to-end flow :math:`\\dot X = -A_{N,X}(E'(X))`, dense or on the rank-r manifold.
+
+    Args:
+        representation: ``"dense"`` (``X`` as an ``m x n`` array, scipy ODE
+            solver), ``"lowrank"`` (``(u, s, vt)`` at the task's rank, projected
+            embedded Runge–Kutta), or ``"auto"``: low rank when the task's rank is
+            below ``min(m, n)``.
+        integrator: Dense: one of :data:`~dlngeo.dynamics.overparametrized.ODE_INTEGRATORS`;
+            low rank: ``"RK45"`` (Dormand–Prince 5(4)) or ``"RK23"`` (Bogacki–Shampine 3(2)).
+        rtol, atol: Tolerances (dense: componentwise as in ``solve_ivp``; low rank:
+            Frobenius, see the module docs).
+        max_step: Largest step.
+        first_step: Low rank only: the first step (default: scipy's heuristic).
+        end_time: Default final flow time when the stopping has none.
+        record_every, record_times: See :mod:`dlngeo.dynamics.driver`.
+
+    The low-rank flow starts at the rank-``r`` truncation of ``phi(W(0))``; its
+    relative truncation error is ``record.info["start_truncation"]``.
+    """
+
+    name = "intrinsic_flow"
+    flow_time = True
+
+    def __init__(
+        self,
+        *,
+        representation: str = "auto",
+        integrator: str = "RK45",
+        rtol: float = 1e-7,
+        atol: float = 1e-10,
+        max_step: float = np.inf,
+        first_step: float | None = None,
+        end_time: float | None = None,
+        record_every: int = 1,
+        record_times: Any = None,
+    ):
+        self.representation = check_choice("representation", representation, ("auto", "dense", "lowrank"))
+        self.integrator = check_choice("integrator", integrator, ODE_INTEGRATORS)
+        if self.representation == "lowrank" and integrator not in LOWRANK_INTEGRATORS:
+            raise ValueError(f"integrator must be one of {LOWRANK_INTEGRATORS} for representation='lowrank', got {integrator!r}")
+        self.rtol = check_positive("rtol", rtol)
+        self.atol = check_positive("atol", atol)
+        self.max_step = np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step)
+        self.first_step = check_positive("first_step", first_step, allow_none=True)
+        self.end_time = check_positive("end_time", end_time, allow_none=True)
+        self.record_every, self.record_times = check_record_options(record_every, record_times)
+
+    def resolved_representation(self, task: Task) -> str:
+        if self.representation != "auto":
+            return self.representation
+        m, n = task.network.output_shape
+        lowrank = task.rank < min(m, n) and self.integrator in LOWRANK_INTEGRATORS
+        return "lowrank" if lowrank else "dense"
+
+    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+        stopping = stopping if stopping is not None else Stopping()
+        t_bound = _t_bound(stopping, self.end_time)
+        representation = self.resolved_representation(task)
+        if representation == "dense":
+            stepper: Stepper = _DenseIntrinsicStepper(task, self.integrator, self.rtol, self.atol, self.max_step, t_bound)
+        else:
+            stepper = _LowRankIntrinsicStepper(task, self.integrator, self.rtol, self.atol, self.max_step, t_bound, self.first_step)
+        info = {
+            "representation": representation,
+            "integrator": self.integrator,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "time": "ODE time",
+        }
+        record = drive(
+            self.name, task, stepper, stopping, callback,
+            record_every=self.record_every, record_times=self.record_times, info=info,
+        )
+        return _finish_flow(record, stepper)
