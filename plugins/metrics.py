@@ -17,7 +17,9 @@ Each registered factory takes its options and returns a callable
 * ``distance_to_target``: :math:`\|X - M^\star\|_F`, ``M* = state.data["target"]``.
 * ``test_error``: RMSE of ``X - M*`` on the entries not observed by the loss.
 
-Singular values come from ``s`` directly on a low-rank point; the distances
+Singular values come from ``s`` directly on a low-rank point; effective rank
+and the Schatten quasi-norm ignore values below the numerical-rank tolerance
+``max(m, n) eps sigma_1`` (rounding noise of a dense SVD); the distances
 never form ``m x n`` when both ``X`` and the target are low rank.
 """
 
@@ -56,6 +58,19 @@ def _target(state: Any, metric: str) -> Any:
     if target is None:
         raise ValueError(f"{metric} needs state.data['target'] (the matrix to recover)")
     return target
+
+
+def _significant(state: Any) -> np.ndarray:
+    """Singular values above the numerical-rank tolerance ``max(m, n) eps sigma_1``.
+
+    A dense SVD returns rounding-level values (~1e-16 sigma_1) for the zero
+    directions; ``sigma^(2/N)`` would turn them into ~1e-8 each.
+    """
+    s = state.singular_values()
+    if s.size == 0:
+        return s
+    tol = max(point_shape(state.point)) * np.finfo(float).eps * s[0]
+    return s[s > tol]
 
 
 def _weights(state: Any) -> list[np.ndarray]:
@@ -108,8 +123,7 @@ class EffectiveRank(Metric):
     name = "effective_rank"
 
     def __call__(self, state: Any) -> float:
-        s = state.singular_values()
-        s = s[s > 0]
+        s = _significant(state)
         if s.size == 0:
             return 0.0
         p = s / s.sum()
@@ -130,7 +144,7 @@ class SchattenQuasiNorm(Metric):
         depth = self.depth or state.depth
         if not depth or depth < 1:
             raise ValueError(f"schatten_quasi_norm needs a positive state.depth, got {depth!r}")
-        return float(np.sum(state.singular_values() ** (2.0 / depth)))
+        return float(np.sum(_significant(state) ** (2.0 / depth)))
 
 
 class NuclearNorm(Metric):
