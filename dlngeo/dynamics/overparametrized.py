@@ -268,7 +268,7 @@ class _FactorFlowStepper(Stepper):
             if not np.all(np.isfinite(solver.y)):
                 raise NumericalFailure(str(message))
             self.failure = str(message)
-            self.finished = True  # reported as "stalled" by the method
+            self.finished = True  # reported as "diverged" by the method
         self.iteration += 1
         self.t = float(solver.t)
         self._y = solver.y
@@ -311,8 +311,9 @@ class OverparametrizedFlow(Method):
         record_times: Record at these flow times (dense output) instead.
 
     Iterations are accepted ODE steps; ``evaluations`` counts right-hand sides.
-    A solver failure on finite values ("step size too small") stops with
-    ``"stalled"``; non-finite values stop with ``"diverged"``.
+    Non-finite values, a loss blow-up, or a solver failure ("required step
+    size is less than spacing between numbers": a finite-time singularity)
+    stop with ``"diverged"``.
     """
 
     name = "overparametrized_flow"
@@ -357,9 +358,15 @@ def _t_bound(stopping: Stopping, end_time: float | None) -> float:
 
 
 def _finish_flow(record: Record, stepper: Stepper) -> Record:
-    """Report an integrator failure on finite values as ``stalled`` with the solver's message."""
+    """Report an integrator failure as ``diverged``, with the solver's message in ``info``.
+
+    An explicit integrator fails only when the step size it needs falls below
+    the spacing of floats: the solution's derivatives exploded (a finite-time
+    singularity), which is what ``diverged`` means for a flow.
+    """
     failure = getattr(stepper, "failure", None)
-    if failure is not None and record.stop_reason == "end_time":
-        record.stop_reason = "stalled"
+    if failure is not None:
         record.info["solver_message"] = failure
+        if record.stop_reason == "end_time":
+            record.stop_reason = "diverged"
     return record

@@ -1,0 +1,316 @@
+"""The flows and descents of dlngeo.dynamics against each other and against the theory (MATH.md §2-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dlngeo
+from dlngeo.dynamics.base import Stopping, Task
+from dlngeo.dynamics.driver import check_record_options
+from dlngeo.dynamics.intrinsic import IntrinsicFlow, lowrank_start, truncate
+from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD, factor_loss_and_gradients
+from dlngeo.dynamics.record import STOP_REASONS
+from dlngeo.dynamics.riemannian import RiemannianGD
+from dlngeo.losses import Loss
+from dlngeo.lowrank import to_dense
+
+
+class Quadratic(Loss):
+    """E(X) = ½‖X − Y‖² (fast, no autograd)."""
+
+    name = "quadratic"
+
+    def __init__(self, Y: np.ndarray):
+        self.Y = Y
+        self.shape = Y.shape
+
+    def value(self, X):
+        return self.value_and_gradient(X)[0]
+
+    def gradient(self, X):
+        return self.value_and_gradient(X)[1]
+
+    def value_and_gradient(self, X):
+        R = to_dense(X) - self.Y
+        return 0.5 * float(np.sum(R * R)), R
+
+
+class Repulsive(Loss):
+    """E(X) = −½‖X‖²: the flow blows up (in finite time for N ≥ 2)."""
+
+    name = "repulsive"
+
+    def value(self, X):
+        return -0.5 * float(np.sum(to_dense(X) ** 2))
+
+    def gradient(self, X):
+        return -to_dense(X)
+
+
+def rel(a, b) -> float:
+    a, b = to_dense(a), to_dense(b)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def make_task(dims, rank, *, seed=0, scale=0.3, balanced=True) -> Task:
+    rng = np.random.default_rng(seed)
+    net = dlngeo.DeepLinearNetwork(dims)
+    m, n = net.output_shape
+    Y = rng.standard_normal((m, n))
+    if balanced:
+        X0 = scale * rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+        weights = net.balanced(X0, rng=seed + 1)
+    else:
+        weights = [scale * rng.standard_normal(shape) for shape in net.shapes]
+    return Task(loss=Quadratic(Y), network=net, weights0=weights, rank=rank)
+
+
+FULL = ((4, 4, 4, 4), 4)  # square, full rank, depth 3
+BOTTLENECK = ((5, 3, 2, 4), 2)  # 4 x 5 end-to-end, rank <= 2, depth 3
+T = 2.0
+GRID = np.linspace(0.0, T, 5)
+
+
+@pytest.fixture(scope="module")
+def flows():
+    """Factor flow, dense and low-rank intrinsic flows (tight tolerances) on both networks."""
+    out = {}
+    for key, (dims, rank) in (("full", FULL), ("bottleneck", BOTTLENECK)):
+        task = make_task(dims, rank)
+        task.metrics = {"X": lambda state: state.dense().copy()}
+        stopping = Stopping(max_iterations=None, end_time=T)
+        out[key] = {
+            "task": task,
+            "over": OverparametrizedFlow(integrator="DOP853", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
+            "dense": IntrinsicFlow(representation="dense", integrator="DOP853", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
+            "lowrank": IntrinsicFlow(representation="lowrank", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- flows agree
+@pytest.mark.parametrize("case", ["full", "bottleneck"])
+def test_balanced_start_intrinsic_flow_equals_factor_flow(flows, case):
+    """Arora, Cohen & Hazan 2018, Thm 1: phi(W(t)) = X(t) from a balanced start."""
+    runs = flows[case]
+    over, dense = runs["over"], runs["dense"]
+    assert over.stop_reason == dense.stop_reason == "end_time"
+    assert over.times == dense.times == list(GRID)  # both sampled on the flow-time grid
+    # At every grid time (the solvers' dense outputs), ||phi(W(t)) - X(t)|| / ||X(t)||.
+    gaps = [rel(a, b) for a, b in zip(over.metrics["X"], dense.metrics["X"])]
+    assert max(gaps) <= 1e-6, gaps
+    assert rel(over.final_point, dense.final_point) <= 1e-6
+    # The flow moved: the check is not vacuous.
+    assert rel(over.final_point, runs["task"].X0) > 0.1
+
+
+def test_lowrank_intrinsic_flow_equals_dense_on_bottleneck(flows):
+    runs = flows["bottleneck"]
+    low, dense, over = runs["lowrank"], runs["dense"], runs["over"]
+    assert low.info["representation"] == "lowrank" and dense.info["representation"] == "dense"
+    assert low.times == list(GRID)
+    assert max(rel(a, b) for a, b in zip(low.metrics["X"], dense.metrics["X"])) <= 1e-6
+    assert max(rel(a, b) for a, b in zip(low.metrics["X"], over.metrics["X"])) <= 1e-6
+    assert rel(low.final_point, dense.final_point) <= 1e-6
+    u, s, vt = low.final_point
+    assert u.shape == (4, 2) and s.shape == (2,) and vt.shape == (2, 5)
+    np.testing.assert_allclose(u.T @ u, np.eye(2), atol=1e-12)
+    assert low.info["start_truncation"] <= 1e-12  # a balanced rank-2 start is exactly on M_2
+
+
+def test_lowrank_flow_dense_output_matches_grid(flows):
+    """Grid samples come from the retracted interpolant: compare with the factor flow's dense output."""
+    runs = flows["bottleneck"]
+    low, over = runs["lowrank"], runs["over"]
+    # Interior grid times fall inside steps: interpolated, retracted, and still exact to the tolerance.
+    assert set(low.iterations) != set(range(len(low.iterations)))
+    assert max(rel(a, b) for a, b in zip(low.metrics["X"][1:-1], over.metrics["X"][1:-1])) <= 1e-8
+
+
+def test_unbalanced_start_shows_a_gap():
+    """Off the balanced manifold the factor flow is not the intrinsic flow (the comparison's point)."""
+    task = make_task(*FULL, balanced=False, scale=0.7, seed=3)
+    stopping = Stopping(max_iterations=None, end_time=1.0)
+    over = OverparametrizedFlow(rtol=1e-10, atol=1e-12).run(task, stopping)
+    dense = IntrinsicFlow(representation="dense", rtol=1e-10, atol=1e-12).run(task, stopping)
+    assert rel(over.final_point, dense.final_point) > 1e-3
+
+
+# ---------------------------------------------------------------- discrete methods track the flow
+def test_gradient_descent_tracks_flow_to_first_order(flows):
+    """‖φ(W_GD(T)) − X(T)‖ = O(η): halving η halves the gap."""
+    runs = flows["full"]
+    task, reference = runs["task"], runs["over"].final_point
+    gaps = []
+    for eta in (0.02, 0.01, 0.005):
+        record = OverparametrizedGD(step=eta).run(task, Stopping(max_iterations=None, end_time=T))
+        assert record.stop_reason == "end_time"
+        assert record.times[-1] == pytest.approx(T, rel=1e-12)
+        assert record.n_iterations == round(T / eta)
+        np.testing.assert_allclose(record.times, eta * np.asarray(record.iterations), rtol=1e-14)
+        gaps.append(rel(record.final_point, reference))
+    ratios = [gaps[0] / gaps[1], gaps[1] / gaps[2]]
+    assert all(1.9 <= q <= 2.1 for q in ratios), (gaps, ratios)
+    assert gaps[-1] < 1e-2
+
+
+def test_riemannian_gd_is_euler_of_intrinsic_flow(flows):
+    runs = flows["bottleneck"]
+    task, reference = runs["task"], runs["dense"].final_point
+    gaps = [rel(RiemannianGD(step=eta).run(task, Stopping(max_iterations=None, end_time=T)).final_point, reference) for eta in (0.01, 0.005, 0.0025)]
+    ratios = [gaps[0] / gaps[1], gaps[1] / gaps[2]]
+    assert all(1.8 <= q <= 2.5 for q in ratios), (gaps, ratios)
+    assert ratios[1] < ratios[0]  # tends to 2 as eta -> 0
+
+
+def test_gd_conserves_imbalance_to_second_order():
+    """G_k drifts by O(η²) per step (MATH.md §2): over a fixed time, O(η)."""
+    task = make_task(*FULL, balanced=False, scale=0.5, seed=4)
+    net = task.network
+    G0 = net.imbalance(task.weights0)
+    drift = []
+    for eta in (0.01, 0.005):
+        W = OverparametrizedGD(step=eta).run(task, Stopping(max_iterations=None, end_time=0.5)).final_weights
+        drift.append(max(np.linalg.norm(a - b) for a, b in zip(net.imbalance(W), G0)))
+    assert 1.8 <= drift[0] / drift[1] <= 2.2
+
+
+def test_factor_gradients_match_network_gradients():
+    task = make_task(*BOTTLENECK, balanced=False)
+    W = task.weights0
+    X, value, grads = factor_loss_and_gradients(task.network, W, task.loss)
+    np.testing.assert_allclose(X, task.network.product(W), rtol=1e-14)
+    assert value == pytest.approx(task.loss.value(X), rel=1e-14)
+    for a, b in zip(grads, task.network.gradients(W, task.loss.gradient(X))):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+# ---------------------------------------------------------------- stochastic GD
+def test_sgd_with_exact_sampler_and_no_noise_is_gd():
+    task = make_task(*FULL)
+    stopping = Stopping(max_iterations=20)
+    gd = OverparametrizedGD(step=0.01).run(task, stopping)
+    exact = OverparametrizedGD(step=0.01, gradient_sampler=lambda loss, X, rng: loss.gradient(X)).run(task, stopping)
+    for a, b in zip(gd.final_weights, exact.final_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_is_seeded_and_has_the_right_size():
+    task = make_task(*FULL)
+    stopping = Stopping(max_iterations=50)
+    a = OverparametrizedGD(step=0.01, noise=0.1, seed=7).run(task, stopping)
+    b = OverparametrizedGD(step=0.01, noise=0.1, seed=7).run(task, stopping)
+    c = OverparametrizedGD(step=0.01, noise=0.1, seed=8).run(task, stopping)
+    clean = OverparametrizedGD(step=0.01).run(task, stopping)
+    for x, y in zip(a.final_weights, b.final_weights):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(a.final_weights, c.final_weights))
+    # Accumulated noise after t = 0.5: std 0.1 * sqrt(0.5) per entry (to first order the
+    # drift is the same). 16*3 entries: the RMS deviation is within 30 % of it.
+    dev = np.concatenate([(x - y).ravel() for x, y in zip(a.final_weights, clean.final_weights)])
+    assert 0.7 * 0.1 * np.sqrt(0.5) < np.sqrt(np.mean(dev**2)) < 1.3 * 0.1 * np.sqrt(0.5)
+
+
+# ---------------------------------------------------------------- stopping and records
+def test_stop_reason_codes():
+    task = make_task(*FULL)
+    gd = OverparametrizedGD(step=0.05)
+    assert gd.run(task, Stopping(max_iterations=7)).stop_reason == "max_iterations"
+    r = gd.run(task, Stopping(max_iterations=None, loss_below=1e-8))
+    assert r.stop_reason == "loss_below" and r.final_loss <= 1e-8
+    assert r.metrics["loss"][-2] > 1e-8  # stopped at the first iterate below
+    r = gd.run(task, Stopping(max_iterations=None, gradient_norm_below=1e-5))
+    assert r.stop_reason == "gradient_norm_below"
+    r = gd.run(task, Stopping(max_iterations=None, step_below=1e-6))
+    assert r.stop_reason == "step_below"
+    r = gd.run(task, Stopping(max_iterations=None, stall_window=5, stall_tolerance=1e-3))
+    assert r.stop_reason == "stalled"
+    assert gd.run(task, Stopping(max_iterations=None, max_time=0.0)).stop_reason == "max_time"
+    r = IntrinsicFlow(representation="lowrank").run(task, Stopping(max_iterations=None, end_time=0.3))
+    assert r.stop_reason == "end_time" and r.times[-1] == pytest.approx(0.3, rel=1e-12)
+    r = OverparametrizedFlow(end_time=0.3).run(task, Stopping(max_iterations=None))
+    assert r.stop_reason == "end_time" and r.times[-1] == pytest.approx(0.3, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        OverparametrizedGD(step=10.0),
+        RiemannianGD(step=10.0),
+        RiemannianGD(step=10.0, metric="embedded"),
+    ],
+    ids=["gd", "rgd", "rgd-embedded"],
+)
+def test_huge_step_diverges_without_raising(method):
+    task = make_task(*FULL)
+    task.metrics = {"top_singular_value": lambda state: float(state.singular_values()[0])}
+    record = method.run(task, Stopping(max_iterations=10_000))
+    assert record.stop_reason == "diverged"
+    assert record.n_iterations < 10_000
+    assert len(record.times) == len(record.metrics["loss"]) == len(record.metrics["top_singular_value"])
+
+
+@pytest.mark.parametrize("representation", ["dense", "lowrank"])
+def test_blowing_up_flow_stops_with_diverged(representation):
+    task = make_task(*FULL)
+    task.loss = Repulsive()
+    record = IntrinsicFlow(representation=representation).run(task, Stopping(max_iterations=100_000, end_time=100.0))
+    assert record.stop_reason == "diverged"
+    assert record.times[-1] < 100.0
+
+
+def test_factor_flow_blow_up_stops_with_diverged():
+    task = make_task(*FULL)
+    task.loss = Repulsive()
+    record = OverparametrizedFlow().run(task, Stopping(max_iterations=100_000, end_time=100.0))
+    assert record.stop_reason == "diverged"
+
+
+def test_record_every_and_callback():
+    task = make_task(*FULL)
+    seen = []
+    record = OverparametrizedGD(step=0.01, record_every=10).run(
+        task, Stopping(max_iterations=45), callback=lambda state, rec: seen.append((state.iteration, state.time, state.weights is not None))
+    )
+    assert record.iterations == [0, 10, 20, 30, 40, 45]
+    assert [s[0] for s in seen] == record.iterations
+    assert all(s[2] for s in seen)
+    np.testing.assert_allclose(record.times, 0.01 * np.array(record.iterations))
+    assert record.evaluations == {"loss": 46, "gradient": 46}
+    assert record.stop_reason in STOP_REASONS
+    summary = record.to_dict()
+    assert summary["time_kind"] == "flow" and summary["iterations"] == 45
+
+
+def test_record_times_on_discrete_method_take_first_iterate_after():
+    task = make_task(*FULL)
+    record = OverparametrizedGD(step=0.03, record_times=[0.0, 0.1, 0.5]).run(task, Stopping(max_iterations=None, end_time=0.6))
+    assert record.iterations == [0, 4, 17, 20]
+    np.testing.assert_allclose(record.times, [0.0, 0.12, 0.51, 0.6])
+
+
+def test_record_options_are_validated():
+    with pytest.raises(ValueError, match="record_every"):
+        check_record_options(0, None)
+    with pytest.raises(ValueError, match="record_times"):
+        check_record_options(1, [0.5, 0.1])
+
+
+def test_lowrank_start_from_factors_without_the_product():
+    task = make_task((30, 40, 3, 50, 20), 3, balanced=False, scale=0.5)
+    (u, s, vt), truncation = lowrank_start(task)
+    np.testing.assert_allclose((u * s) @ vt, task.X0, rtol=1e-12, atol=1e-13 * np.linalg.norm(task.X0))
+    assert truncation <= 1e-14
+    (u2, s2, vt2), truncation2 = lowrank_start(task, rank=2)
+    u_, s_, vt_ = np.linalg.svd(task.X0)
+    np.testing.assert_allclose(s2, s_[:2], rtol=1e-12)
+    assert truncation2 == pytest.approx(s_[2] / np.linalg.norm(s_), rel=1e-10)
+
+
+def test_truncate_is_the_best_rank_r_approximation():
+    rng = np.random.default_rng(2)
+    L, R = rng.standard_normal((12, 6)), rng.standard_normal((9, 6))
+    u, s, vt = truncate(L, R, 3)
+    U, S, Vt = np.linalg.svd(L @ R.T)
+    np.testing.assert_allclose((u * s) @ vt, (U[:, :3] * S[:3]) @ Vt[:3], atol=1e-12)
