@@ -9,7 +9,7 @@ its arguments, registered in :data:`COMMANDS` with :func:`command`::
     def _compare(args) -> int: ...
 
 Global options: ``-p/--plugin MODULE`` (repeatable) loads an extra plugin
-module for this run (:func:`dlngeo.plugins.load_plugin_module`). Bad input
+module for this run, importable from ``sys.path`` or the current directory (:func:`dlngeo.plugins.load_plugin_module`). Bad input
 (``ValueError``, argument errors) exits with code 2 and one line on stderr,
 ``dlngeo: error: ...``; plugin faults print one ``dlngeo: warning: ...`` line each.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from typing import Any, Callable, Sequence
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if not args.command:
                 raise _BadInput(f"a command is required (one of: {', '.join(COMMANDS)})")
+            if args.plugin and os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())  # as `python -m` does: `-p mymodule` finds ./mymodule.py
             for module in args.plugin:
                 load_plugin_module(module)
             return COMMANDS[args.command][2](args)

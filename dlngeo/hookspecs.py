@@ -8,7 +8,17 @@ Every hook takes a ``register`` callback (the style of simonw/llm)::
 metric (a callable ``metric(state) -> float | ndarray`` of a
 :class:`~dlngeo.state.State`), a sampler, or a solver (a method that runs on a
 problem and returns a :class:`~dlngeo.dynamics.record.Record`). Built-in
-plugins in ``plugins/`` use exactly these hooks.
+plugins in ``plugins/`` use exactly these hooks. A plugin module::
+
+    import dlngeo
+
+    @dlngeo.hookimpl
+    def dlngeo_register_losses(register):
+        register("my_loss", MyLoss, description="one line for `dlngeo plugins`")
+
+declared in its ``pyproject.toml`` under ``[project.entry-points.dlngeo]``
+(CONTRIBUTING.md, "Write a plugin"). Names are identifiers (letters, digits,
+``_ - .``); a name registered by two plugins is an error when looked up.
 """
 
 from __future__ import annotations
