@@ -30,7 +30,10 @@ class State:
         depth: ``N`` (the metric g_N's depth).
         time: Flow time ``t`` (``eta * k`` for discrete methods).
         iteration: Iteration count.
-        data: Problem data a metric may need (``target``, ``test_rows``/``test_cols``, ...).
+        data: Problem data a metric may need: ``target`` (``M*``, dense or
+            ``(u, s, vt)``) for ``distance_to_target`` and ``test_error``;
+            ``rows``/``cols`` (the observed set) for ``test_error`` when the
+            loss does not carry them.
     """
 
     point: Any

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from dlngeo.hookspecs import hookimpl
 from dlngeo.losses import Loss, check_observations, finite_array
-from dlngeo.lowrank import Factored, ambient_matmul, entries, is_lowrank_point, to_dense
+from dlngeo.lowrank import ambient_matmul, entries, is_lowrank_point, point_shape, to_dense
 
 __all__ = ["Regression", "LpRegression", "MatrixCompletion", "MatrixSensing"]
 
@@ -215,8 +215,8 @@ class MatrixCompletion(Loss):
 
     def hessian_vector_product(self, X: Any, Z: Any) -> sp.csr_array:
         self.check_point(X)
-        if tuple(Z.shape if hasattr(Z, "shape") else np.shape(to_dense(Z))) != self.shape:
-            raise ValueError(f"Z has shape {getattr(Z, 'shape', None)}, expected {self.shape}")
+        if tuple(point_shape(Z)) != self.shape:
+            raise ValueError(f"Z has shape {tuple(point_shape(Z))}, expected {self.shape}")
         return self._sparse(self.scale * entries(Z, self.rows, self.cols))
 
 
