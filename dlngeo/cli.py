@@ -67,6 +67,7 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    rows = [{k: v or "-" for k, v in r.items()} for r in rows]  # "-": unknown version
     columns = ("kind", "name", "plugin", "version", "description")
     widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns[:-1]}
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())

@@ -53,6 +53,7 @@ __all__ = [
     "create_solver",
     "get_plugin_manager",
     "load_plugin_module",
+    "lookup",
     "plugin_rows",
     "register_plugin",
     "reset_plugins",

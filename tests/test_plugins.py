@@ -7,9 +7,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tomllib
 import uuid
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import autograd.numpy as anp
 import numpy as np
