@@ -76,6 +76,60 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------ compare / run
+def _experiment_arguments(parser: argparse.ArgumentParser, *, configs_required: bool) -> None:
+    parser.add_argument(
+        "configs", nargs="+" if configs_required else "*", metavar="CONFIG.toml",
+        help="TOML configs, merged in order (later files override earlier ones)",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key after the files, e.g. --set network.depth=4 (value read as TOML)",
+    )
+    parser.add_argument("--out", default="dlngeo-out", metavar="DIR", help="output directory (default: ./dlngeo-out)")
+    parser.add_argument("--no-plots", action="store_true", help="write results.json only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    _experiment_arguments(parser, configs_required=False)
+    parser.add_argument("--quick", action="store_true", help="the default comparison shrunk to a few seconds (30x30, rank 2)")
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _experiment_arguments(parser, configs_required=True)
+
+
+def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = False) -> int:
+    from pathlib import Path
+
+    from .experiment import DEFAULT_CONFIG, QUICK_OVERRIDES, compare, load_config, merge_config
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {str(out)!r} exists and is not a directory")
+    if quick:
+        base = merge_config(DEFAULT_CONFIG, QUICK_OVERRIDES)
+    config = load_config(args.configs, args.overrides, base=base)
+    comparison = compare(config, progress=not args.no_progress)
+    print(comparison.table())
+    paths = comparison.write(out, plots=not args.no_plots)
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}/")
+    return 0
+
+
+@command("compare", "run methods side by side (default: deep matrix completion, Arora et al. 2019 setting)", _compare_arguments)
+def _compare(args: argparse.Namespace) -> int:
+    """Configs are layered over the default comparison (``dlngeo.experiment.DEFAULT_CONFIG``)."""
+    return _run_experiment(args, None, quick=args.quick)
+
+
+@command("run", "run the methods of TOML configs (layered; --set overrides) and write results", _run_arguments)
+def _run(args: argparse.Namespace) -> int:
+    """Configs are layered over nothing: together they must name the whole experiment."""
+    return _run_experiment(args, {})
+
+
 # --------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The parser with the global options and every registered subcommand."""
