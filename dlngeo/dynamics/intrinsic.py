@@ -83,13 +83,22 @@ def lowrank_start(task: Task, rank: int | None = None) -> tuple[tuple[np.ndarray
     net = task.network
     rank = task.rank if rank is None else rank
     W = task.weights0
+    # Split at the narrowest width d_j (0 < j < N when there are hidden layers).
     j = int(np.argmin(net.dims[1:-1])) + 1 if net.depth > 1 else 1
-    L = np.eye(net.dims[-1])
-    for w in W[j:][::-1]:
+    L = W[-1]  # W_N .. W_{j+1}: m x d_j
+    for w in W[j:-1][::-1]:
         L = L @ w
-    R = np.eye(net.dims[0])
-    for w in W[:j]:
-        R = w @ R
+    if j == net.depth:  # depth 1: X = W_1, no split
+        L, R = None, W[0]
+    else:
+        R = W[0]  # W_j .. W_1: d_j x n
+        for w in W[1:j]:
+            R = w @ R
+    if L is None:
+        a, s, bt = np.linalg.svd(R, full_matrices=False)
+        total = float(np.linalg.norm(s))
+        dropped = float(np.linalg.norm(s[rank:]))
+        return (a[:, :rank], s[:rank].copy(), bt[:rank]), (dropped / total if total > 0 else 0.0)
     Ql, Rl = np.linalg.qr(L)
     Qr, Rr = np.linalg.qr(R.T)
     a, s, bt = np.linalg.svd(Rl @ Rr.T)

@@ -27,7 +27,9 @@ flow of the chosen metric). ConjugateGradient and TrustRegions have no flow
 time: their ``times`` are the iterate numbers and ``record.time_kind`` is
 ``"iteration"``. A sample's ``iteration`` is the number of accepted steps;
 ``record.n_iterations`` is pymanopt's iteration count (TrustRegions counts
-rejected steps too).
+rejected steps too). ``record.info["gradient_norm"]`` is the gradient norm
+pymanopt tested last; SteepestDescent tests it *before* its last step, so its
+final point is one step beyond the point that met ``gradient_norm_below``.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class _Monitor:
         self.value = float("nan")
         self.costs: list[tuple[Any, float]] = []
         self.recorded_extra = 0  # loss evaluations made only for recording
+        self.failed_searches = 0
+        self.tested_gradient_norm = float("nan")  # the gradient norm pymanopt tested last
 
     def cost_of(self, point: Any) -> float:
         for p, v in self.costs:
@@ -181,6 +185,8 @@ class _Monitor:
         self.costs = [(point, float(value))] + self.costs[:3]
 
     def on_iterate(self, point: Any, gradient: Any) -> None:
+        if point is self.point:
+            return  # a failed line search returned the same point: not a new iterate
         self.accepted += 1
         self.point = point
         self.value = self.cost_of(point)
@@ -192,6 +198,11 @@ class _Monitor:
             raise NumericalFailure("non-finite loss or gradient")
 
     def check(self, iteration: int, gradient_norm: float, step_size: float) -> str | None:
+        # A line search that fails returns step 0 and the same point; twice in a row
+        # (the second time from a fresh initial step) the method is stuck.
+        self.failed_searches = self.failed_searches + 1 if step_size == 0 else 0
+        if self.failed_searches >= 2:
+            return "dlngeo:stalled"
         if self.flow_time and np.isfinite(step_size) and gradient_norm > 0:
             self.t += step_size / gradient_norm  # x+ = R(x - alpha grad), alpha = |step| / |grad|
         reason = self.clock.check(
@@ -234,11 +245,27 @@ class _MonitoredProblem(AmbientProblem):
         return riemannian_gradient
 
 
+class _AdaptiveLineSearcher(po.line_search.AdaptiveLineSearcher):
+    """pymanopt's adaptive line search, restarted from the initial step after a failure.
+
+    pymanopt 2.2.1 stores ``2 * alpha`` as the next trial step; after a failed
+    search ``alpha = 0``, so every later search tries the step 0 and the solver
+    never moves again. Here a stored 0 is discarded.
+    """
+
+    def search(self, objective, manifold, x, d, f0, df0):
+        if self._oldalpha is not None and not self._oldalpha > 0:
+            self._oldalpha = None
+        return super().search(objective, manifold, x, d, f0, df0)
+
+
 def _monitored(cls: type) -> type:
     class Monitored(cls):  # type: ignore[misc, valid-type]
         monitor: _Monitor | None = None
 
         def _check_stopping_criterion(self, *, start_time, iteration=-1, gradient_norm=np.inf, step_size=np.inf, cost_evaluations=-1):
+            if self.monitor is not None:
+                self.monitor.tested_gradient_norm = float(gradient_norm)
             reason = super()._check_stopping_criterion(
                 start_time=start_time, iteration=iteration, gradient_norm=gradient_norm,
                 step_size=step_size, cost_evaluations=cost_evaluations,
@@ -322,10 +349,11 @@ class PymanoptSolver(Method):
         cls = _OPTIMIZERS[self.name]
         if self.name == "riemannian_tr":
             return cls(**common)
-        line_searcher = None
-        if self.initial_step_size is not None:
-            searcher = po.line_search.BackTrackingLineSearcher if self.name == "riemannian_sd" else po.line_search.AdaptiveLineSearcher
-            line_searcher = searcher(initial_step_size=self.initial_step_size)
+        step = {} if self.initial_step_size is None else {"initial_step_size": self.initial_step_size}
+        if self.name == "riemannian_sd":
+            line_searcher = po.line_search.BackTrackingLineSearcher(**step)
+        else:
+            line_searcher = _AdaptiveLineSearcher(**step)
         if self.name == "riemannian_sd":
             return cls(line_searcher=line_searcher, **common)
         return cls(beta_rule=self.beta_rule, line_searcher=line_searcher, **common)
@@ -374,5 +402,5 @@ class PymanoptSolver(Method):
         ev = problem.evaluations
         record.evaluations = {"loss": ev["cost"], "gradient": ev["gradient"], "hessian": ev["hessian"]}
         record.wall_time_s = clock.elapsed()
-        record.info.update({"pymanopt_stopping_criterion": message, "start_truncation": truncation, "rank": task.rank, "accepted_steps": max(monitor.accepted, 0)})
+        record.info.update({"pymanopt_stopping_criterion": message, "start_truncation": truncation, "rank": task.rank, "accepted_steps": max(monitor.accepted, 0), "gradient_norm": monitor.tested_gradient_norm})
         return record
