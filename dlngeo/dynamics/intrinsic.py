@@ -193,7 +193,8 @@ class _LowRankIntrinsicStepper(Stepper):
         tableau = getattr(scipy.integrate, integrator)
         self.A, self.B, self.C, self.E, self.P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
         self.n_stages = tableau.n_stages
-        self.error_exponent = -1.0 / (tableau.error_estimator_order + 1)
+        self.error_order = tableau.error_estimator_order
+        self.error_exponent = -1.0 / (self.error_order + 1)
         self.task, self.depth, self.rank = task, task.depth, task.rank
         m, n = task.network.output_shape
         self.root_mn = float(np.sqrt(m * n))
@@ -253,7 +254,7 @@ class _LowRankIntrinsicStepper(Stepper):
         f1, _, _ = self.field(X1)
         diff = Factored(np.hstack((f1.left, -self.f.left)), np.hstack((f1.right, self.f.right)))
         d2 = _fro(diff.left, diff.right) / scale / h0
-        order = self.error_exponent ** -1 - 1  # error estimator order
+        order = self.error_order
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
