@@ -9,7 +9,7 @@ naming the option) and returns a :class:`~dlngeo.dynamics.base.Method`;
 ==========================  ==========================================================
 name                        options
 ==========================  ==========================================================
-``overparametrized_gd``     step, gradient_sampler, noise, seed, record_every, record_times
+``overparametrized_gd``     step, gradient_sampler, batch_size, noise, seed, record_every, record_times
 ``overparametrized_flow``   integrator, rtol, atol, max_step, end_time, record_every, record_times
 ``intrinsic_flow``          representation, integrator, rtol, atol, max_step, first_step,
                             end_time, record_every, record_times

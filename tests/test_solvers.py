@@ -55,6 +55,8 @@ def test_all_methods_are_registered_by_the_builtin_plugin():
         ("overparametrized_gd", {"step": 0.0}, "step"),
         ("overparametrized_gd", {"noise": -1.0}, "noise"),
         ("overparametrized_gd", {"record_every": 0}, "record_every"),
+        ("overparametrized_gd", {"batch_size": 0}, "batch_size"),
+        ("overparametrized_gd", {"batch_size": 10, "gradient_sampler": lambda loss, X, rng: loss.gradient(X)}, "batch_size"),
         ("overparametrized_gd", {"stepsize": 0.1}, "stepsize"),
         ("overparametrized_flow", {"rtol": -1e-8}, "rtol"),
         ("overparametrized_flow", {"integrator": "Euler"}, "integrator"),
@@ -81,7 +83,7 @@ def test_factories_list_their_options():
     from dlngeo_plugins.solvers import SOLVERS as TABLE
 
     assert set(TABLE) == set(SOLVERS)
-    assert TABLE["overparametrized_gd"][1] == ("step", "gradient_sampler", "noise", "seed", "record_every", "record_times")
+    assert TABLE["overparametrized_gd"][1] == ("step", "gradient_sampler", "batch_size", "noise", "seed", "record_every", "record_times")
     assert "representation" in TABLE["intrinsic_flow"][1] and "rtol" in TABLE["overparametrized_flow"][1]
     for name in ("riemannian_sd", "riemannian_cg", "riemannian_tr"):
         assert "metric" in TABLE[name][1]
@@ -225,3 +227,25 @@ def test_default_comparison_methods_run_through_the_registry(task):
         record = dlngeo.create_solver(name, **options).run(task, stopping)
         assert record.stop_reason in ("max_iterations", "end_time")
         assert record.metrics["loss"][-1] <= record.metrics["loss"][0]
+
+
+def test_minibatch_gradient_is_unbiased_and_full_batch_is_gd(task):
+    from dlngeo.dynamics.overparametrized import EntryMinibatch
+
+    X = task.X0 + 0.1
+    G = task.loss.gradient(X).toarray()
+    sampler = EntryMinibatch(30)
+    rng = np.random.default_rng(0)
+    draws = np.array([sampler(task.loss, X, rng).toarray() for _ in range(2000)])
+    mean, std = draws.mean(axis=0), draws.std(axis=0) / np.sqrt(len(draws))
+    observed = G != 0
+    z = (mean[observed] - G[observed]) / std[observed]
+    assert np.all(mean[~observed] == 0) and np.sqrt(np.mean(z**2)) < 1.2  # unbiased: z-scores ~ N(0, 1)
+    stopping = Stopping(max_iterations=30)
+    full = dlngeo.create_solver("overparametrized_gd", step=1.0, batch_size=300).run(task, stopping)
+    gd = dlngeo.create_solver("overparametrized_gd", step=1.0).run(task, stopping)
+    for a, b in zip(full.final_weights, gd.final_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    sgd = dlngeo.create_solver("overparametrized_gd", step=1.0, batch_size=50, seed=3).run(task, Stopping(max_iterations=300))
+    assert sgd.final_loss < 0.5 * sgd.metrics["loss"][0]
+    assert sgd.info["batch_size"] == 50

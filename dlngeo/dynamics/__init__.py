@@ -1,0 +1,42 @@
+"""Dynamics: the methods every comparison runs, their stopping criteria and their records.
+
+=========================  =====================================================  ==========================
+method (registered name)   what it integrates / iterates                          ``Record.times``
+=========================  =====================================================  ==========================
+``overparametrized_gd``    ``W <- W - eta grad L(W)`` (SGD: ``batch_size``, noise)  ``eta * k``
+``overparametrized_flow``  ``dW/dt = -grad L(W)``, scipy ODE solver               ODE time
+``intrinsic_flow``         ``dX/dt = -A_{N,X}(E'(X))``, dense or on ``(u, s, vt)``  ODE time
+``riemannian_gd``          ``X <- R_X(-eta grad_g E)`` on ``(M_r, g_N)``          ``eta * k``
+``riemannian_sd``          pymanopt SteepestDescent                               ``sum_k alpha_k``
+``riemannian_cg``          pymanopt ConjugateGradient                             iterate number
+``riemannian_tr``          pymanopt TrustRegions                                  iterate number
+=========================  =====================================================  ==========================
+
+The first five share one flow time: from a balanced start the factor flow's
+``phi(W(t))`` and the intrinsic flow's ``X(t)`` coincide, and the discrete
+methods approximate them at ``t = eta k``. ``Record.time_kind`` says which
+kind of time a record carries. Modules: :mod:`.base` (Task, Stopping,
+Method), :mod:`.record`, :mod:`.driver` (the shared loop and sampling),
+:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian`.
+"""
+
+from .base import Method, Stopping, Task
+from .intrinsic import IntrinsicFlow
+from .overparametrized import EntryMinibatch, OverparametrizedFlow, OverparametrizedGD
+from .record import STOP_REASONS, TIME_KINDS, Record
+from .riemannian import PymanoptSolver, RiemannianGD
+
+__all__ = [
+    "Task",
+    "Stopping",
+    "Method",
+    "Record",
+    "STOP_REASONS",
+    "TIME_KINDS",
+    "OverparametrizedGD",
+    "OverparametrizedFlow",
+    "EntryMinibatch",
+    "IntrinsicFlow",
+    "RiemannianGD",
+    "PymanoptSolver",
+]

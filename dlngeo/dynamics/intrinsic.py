@@ -217,7 +217,10 @@ class _LowRankIntrinsicStepper(Stepper):
             value, G = None, loss.gradient(Y)
         self.counts["gradient"] += 1
         Up, M, Vp = riemannian_gradient_tangent(u, s, vt, G, self.depth)
-        gnorm2 = tangent_inner_product(s, (Up, M, Vp), (Up, M, Vp), self.depth) if np.all(s > 0) else np.nan
+        # ||grad||_{g_N}^2 = g_N(grad, grad), only where the driver needs it (accepted points).
+        gnorm2 = np.nan
+        if with_value and np.all(s > 0):
+            gnorm2 = tangent_inner_product(s, (Up, M, Vp), (Up, M, Vp), self.depth)
         F = tangent_to_factored(Y, (-Up, -M, -Vp))
         if not (np.all(np.isfinite(F.left)) and np.all(np.isfinite(F.right))):
             raise NumericalFailure("non-finite vector field")

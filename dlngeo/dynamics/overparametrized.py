@@ -48,6 +48,7 @@ from .record import Record
 
 __all__ = [
     "GradientSampler",
+    "EntryMinibatch",
     "factor_loss_and_gradients",
     "OverparametrizedGD",
     "OverparametrizedFlow",
@@ -67,6 +68,34 @@ class GradientSampler(Protocol):
     """
 
     def __call__(self, loss: Any, X: np.ndarray, rng: np.random.Generator) -> Any: ...
+
+
+class EntryMinibatch:
+    """Mini-batch gradient for losses with a sparse gradient (matrix completion): unbiased entry sampling.
+
+    Draws ``batch_size`` of the gradient's stored entries uniformly without
+    replacement and rescales them by ``nnz / batch_size``, so that
+    :math:`\mathbb E[\hat G] = E'(X)`. With ``batch_size >= nnz`` it returns
+    the full gradient. (The full sparse gradient is computed first: the
+    sampler changes the noise of the dynamics, not the cost of a step.)
+    """
+
+    def __init__(self, batch_size: int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+
+    def __call__(self, loss: Any, X: np.ndarray, rng: np.random.Generator) -> Any:
+        G = loss.gradient(X)
+        if not sp.issparse(G):
+            raise ValueError(f"batch_size needs a loss with a sparse gradient (matrix completion); {getattr(loss, 'name', 'the loss')!r} has a dense one")
+        G = sp.coo_matrix(G)
+        nnz = G.nnz
+        if self.batch_size >= nnz:
+            return G.tocsr()
+        keep = rng.choice(nnz, size=self.batch_size, replace=False)
+        scale = nnz / self.batch_size
+        return sp.csr_matrix((G.data[keep] * scale, (G.row[keep], G.col[keep])), shape=G.shape)
 
 
 def _as_ambient(G: Any) -> Any:
@@ -175,6 +204,8 @@ class OverparametrizedGD(Method):
     Args:
         step: The step ``eta > 0``. Flow time of iterate ``k`` is ``eta * k``.
         gradient_sampler: Optional :class:`GradientSampler` (mini-batch gradient).
+        batch_size: Shorthand for ``gradient_sampler=EntryMinibatch(batch_size)``
+            (losses with a sparse gradient, e.g. matrix completion).
         noise: Standard deviation ``sigma >= 0`` of additive Gaussian noise per unit
             time: each step adds ``sigma * sqrt(eta) * N(0, I)`` to every factor.
         seed: Seed of the generator for the sampler and the noise (default: the task's seed).
@@ -191,6 +222,7 @@ class OverparametrizedGD(Method):
         step: float = 1e-2,
         *,
         gradient_sampler: GradientSampler | None = None,
+        batch_size: int | None = None,
         noise: float = 0.0,
         seed: int | None = None,
         record_every: int = 1,
@@ -199,6 +231,11 @@ class OverparametrizedGD(Method):
         self.step = check_positive("step", step)
         if gradient_sampler is not None and not callable(gradient_sampler):
             raise ValueError("gradient_sampler must be callable as sampler(loss, X, rng)")
+        if batch_size is not None:
+            if gradient_sampler is not None:
+                raise ValueError("batch_size: give either batch_size or gradient_sampler, not both")
+            gradient_sampler = EntryMinibatch(batch_size)
+        self.batch_size = batch_size
         self.gradient_sampler = gradient_sampler
         self.noise = check_nonnegative("noise", noise)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -212,7 +249,7 @@ class OverparametrizedGD(Method):
         return drive(
             self.name, task, stepper, stopping, callback,
             record_every=self.record_every, record_times=self.record_times,
-            info={"step": self.step, "noise": self.noise, "time": "t = step * iteration"},
+            info={"step": self.step, "noise": self.noise, "batch_size": self.batch_size, "time": "t = step * iteration"},
         )
 
 
