@@ -173,6 +173,26 @@ def test_tangent_coordinates_agree_with_the_dense_operator(depth):
     assert abs(tangent_inner_product(s, (Up, M, Vp), eta, depth) - np.sum(G * eta_dense)) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(eta_dense)
 
 
+@pytest.mark.parametrize("depth", [2, 6])
+def test_rank_argument_reads_x_as_a_point_of_the_rank_r_manifold(depth):
+    """A rank-r X perturbed at the 1e-10 level: rank=r gives the rank-r operator at its truncation."""
+    rng = np.random.default_rng(depth)
+    u, s, vt = _low_rank(rng, 6, 5, 2)
+    noise = 1e-10 * rng.standard_normal((6, 5))
+    X = (u * s) @ vt + noise
+    Z = rng.standard_normal((6, 5))
+    uu, ss, vv = np.linalg.svd(X, full_matrices=False)
+    reference = metric_operator_svd(uu[:, :2], ss[:2], vv[:2], Z, depth)
+    out = metric_operator(X, Z, depth, rank=2)
+    assert np.linalg.norm(out - reference) <= 1e-14 * np.linalg.norm(reference)
+    # Without it the error-level singular values enter K as e**(2/N): far above 1e-10.
+    assert np.linalg.norm(metric_operator(X, Z, depth) - reference) >= 1e-9 * np.linalg.norm(reference)
+    assert np.array_equal(metric_operator(X, Z, depth, rank=5), metric_operator(X, Z, depth))
+    for bad in (-1, 6, 1.5, True):
+        with pytest.raises(ValueError, match="rank"):
+            metric_operator(X, Z, depth, rank=bad)
+
+
 def test_bad_input():
     X = np.eye(3)
     for depth in (0, -1, 1.5, True, "2", None):
