@@ -90,13 +90,21 @@ def test_factories_list_their_options():
 
 
 # ---------------------------------------------------------------- pymanopt solvers on completion
+@pytest.fixture(scope="module")
+def default_task():
+    """The default comparison's problem: 100 x 100, rank 5, 2000 observations, depth 3, init 1e-3."""
+    return completion_task(size=100, rank=5, observations=2000)
+
+
+@pytest.mark.parametrize("problem", ["task", "default_task"])
 @pytest.mark.parametrize("metric", ["dln", "embedded"])
-def test_trust_regions_solves_completion(task, metric):
+def test_trust_regions_solves_completion(request, problem, metric):
+    task = request.getfixturevalue(problem)
     record = dlngeo.create_solver("riemannian_tr", metric=metric).run(task, Stopping(max_iterations=200, loss_below=1e-12))
     assert record.stop_reason == "loss_below"
     assert record.final_loss <= 1e-12
     assert task.loss.value(record.final_point) == pytest.approx(record.final_loss, rel=1e-12, abs=1e-300)
-    # Recovery, not just fit: the target is found (rank-2 completion from 300 of 900 entries).
+    # Recovery, not just fit: the target is found from a third (a fifth) of its entries.
     X = dlngeo.lowrank.to_dense(record.final_point)
     assert np.linalg.norm(X - task.data["target"]) <= 1e-5 * np.linalg.norm(task.data["target"])
     assert record.time_kind == "iteration" and record.times == [float(i) for i in record.iterations]
