@@ -211,3 +211,22 @@ def test_bad_input():
         metric_operator(np.ones(3), np.ones(3), 2)
     with pytest.raises(ValueError, match="Z"):
         metric_operator(X, np.ones((3, 2)), 2)
+
+
+def test_benchmark_script_runs_at_tiny_sizes(monkeypatch, capsys):
+    """benchmarks/bench_kernel.py stays runnable (tiny grid; the real figures come from running it)."""
+    import importlib.util
+    import pathlib
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # restored after the test
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernel.py"
+    spec = importlib.util.spec_from_file_location("bench_kernel", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--m", "6", "--n", "5", "--rank", "2", "--depths", "2", "3", "--widths", "4", "8"])
+    assert [(r["depth"], r["width"]) for r in rows] == [(2, 4), (2, 8), (3, 4), (3, 8)]
+    assert all(r[key] > 0 for r in rows for key in ("step", "dense", "tangent", "gradient"))
+    assert "step/dense" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="depths"):
+        bench.main(["--depths", "1"])
