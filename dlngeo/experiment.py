@@ -662,13 +662,13 @@ def _run_one(label: str, solver: str, method: Any, task: Any, stopping: Any, cap
         return record
 
 
-def compare(config: dict[str, Any] | None = None, *, progress: bool = False) -> Comparison:
+def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool = False) -> Comparison:
     """Run every enabled method of ``config`` on one task and compare them.
 
     Args:
-        config: A config dict (merged over nothing: give a complete one, e.g.
-            ``load_config(["examples/regression.toml"])``); ``None`` runs
-            :data:`DEFAULT_CONFIG`.
+        config: A complete config: a dict (e.g. ``load_config(["a.toml"], ["seed=3"])``,
+            which layers over :data:`DEFAULT_CONFIG`), or the path of one
+            complete TOML file; ``None`` runs :data:`DEFAULT_CONFIG`.
         progress: Show a tqdm progress bar (one tick per method, the current
             method's loss as postfix).
 
@@ -678,6 +678,8 @@ def compare(config: dict[str, Any] | None = None, *, progress: bool = False) -> 
     Raises:
         ConfigError: a bad config (one line naming the key).
     """
+    if isinstance(config, (str, Path)):
+        config = load_config([config], base={})
     config = copy.deepcopy(DEFAULT_CONFIG if config is None else config)
     plan = build(config)
     keep = {label for pair in plan.gap_pairs for label in pair}
@@ -722,7 +724,7 @@ def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[st
     """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
 
     Only when the config sets neither ``record_times`` nor ``record_every``
-    for it. Past the partner's last time ``T`` the grid continues
+    for it. The grid is the union of the partners' sample times; past the last one ``T`` the grid continues
     geometrically (``T * 1.03^k``, up to ``~84 T``) so the rest of the run
     is still sampled.
     """
@@ -730,9 +732,10 @@ def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[st
     if solver not in _CONTINUOUS or "record_times" in options or "record_every" in options:
         return method
     partners = [over for over, intrinsic in plan.gap_pairs if intrinsic == label and over in captures]
-    if not partners or not captures[partners[0]].times:
+    times = np.unique(np.concatenate([np.asarray(captures[p].times, dtype=float) for p in partners] or [np.zeros(0)]))
+    times = times[np.isfinite(times)]
+    if times.size == 0:
         return method
-    times = np.unique(np.asarray(captures[partners[0]].times, dtype=float))
     last = float(times[-1])
     if last > 0:
         times = np.concatenate([times, last * 1.03 ** np.arange(1, 151)])

@@ -146,7 +146,9 @@ def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
             drew = True
         zero = [t for t, g in zip(gap["time"], gap["gap"]) if g == 0]
         if zero:
-            notes.append(f"gap = 0 (not drawn on the log scale) at t = {', '.join(f'{t:g}' for t in zero[:3])}{' ...' if len(zero) > 3 else ''}")
+            note = (f"gap = 0 (not drawn on the log scale) at t = {', '.join(f'{t:g}' for t in zero[:3])}{' ...' if len(zero) > 3 else ''}")
+            if note not in notes:
+                notes.append(note)
     if drew:
         _finish(ax, "flow time t", "$\\|\\phi(W(t)) - X(t)\\|_F\\, /\\, \\|X(t)\\|_F$", "trajectory gap: overparametrized vs intrinsic", logy=True)
         if notes:
