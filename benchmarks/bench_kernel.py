@@ -58,7 +58,9 @@ def factor_step(net: dlngeo.DeepLinearNetwork, weights: list[np.ndarray], Y: np.
         W -= lr * G
 
 
-def run(m: int, n: int, r: int, depths: Sequence[int], widths: Sequence[int], seed: int = 0) -> list[dict]:
+def run(
+    m: int, n: int, r: int, depths: Sequence[int], widths: Sequence[int], seed: int = 0, budget: float = 0.2
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     Y = rng.standard_normal((m, n))
     G = rng.standard_normal((m, n))  # an ambient gradient E'(X)
@@ -73,13 +75,13 @@ def run(m: int, n: int, r: int, depths: Sequence[int], widths: Sequence[int], se
     M = rng.standard_normal((r, r))
     rows = []
     for depth in depths:
-        dense = best_time(lambda: metric_operator(X, G, depth))
-        tangent = best_time(lambda: metric_operator_tangent(s, Up, M, Vp, depth))
-        gradient = best_time(lambda: riemannian_gradient_tangent(u, s, vt, G, depth))
+        dense = best_time(lambda: metric_operator(X, G, depth), budget)
+        tangent = best_time(lambda: metric_operator_tangent(s, Up, M, Vp, depth), budget)
+        gradient = best_time(lambda: riemannian_gradient_tangent(u, s, vt, G, depth), budget)
         for width in widths:
             net = dlngeo.DeepLinearNetwork((n,) + (width,) * (depth - 1) + (m,))
             weights = [rng.standard_normal(shape) / np.sqrt(shape[1]) for shape in net.shapes]
-            step = best_time(lambda: factor_step(net, weights, Y, 1e-6), budget=0.5, repeats=2)
+            step = best_time(lambda: factor_step(net, weights, Y, 1e-6), 2.5 * budget, repeats=2)
             del weights
             rows.append(dict(depth=depth, width=width, step=step, dense=dense, tangent=tangent, gradient=gradient))
             print(_format(rows[-1]), flush=True)
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--rank", type=int, default=8, help="rank r of the low-rank point")
     parser.add_argument("--depths", type=int, nargs="+", default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--budget", type=float, default=0.2, help="seconds of repeats per measurement")
     args = parser.parse_args(argv)
     depths = args.depths or ([2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
     widths = args.widths or ([256, 1024] if args.quick else [256, 1024, 4096])
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print("grad rank-r = riemannian_gradient_tangent(u, s, vt, E'(X)) with a dense m x n E'(X)")
     print(HEADER)
     print("-" * len(HEADER))
-    return run(args.m, args.n, args.rank, depths, widths)
+    return run(args.m, args.n, args.rank, depths, widths, budget=args.budget)
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def test_benchmark_script_runs_at_tiny_sizes(monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("bench_kernel", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.main(["--m", "6", "--n", "5", "--rank", "2", "--depths", "2", "3", "--widths", "4", "8"])
+    rows = bench.main(["--m", "6", "--n", "5", "--rank", "2", "--depths", "2", "3", "--widths", "4", "8", "--budget", "0.002"])
     assert [(r["depth"], r["width"]) for r in rows] == [(2, 4), (2, 8), (3, 4), (3, 8)]
     assert all(r[key] > 0 for r in rows for key in ("step", "dense", "tangent", "gradient"))
     assert "step/dense" in capsys.readouterr().out
