@@ -1,0 +1,468 @@
+r"""Riemannian Langevin samplers on :math:`(M, g_N)` and Euclidean Langevin on the factors.
+
+**RLE** (Menon 2024; MATH.md §6, MATH-NOTES §5.3). The diffusion on the
+full-rank ``m x n`` matrices with the metric :math:`g_N` whose stationary law is
+:math:`\propto e^{-\beta E + S}\, d\mathrm{vol}_{g_N}` is, in matrix coordinates (Itô),
+
+.. math::
+
+    dX = \Big[-A_X(E'(X)) + \beta^{-1}\big(\operatorname{grad}_{g_N} S + D(X)\big)\Big] dt
+         + \sqrt{2/\beta}\, A_X^{1/2}(dB),
+    \qquad D(X) = (N-1)\, X (X^\top X)^{-1/N},
+
+:math:`\operatorname{grad}_{g_N} S = U \operatorname{diag}(f) V^\top` with ``f`` the
+:func:`~dlngeo.thermodynamics.entropy.entropic_force`. ``D = div A + A grad log sqrt(g)``
+is the Itô drift of Brownian motion on ``(M, g_N)``; it has the same form for
+rectangular full-rank ``X`` (the terms of the padded blocks cancel; checked
+against finite differences in the tests). :math:`A_X` is diagonal in the
+singular basis with eigenvalues :math:`K_{ij}` (:mod:`dlngeo.geometry.kernel`).
+
+* :class:`RiemannianLangevin`: Euler–Maruyama with a fixed step.
+  ``drift="full"`` is the RLE above. Diagnostics: ``"no_entropy"`` drops
+  :math:`\operatorname{grad} S` (samples :math:`e^{-\beta E} d\mathrm{vol}_g`, the law
+  without the orbit volume); ``"naive"`` is preconditioned SGLD with drift
+  :math:`-A E'` only (no Itô/divergence term, as in geoopt's Riemannian SGLD):
+  its stationary law is wrong, and the tests show a KS test detects it.
+* :class:`RiemannianMALA`: the same proposal, then Metropolis–Hastings against
+  :math:`\pi(X) \propto e^{-\beta E + S} \prod_{ij} K_{ij}^{-1/2}` (the density
+  with respect to ``dX``); exact for any step. Reports the acceptance rate.
+* :class:`OverparametrizedLangevin`: :math:`dW_k = -\nabla_{W_k} L\,dt + \sqrt{2/\beta}\,dB_k`
+  on the factors (from a balanced start); its ``X = phi(W)`` has a different law
+  (the weights are not confined to the balanced manifold).
+
+All samplers run ``chains`` independent chains at once (a ``(chains, m, n)``
+array and one batched SVD per step). Low-rank points ``(u, s, vt)`` of ``M_r``
+with ``r < min(m, n)`` are not supported (``NotImplementedError``): the
+rank-r drift and a retraction-consistent MALA density are not implemented.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..dynamics.record import Record
+from ..lowrank import is_lowrank_point
+from ..network import DeepLinearNetwork
+from ..state import State
+from .entropy import batched_kernel, check_beta, entropic_force, entropy_from_singular_values
+
+__all__ = [
+    "QuadraticEnergy",
+    "RiemannianLangevin",
+    "RiemannianMALA",
+    "OverparametrizedLangevin",
+    "rle_drift",
+    "DRIFTS",
+]
+
+#: Drift variants of the Euler–Maruyama RLE (``"full"`` is the RLE; the others are diagnostics).
+DRIFTS = ("full", "no_entropy", "naive")
+
+
+class QuadraticEnergy:
+    r""":math:`E(X) = c\,\|X - T\|_F^2`, vectorised over leading axes (``batched = True``)."""
+
+    batched = True
+
+    def __init__(self, coefficient: float = 1.0, target: Any = None):
+        self.coefficient = float(coefficient)
+        self.target = None if target is None else np.asarray(target, dtype=float)
+        self.name = "quadratic"
+
+    def _res(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        return X if self.target is None else X - self.target
+
+    def value(self, X: Any) -> Any:
+        v = self.coefficient * np.sum(self._res(X) ** 2, axis=(-2, -1))
+        return float(v) if np.ndim(v) == 0 else v
+
+    def gradient(self, X: Any) -> np.ndarray:
+        return 2.0 * self.coefficient * self._res(X)
+
+    def __call__(self, X: Any) -> Any:
+        return self.value(X)
+
+
+# ---------------------------------------------------------------- validation
+def _check_step(step: Any) -> float:
+    try:
+        h = float(step)
+    except (TypeError, ValueError):
+        raise ValueError(f"step must be a positive number, got {step!r}") from None
+    if not np.isfinite(h) or h <= 0:
+        raise ValueError(f"step must be finite and > 0, got {step!r}")
+    return h
+
+
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_start(start: Any, chains: int) -> np.ndarray:
+    if is_lowrank_point(start):
+        raise NotImplementedError(
+            "Langevin sampling at low-rank points (u, s, vt) of M_r is not implemented: "
+            "pass a dense full-rank start"
+        )
+    X = np.asarray(start, dtype=float)
+    if X.ndim not in (2, 3):
+        raise ValueError(f"start must be an m x n array or a (chains, m, n) stack, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("start must be finite")
+    if X.ndim == 2:
+        X = np.broadcast_to(X, (chains, *X.shape)).copy()
+    s = np.linalg.svd(X, compute_uv=False)
+    if np.any(s[:, -1] <= 0.0):
+        raise ValueError("start must have full rank min(m, n) (the dense samplers live on full-rank matrices)")
+    return X
+
+
+def _check_depth(depth: Any) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    return int(depth)
+
+
+def _batch_call(fn_batched: bool, fn: Callable[[np.ndarray], Any], X: np.ndarray) -> np.ndarray:
+    if fn_batched:
+        return np.asarray(fn(X), dtype=float)
+    return np.stack([np.asarray(fn(x), dtype=float) for x in X])
+
+
+def _to_dense_gradient(G: Any) -> np.ndarray:
+    if hasattr(G, "toarray"):
+        return G.toarray()
+    if hasattr(G, "to_dense"):
+        return G.to_dense()
+    return np.asarray(G, dtype=float)
+
+
+# ------------------------------------------------------------------ geometry
+class _Geometry:
+    """Batched SVD of ``X`` (``(C, m, n)``) and the kernel ``K`` on the padded grid."""
+
+    def __init__(self, X: np.ndarray, depth: int):
+        C, m, n = X.shape
+        self.U, self.s, self.Vt = np.linalg.svd(X, full_matrices=True)
+        r = self.s.shape[-1]
+        rows = np.concatenate((self.s, np.zeros((C, m - r))), axis=1)
+        cols = np.concatenate((self.s, np.zeros((C, n - r))), axis=1)
+        self.K = batched_kernel(rows, cols, depth)  # (C, m, n)
+        with np.errstate(divide="ignore"):
+            self.logdetK = np.sum(np.log(self.K), axis=(1, 2))
+        self.r = r
+
+    def to_basis(self, Z: np.ndarray) -> np.ndarray:
+        """``U^T Z V``."""
+        return np.swapaxes(self.U, 1, 2) @ Z @ np.swapaxes(self.Vt, 1, 2)
+
+    def from_basis(self, Zb: np.ndarray) -> np.ndarray:
+        """``U Zb V^T``."""
+        return self.U @ Zb @ self.Vt
+
+
+def _diag_embed(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    C, r = values.shape
+    out = np.zeros((C, *shape))
+    idx = np.arange(r)
+    out[:, idx, idx] = values
+    return out
+
+
+def _drift_basis(geo: _Geometry, G: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, drift: str) -> np.ndarray:
+    """The RLE drift in the singular basis ``U^T b V``."""
+    out = -geo.K * geo.to_basis(G)
+    if drift == "naive" or depth == 1:
+        return out
+    diag = (depth - 1) * geo.s ** (1.0 - 2.0 / depth)  # D(X)
+    if drift == "full":
+        diag = diag + entropic_force(geo.s, depth, widths)
+    m, n = G.shape[1:]
+    return out + _diag_embed(diag / beta, (m, n))
+
+
+def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, widths: Sequence[int] | None = None, drift: str = "full") -> np.ndarray:
+    r"""The RLE drift :math:`-A_X(E') + \beta^{-1}(\operatorname{grad}_{g_N} S + D(X))` at a dense ``X`` (or a stack)."""
+    X = np.asarray(X, dtype=float)
+    single = X.ndim == 2
+    Xb = X[None] if single else X
+    Gb = np.asarray(gradient, dtype=float)
+    Gb = Gb[None] if single else Gb
+    geo = _Geometry(Xb, _check_depth(depth))
+    out = geo.from_basis(_drift_basis(geo, Gb, check_beta(beta), depth, widths, drift))
+    return out[0] if single else out
+
+
+# ------------------------------------------------------------------ samplers
+class _Sampler:
+    """Shared options, validation and recording."""
+
+    name = "langevin"
+    kind = "langevin"
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        step: float = 1e-3,
+        n_steps: int = 1000,
+        chains: int = 1,
+        widths: Sequence[int] | None = None,
+        record_every: int | None = None,
+        keep_samples: bool = False,
+        drift: str = "full",
+    ):
+        self.options = dict(
+            beta=beta, step=step, n_steps=n_steps, chains=chains, widths=widths,
+            record_every=record_every, keep_samples=keep_samples, drift=drift,
+        )
+        self._validate(self.options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+    @staticmethod
+    def _validate(o: dict[str, Any]) -> dict[str, Any]:
+        o = dict(o)
+        o["beta"] = check_beta(o["beta"])
+        o["step"] = _check_step(o["step"])
+        o["n_steps"] = _check_count(o["n_steps"], "n_steps", 0)
+        o["chains"] = _check_count(o["chains"], "chains", 1)
+        if o["record_every"] is None:
+            o["record_every"] = max(1, o["n_steps"] // 100)
+        o["record_every"] = _check_count(o["record_every"], "record_every", 1)
+        if o["drift"] not in DRIFTS:
+            raise ValueError(f"drift must be one of {DRIFTS}, got {o['drift']!r}")
+        return o
+
+    def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(overrides) - set(self.options)
+        if unknown:
+            raise ValueError(f"unknown sampler option(s): {sorted(unknown)}")
+        return self._validate({**self.options, **overrides})
+
+    def _record_point(self, record: Record, X: np.ndarray, loss: Any, batched: bool, o: dict, depth: int,
+                      it: int, metrics: dict[str, Callable[[State], Any]] | None) -> None:
+        E = _batch_call(batched, loss.value, X)
+        s = np.linalg.svd(X, compute_uv=False)
+        hidden = o["widths"] if o["widths"] is not None else [min(X.shape[1:])] * (depth - 1)
+        S = entropy_from_singular_values(s, depth, hidden)
+        values = {
+            "loss": float(np.mean(E)),
+            "entropy": float(np.mean(S)),
+            "free_energy": float(np.mean(E - S / o["beta"])),
+        }
+        t = it * o["step"]
+        if metrics:
+            state = State(point=X[0], loss=loss, depth=depth, time=t, iteration=it)
+            for name, metric in metrics.items():
+                values[name] = metric(state)
+        record.append(t, it, values)
+        if o["keep_samples"]:
+            record.info.setdefault("singular_values", []).append(s)
+
+    @staticmethod
+    def _finish(record: Record, X: np.ndarray, single: bool, start_time: float, it: int) -> Record:
+        record.final_point = X[0].copy() if single else X.copy()
+        record.n_iterations = it
+        record.wall_time_s = _time.perf_counter() - start_time
+        if "singular_values" in record.info:
+            record.info["singular_values"] = np.stack(record.info["singular_values"])
+        return record
+
+
+class RiemannianLangevin(_Sampler):
+    """Euler–Maruyama for the Riemannian Langevin equation on full-rank matrices with ``g_N``.
+
+    Options (factory or ``sample`` keywords): ``beta``, ``step``, ``n_steps``,
+    ``chains``, ``widths`` (hidden widths for the entropy), ``record_every``,
+    ``keep_samples`` (keep every recorded chain's singular values in
+    ``record.info["singular_values"]``), ``drift`` (``"full"``; diagnostics
+    ``"no_entropy"``, ``"naive"``).
+
+    Accuracy: the drift is exact (zero probability flux for the target law,
+    checked by finite differences), but the Euler–Maruyama step in ``X`` is
+    biased near the singular set ``s_min = 0`` (which the square process
+    crosses and where the equilibrium density of ``s_min`` behaves like
+    ``s^{-(N-1)/N}``). For ``E = ||X||^2``, ``beta = 1``, 2 x 2, ``N = 2``, the
+    error of ``P(s_min < 0.02) = 0.234`` is 0.067 / 0.039 / 0.016 at steps
+    ``2e-3 / 5e-4 / 1.25e-4`` (about ``sqrt(h)``), and larger for ``N = 3``. The
+    law of the largest singular value is accurate at ``h = 1e-3``. Use
+    :class:`RiemannianMALA` for exact sampling.
+    """
+
+    name = "riemannian_langevin"
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
+    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
+               **options: Any) -> Record:
+        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
+
+        ``record.final_point`` is ``m x n`` for one chain, else ``(chains, m, n)``.
+        Stops with ``stop_reason = "diverged"`` when a chain becomes non-finite
+        or loses rank (``K`` has a zero); ``final_point`` is then the last finite state.
+        """
+        o = self._options(options)
+        depth = _check_depth(depth)
+        seed = rng if isinstance(rng, (int, np.integer)) else None
+        rng = np.random.default_rng(rng)
+        X = _check_start(start, o["chains"])
+        single = np.ndim(start) == 2 and o["chains"] == 1
+        C, m, n = X.shape
+        batched = bool(getattr(loss, "batched", False))
+        beta, h = o["beta"], o["step"]
+        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
+        t0 = _time.perf_counter()
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        noise_scale = np.sqrt(2.0 * h / beta)
+        it = 0
+        for it in range(1, o["n_steps"] + 1):
+            G = _batch_call(batched, lambda Y: _to_dense_gradient(loss.gradient(Y)), X)
+            geo = _Geometry(X, depth)
+            xi = geo.to_basis(rng.standard_normal(X.shape))  # U^T dB V: the ambient increments in the singular basis
+            b = _drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
+            step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
+            X_new = X + geo.from_basis(step_b)
+            if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
+                record.stop_reason = "diverged"
+                it -= 1
+                break
+            X = X_new
+            if it % o["record_every"] == 0 or it == o["n_steps"]:
+                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
+        return self._finish(record, X, single, t0, it)
+
+
+class RiemannianMALA(_Sampler):
+    r"""Metropolis-adjusted RLE: exact sampling of :math:`e^{-\beta E + S} d\mathrm{vol}_{g_N}` for any step.
+
+    Proposal :math:`Y = X + h\,b(X) + \sqrt{2h/\beta}\,A_X^{1/2}\xi` with the RLE drift ``b``
+    (``drift`` option), accepted with probability
+    :math:`\min(1, \pi(Y) q(X|Y) / (\pi(X) q(Y|X)))`,
+    :math:`\log\pi = -\beta E + S - \tfrac12\sum_{ij}\log K_{ij}`,
+    :math:`q(Y|X) = \mathcal N(X + h b(X), (2h/\beta) A_X)`.
+    ``record.info["acceptance_rate"]`` is the fraction of accepted proposals.
+    """
+
+    name = "riemannian_mala"
+
+    def _log_target(self, geo: _Geometry, E: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, shape: tuple[int, int]) -> np.ndarray:
+        hidden = widths if widths is not None else [min(shape)] * (depth - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            S = entropy_from_singular_values(geo.s, depth, hidden)
+            return -beta * E + S - 0.5 * geo.logdetK
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
+    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
+               **options: Any) -> Record:
+        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record` (see :class:`RiemannianLangevin`)."""
+        o = self._options(options)
+        depth = _check_depth(depth)
+        seed = rng if isinstance(rng, (int, np.integer)) else None
+        rng = np.random.default_rng(rng)
+        X = _check_start(start, o["chains"])
+        single = np.ndim(start) == 2 and o["chains"] == 1
+        C, m, n = X.shape
+        batched = bool(getattr(loss, "batched", False))
+        beta, h, widths = o["beta"], o["step"], o["widths"]
+        grad = lambda Y: _batch_call(batched, lambda Z: _to_dense_gradient(loss.gradient(Z)), Y)  # noqa: E731
+        value = lambda Y: _batch_call(batched, loss.value, Y)  # noqa: E731
+        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
+        t0 = _time.perf_counter()
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        geo = _Geometry(X, depth)
+        logpi = self._log_target(geo, value(X), beta, depth, widths, (m, n))
+        bX = _drift_basis(geo, grad(X), beta, depth, widths, o["drift"])
+        accepted = 0
+        noise_scale = np.sqrt(2.0 * h / beta)
+        it = 0
+        for it in range(1, o["n_steps"] + 1):
+            xi = rng.standard_normal(X.shape)
+            Y = X + geo.from_basis(h * bX + noise_scale * np.sqrt(geo.K) * geo.to_basis(xi))
+            ok = np.all(np.isfinite(Y), axis=(1, 2))
+            Ysafe = np.where(ok[:, None, None], Y, X)
+            geoY = _Geometry(Ysafe, depth)
+            logpiY = self._log_target(geoY, value(Ysafe), beta, depth, widths, (m, n))
+            bY = _drift_basis(geoY, grad(Ysafe), beta, depth, widths, o["drift"])
+            fwd = -0.5 * np.sum(geo.to_basis(xi) ** 2, axis=(1, 2)) - 0.5 * geo.logdetK
+            back_res = geoY.to_basis(X - Ysafe) - h * bY
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bwd = -(beta / (4.0 * h)) * np.sum(back_res**2 / geoY.K, axis=(1, 2)) - 0.5 * geoY.logdetK
+                log_ratio = logpiY - logpi + bwd - fwd
+            log_ratio = np.where(ok & np.isfinite(log_ratio), log_ratio, -np.inf)
+            accept = np.log(rng.uniform(size=C)) < log_ratio
+            accepted += int(accept.sum())
+            X = np.where(accept[:, None, None], Ysafe, X)
+            a3 = accept[:, None, None]
+            geo.U = np.where(a3, geoY.U, geo.U)
+            geo.Vt = np.where(a3, geoY.Vt, geo.Vt)
+            geo.s = np.where(accept[:, None], geoY.s, geo.s)
+            geo.K = np.where(a3, geoY.K, geo.K)
+            geo.logdetK = np.where(accept, geoY.logdetK, geo.logdetK)
+            logpi = np.where(accept, logpiY, logpi)
+            bX = np.where(a3, bY, bX)
+            if it % o["record_every"] == 0 or it == o["n_steps"]:
+                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+        record.info["acceptance_rate"] = accepted / max(1, it * C)
+        record.evaluations = {"gradient": (it + 1) * C, "loss": (it + 1) * C}
+        return self._finish(record, X, single, t0, it)
+
+
+class OverparametrizedLangevin(_Sampler):
+    r"""Euclidean Langevin on the factors: :math:`W_k \leftarrow W_k - h\nabla_{W_k}L + \sqrt{2h/\beta}\,\xi_k`.
+
+    Starts from a balanced factorization of ``start`` (hidden frames from
+    ``rng``); hidden widths from ``widths`` (default ``min(m, n)``). Records
+    the metrics of ``X = phi(W)``; ``record.final_weights`` holds the factors
+    (of the first chain).
+    """
+
+    name = "overparametrized_langevin"
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
+    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
+               **options: Any) -> Record:
+        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`."""
+        o = self._options(options)
+        depth = _check_depth(depth)
+        seed = rng if isinstance(rng, (int, np.integer)) else None
+        rng = np.random.default_rng(rng)
+        X0 = _check_start(start, o["chains"])
+        single = np.ndim(start) == 2 and o["chains"] == 1
+        C, m, n = X0.shape
+        hidden = list(o["widths"]) if o["widths"] is not None else [min(m, n)] * (depth - 1)
+        if len(hidden) != depth - 1:
+            raise ValueError(f"widths must list the N - 1 = {depth - 1} hidden widths")
+        net = DeepLinearNetwork((n, *hidden, m))
+        weights = [net.balanced(x, rng=rng) for x in X0]
+        batched = False
+        beta, h = o["beta"], o["step"]
+        scale = np.sqrt(2.0 * h / beta)
+        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims})
+        t0 = _time.perf_counter()
+        X = np.stack([net.product(W) for W in weights])
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        it = 0
+        for it in range(1, o["n_steps"] + 1):
+            new = []
+            for W, x in zip(weights, X):
+                grads = net.gradients(W, _to_dense_gradient(loss.gradient(x)))
+                new.append([Wk - h * gk + scale * rng.standard_normal(Wk.shape) for Wk, gk in zip(W, grads)])
+            Xn = np.stack([net.product(W) for W in new])
+            if not np.all(np.isfinite(Xn)):
+                record.stop_reason = "diverged"
+                it -= 1
+                break
+            weights, X = new, Xn
+            if it % o["record_every"] == 0 or it == o["n_steps"]:
+                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+        record.final_weights = [W.copy() for W in weights[0]]
+        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
+        return self._finish(record, X, single, t0, it)

@@ -1,0 +1,252 @@
+"""Riemannian Langevin samplers (MATH.md §6, MATH-NOTES §5.3): drift, stationary law, beta -> inf, records."""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+from scipy.linalg import fractional_matrix_power
+from scipy.stats import kstest
+
+from dlngeo.geometry.kernel import kernel_matrix, metric_operator, metric_operator_svd
+from dlngeo.thermodynamics import entropy
+from dlngeo.thermodynamics.equilibrium import SingularValueLaw
+from dlngeo.thermodynamics.langevin import (
+    OverparametrizedLangevin,
+    QuadraticEnergy,
+    RiemannianLangevin,
+    RiemannianMALA,
+    _Geometry,
+    rle_drift,
+)
+
+
+def _haar(rng, C, d):
+    Q, R = np.linalg.qr(rng.standard_normal((C, d, d)))
+    return Q * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]
+
+
+def _draw(law, rng, C, d):
+    """Matrices with Haar frames and singular values drawn from a tabulated law."""
+    s = law.sample(rng, C)
+    return _haar(rng, C, d) @ (s[:, :, None] * _haar(rng, C, d))
+
+
+def _law(d, N, entropic=True):
+    return SingularValueLaw(
+        beta=1.0, depth=N, shape=(d, d), energy=lambda s: np.sum(s**2, -1), upper=5.5,
+        n_grid=100 if d == 2 else 48, entropic=entropic,
+    )
+
+
+# ------------------------------------------------------------- the operator
+def test_batched_operator_matches_kernel_module():
+    rng = np.random.default_rng(0)
+    for shape in [(3, 3), (2, 4), (4, 2)]:
+        X = rng.standard_normal((5, *shape))
+        Z = rng.standard_normal((5, *shape))
+        geo = _Geometry(X, 3)
+        for power in (1.0, 0.5):
+            batched = geo.from_basis(geo.K**power * geo.to_basis(Z))
+            for c in range(5):
+                u, s, vt = np.linalg.svd(X[c], full_matrices=False)
+                ref = metric_operator_svd(u, s, vt, Z[c], 3, power)
+                assert np.abs(batched[c] - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+# ----------------------------------------------------------------- the drift
+def _log_target(X, N, beta, widths):
+    m, n = X.shape
+    s = np.linalg.svd(X, compute_uv=False)
+    rows = np.concatenate((s, np.zeros(m - s.size)))
+    cols = np.concatenate((s, np.zeros(n - s.size)))
+    return -beta * np.sum(X**2) + entropy(X, N, widths=widths) - 0.5 * np.sum(np.log(kernel_matrix(rows, cols, N)))
+
+
+def _A_matrix(X, N):
+    m, n = X.shape
+    cols = []
+    for k in range(m * n):
+        E = np.zeros(m * n)
+        E[k] = 1.0
+        cols.append(metric_operator(X, E.reshape(m, n), N).ravel())
+    return np.array(cols).T
+
+
+@pytest.mark.parametrize("m,n,N,widths", [(2, 2, 2, None), (2, 2, 3, None), (3, 3, 3, None), (2, 3, 3, None), (3, 2, 4, None), (2, 3, 2, [4])])
+def test_drift_has_zero_probability_flux(m, n, N, widths):
+    """b = beta^-1 (div A + A grad log pi): the Fokker-Planck flux of the target law vanishes."""
+    beta = 1.3
+    rng = np.random.default_rng(m + 10 * n + 100 * N)
+    X = rng.standard_normal((m, n))
+    b = rle_drift(X, 2 * X, beta, N, widths=widths).ravel()
+    h = 1e-5
+    divA = np.zeros(m * n)
+    grad_log = np.zeros(m * n)
+    for c in range(m * n):
+        E = np.zeros(m * n)
+        E[c] = h
+        E = E.reshape(m, n)
+        divA += (_A_matrix(X + E, N)[:, c] - _A_matrix(X - E, N)[:, c]) / (2 * h)
+        grad_log[c] = (_log_target(X + E, N, beta, widths) - _log_target(X - E, N, beta, widths)) / (2 * h)
+    residual = b - (divA + _A_matrix(X, N) @ grad_log) / beta
+    assert np.abs(residual).max() <= 1e-6 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("m,n,N", [(3, 3, 2), (3, 3, 4), (2, 4, 3)])
+def test_brownian_drift_is_N_minus_1_X_XtX_power(m, n, N):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((m, n))
+    D = rle_drift(X, np.zeros_like(X), 1.0, N, drift="no_entropy")
+    expected = (N - 1) * X @ np.real(fractional_matrix_power(X.T @ X, -1.0 / N))
+    if n > m:  # X^T X is singular: use the SVD form U diag(s^{1-2/N}) V^T
+        u, s, vt = np.linalg.svd(X, full_matrices=False)
+        expected = (N - 1) * (u * s ** (1 - 2 / N)) @ vt
+    np.testing.assert_allclose(D, expected, atol=1e-10)
+
+
+# ---------------------------------------------------------- stationary law
+CASES = [(2, 2), (2, 3), (3, 2), (3, 3)]
+
+
+@pytest.mark.parametrize("d,N", CASES)
+def test_mala_samples_the_singular_value_law(d, N):
+    """Start from the law *without* e^S (KS fails), run MALA: both extreme singular values pass."""
+    law, wrong = _law(d, N), _law(d, N, entropic=False)
+    rng = np.random.default_rng(d * 10 + N)
+    X0 = _draw(wrong, rng, 800, d)
+    s0 = np.linalg.svd(X0, compute_uv=False)
+    assert min(kstest(s0[:, 0], law.cdf_max).pvalue, kstest(s0[:, -1], law.cdf_min).pvalue) < 1e-4
+    steps = 600 if (d, N) == (3, 3) else 250  # acceptance ~0.2 there: slower mixing
+    rec = RiemannianMALA(step=0.01, n_steps=steps, record_every=steps).sample(
+        7, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=800
+    )
+    assert 0.2 < rec.info["acceptance_rate"] < 0.95
+    s = np.linalg.svd(rec.final_point, compute_uv=False)
+    assert kstest(s[:, 0], law.cdf_max).pvalue > 0.01
+    assert kstest(s[:, -1], law.cdf_min).pvalue > 0.01
+
+
+def _rle_largest(d, N, drift, seed):
+    law = _law(d, N)
+    X0 = _draw(law, np.random.default_rng(seed), 800, d)
+    rec = RiemannianLangevin(step=1e-3, n_steps=600, record_every=600, drift=drift).sample(
+        seed, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=800
+    )
+    s = np.linalg.svd(rec.final_point, compute_uv=False)
+    return kstest(s[:, 0], law.cdf_max).pvalue
+
+
+@pytest.mark.parametrize("d,N", [(2, 2), (3, 2)])
+def test_small_step_rle_keeps_the_law_of_the_largest_singular_value(d, N):
+    # N = 3 is left out on purpose: the Euler-Maruyama bias near det X = 0 (where the
+    # density of s_min ~ s^{-2/3}) reaches the law of s_max at h = 1e-3 (KS p = 0.004-0.75
+    # over seeds for 3 x 3); see RiemannianLangevin's docstring. MALA covers N = 3 exactly.
+    assert _rle_largest(d, N, "full", seed=3) > 0.01
+
+
+@pytest.mark.parametrize("d,N", [(2, 2), (3, 3)])
+def test_rle_without_the_divergence_term_fails_the_same_test(d, N):
+    assert _rle_largest(d, N, "naive", seed=3) < 1e-6
+
+
+def test_rle_without_the_entropic_force_fails_the_same_test():
+    assert _rle_largest(2, 3, "no_entropy", seed=3) < 1e-4
+
+
+# ------------------------------------------------------------- beta -> inf
+def test_rle_converges_to_the_intrinsic_gradient_flow_as_beta_grows():
+    rng = np.random.default_rng(2)
+    target = np.array([[1.5, 0.2], [0.1, 0.8]])
+    loss = QuadraticEnergy(0.5, target)
+    X0 = rng.standard_normal((2, 2)) * 0.6
+    N, T, h = 3, 1.0, 1e-3
+    times = np.arange(0, 1001, 50) * h
+
+    def flow(t, x):
+        X = x.reshape(2, 2)
+        return -metric_operator(X, loss.gradient(X), N).ravel()
+
+    ref = solve_ivp(flow, (0, T), X0.ravel(), t_eval=times, rtol=1e-10, atol=1e-12).y.T.reshape(-1, 2, 2)
+    gaps = []
+    for beta in (1e2, 1e4, 1e6):
+        rec = RiemannianLangevin(step=h, n_steps=1000, record_every=50, keep_samples=False).sample(
+            5, loss=loss, start=X0, depth=N, beta=beta, metrics={"X": lambda st: st.point.copy()}
+        )
+        path = np.array(rec.metrics["X"])
+        gaps.append(np.max(np.linalg.norm(path - ref, axis=(1, 2))))
+    assert gaps[0] > 3 * gaps[1] > 3 * gaps[2] / 1.0 and gaps[2] < 5e-3
+
+
+def test_overparametrized_langevin_at_large_beta_follows_the_intrinsic_flow():
+    target = np.array([[1.2, 0.0], [0.3, 0.7]])
+    loss = QuadraticEnergy(0.5, target)
+    X0 = np.array([[0.3, 0.1], [-0.05, 0.25]])
+    N, h, steps = 3, 1e-3, 500
+
+    def flow(t, x):
+        X = x.reshape(2, 2)
+        return -metric_operator(X, loss.gradient(X), N).ravel()
+
+    ref = solve_ivp(flow, (0, h * steps), X0.ravel(), rtol=1e-10, atol=1e-12).y[:, -1].reshape(2, 2)
+    rec = OverparametrizedLangevin(step=h, n_steps=steps, beta=1e12).sample(0, loss=loss, start=X0, depth=N)
+    assert np.linalg.norm(rec.final_point - ref) < 5e-3
+    W = rec.final_weights
+    assert np.allclose(W[2] @ W[1] @ W[0], rec.final_point)
+
+
+# ------------------------------------------------------ records and input
+def test_records_are_reproducible_and_complete():
+    X0 = np.array([[1.0, 0.2], [0.1, 0.7]])
+    a = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3)
+    b = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3)
+    np.testing.assert_array_equal(a.final_point, b.final_point)
+    assert a.final_point.shape == (3, 2, 2)
+    assert a.iterations == [0, 10, 20, 30, 40] and a.n_iterations == 40
+    assert set(a.metrics) == {"loss", "entropy", "free_energy"}
+    assert 0.0 <= a.info["acceptance_rate"] <= 1.0 and a.info["seed"] == 11
+    r = RiemannianLangevin(step=1e-3, n_steps=5).sample(1, loss=QuadraticEnergy(), start=X0, depth=2, beta=1.0)
+    assert r.final_point.shape == (2, 2) and r.stop_reason == "max_iterations"
+    free = np.array(r.metrics["loss"]) - np.array(r.metrics["entropy"]) / 1.0
+    np.testing.assert_allclose(r.metrics["free_energy"], free)
+    r.to_dict()
+
+
+def test_non_autograd_loss_is_evaluated_per_chain():
+    from dlngeo import loss_from_autograd
+
+    loss = loss_from_autograd(lambda Y: 0.5 * (Y**2).sum(), shape=(2, 2))
+    a = RiemannianLangevin(step=1e-3, n_steps=20).sample(4, loss=loss, start=np.eye(2), depth=3, beta=1.0, chains=2)
+    b = RiemannianLangevin(step=1e-3, n_steps=20).sample(4, loss=QuadraticEnergy(0.5), start=np.eye(2), depth=3, beta=1.0, chains=2)
+    np.testing.assert_allclose(a.final_point, b.final_point, rtol=1e-12)
+
+
+def test_divergence_stops_with_reason_not_nan():
+    rec = RiemannianLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0)
+    assert rec.stop_reason == "diverged"
+    assert np.all(np.isfinite(rec.final_point)) and rec.n_iterations < 200
+    over = OverparametrizedLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0)
+    assert over.stop_reason == "diverged" and np.all(np.isfinite(over.final_point))
+
+
+@pytest.mark.parametrize("cls", [RiemannianLangevin, RiemannianMALA, OverparametrizedLangevin])
+def test_bad_input_names_the_argument(cls):
+    run = lambda **kw: cls().sample(0, **{"loss": QuadraticEnergy(), "start": np.eye(2), "depth": 2, **kw})  # noqa: E731
+    for beta in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="beta"):
+            run(beta=beta)
+    for step in (0.0, -1e-3, np.nan):
+        with pytest.raises(ValueError, match="step"):
+            run(step=step)
+    with pytest.raises(ValueError, match="start must be finite"):
+        run(start=np.array([[np.inf, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="start must have full rank"):
+        run(start=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="drift"):
+        run(drift="geoopt")
+    with pytest.raises(ValueError, match="n_steps"):
+        run(n_steps=-1)
+    with pytest.raises(ValueError, match="unknown sampler option"):
+        run(temperature=1.0)
+    with pytest.raises(NotImplementedError, match="low-rank"):
+        run(start=(np.eye(2)[:, :1], np.array([1.0]), np.eye(2)[:1]))
+    with pytest.raises(ValueError, match="beta"):
+        cls(beta=0.0)
