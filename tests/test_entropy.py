@@ -222,3 +222,52 @@ def test_bad_input_names_the_argument():
     for beta in (0.0, -1.0, np.inf, np.nan, "hot"):
         with pytest.raises(ValueError, match="beta"):
             free_energy(np.eye(2), loss, beta, 2)
+
+
+# ------------------------------------------------------------------ plugins
+def _collect(hook):
+    got = {}
+
+    def register(name, factory, description=""):
+        assert description
+        got[name] = factory
+
+    hook(register=register)
+    return got
+
+
+def test_plugin_registers_entropy_and_free_energy_metrics():
+    from dlngeo.state import State
+    from dlngeo.thermodynamics.langevin import QuadraticEnergy
+    from dlngeo_plugins import thermodynamics as plugin
+
+    got = _collect(plugin.dlngeo_register_metrics)
+    assert set(got) == {"entropy", "free_energy"}
+    X = np.array([[2.0, 0.3], [0.1, 0.9]])
+    state = State(point=X, depth=3, loss=QuadraticEnergy(0.5))
+    assert got["entropy"]()(state) == entropy(X, 3)
+    assert got["entropy"](widths=[4, 5])(state) == entropy(X, 3, widths=[4, 5])
+    assert got["free_energy"](beta=4.0)(state) == pytest.approx(0.5 * np.sum(X**2) - entropy(X, 3) / 4.0, rel=1e-14)
+    # rank option: a dense rank-1 matrix evaluated on M_1
+    u = np.array([[0.6], [0.8]])
+    low = State(point=(u * 1.5) @ np.array([[1.0, 0.0]]), depth=2)
+    assert got["entropy"](rank=1)(low) == pytest.approx(entropy((u, np.array([1.5]), np.array([[1.0, 0.0]])), 2), rel=1e-12)
+    with pytest.raises(ValueError, match="beta"):
+        got["free_energy"]()
+    with pytest.raises(ValueError, match="beta"):
+        got["free_energy"](beta=-1.0)
+    with pytest.raises(ValueError, match="state.loss"):
+        got["free_energy"](beta=1.0)(State(point=X, depth=3))
+
+
+def test_entropy_metric_through_the_plugin_manager():
+    try:
+        import dlngeo.plugins  # noqa: F401
+    except ImportError:
+        pytest.skip("dlngeo.plugins (the plugin manager) does not exist yet")
+    import dlngeo
+    from dlngeo.state import State
+
+    X = np.diag([1.7, 0.4, 0.2])
+    assert dlngeo.create_metric("entropy")(State(point=X, depth=4)) == entropy(X, 4)
+    assert dlngeo.create_metric("free_energy", beta=2.0)(State(point=X, depth=4, loss=lambda Y: 0.0)) == pytest.approx(-entropy(X, 4) / 2.0)

@@ -250,3 +250,27 @@ def test_bad_input_names_the_argument(cls):
         run(start=(np.eye(2)[:, :1], np.array([1.0]), np.eye(2)[:1]))
     with pytest.raises(ValueError, match="beta"):
         cls(beta=0.0)
+
+
+def test_plugin_registers_the_samplers():
+    from dlngeo_plugins import thermodynamics as plugin
+
+    got = {}
+    plugin.dlngeo_register_samplers(register=lambda name, factory, description="": got.setdefault(name, factory))
+    assert set(got) == {"riemannian_langevin", "riemannian_mala", "overparametrized_langevin"}
+    for name, factory in got.items():
+        sampler = factory(step=1e-3, n_steps=3)
+        assert sampler.kind == "langevin" and sampler.name == name
+        rec = sampler.sample(0, loss=QuadraticEnergy(), start=np.eye(2), depth=2, beta=1.0)
+        assert rec.method == name and rec.n_iterations == 3
+
+
+def test_samplers_through_the_plugin_manager():
+    try:
+        import dlngeo.plugins  # noqa: F401
+    except ImportError:
+        pytest.skip("dlngeo.plugins (the plugin manager) does not exist yet")
+    import dlngeo
+
+    sampler = dlngeo.create_sampler("riemannian_mala", step=0.05, n_steps=5)
+    assert isinstance(sampler, RiemannianMALA)
