@@ -310,7 +310,8 @@ def _check_method(label: str, options: Any) -> None:
 def network_dims(config: dict[str, Any]) -> list[int]:
     """The widths ``(d_0, ..., d_N)`` from ``[network]`` and ``problem.shape = [m, n]``.
 
-    ``network.dims`` wins; else ``depth`` layers with hidden ``width``
+    ``network.dims`` wins (``depth`` and ``width``, if also given, must agree
+    with it); else ``depth`` layers with hidden ``width``
     (default ``max(m, n)``, the square layers of Arora et al. 2019),
     input ``n`` and output ``m``.
     """
@@ -322,9 +323,10 @@ def network_dims(config: dict[str, Any]) -> list[int]:
             raise ConfigError("network.dims", f"needs at least 2 widths, got {dims!r}")
         if shape is not None and (dims[-1], dims[0]) != tuple(shape):
             raise ConfigError("network.dims", f"output and input widths {dims[-1]}, {dims[0]} do not match problem.shape {shape}")
-        for key in ("depth", "width"):
-            if key in net:
-                raise ConfigError(f"network.{key}", "cannot be given together with network.dims")
+        if "depth" in net and net["depth"] != len(dims) - 1:
+            raise ConfigError("network.depth", f"{net['depth']} does not match network.dims {dims} (depth {len(dims) - 1})")
+        if "width" in net and any(d != net["width"] for d in dims[1:-1]):
+            raise ConfigError("network.width", f"{net['width']} does not match the hidden widths of network.dims {dims}")
         return dims
     if shape is None:
         raise ConfigError("problem.shape", "is required unless network.dims is given")

@@ -126,9 +126,11 @@ def test_bad_config_is_one_line_naming_the_key(override, key, words):
 
 
 def test_rank_above_narrowest_width_with_dims():
-    config = load_config([], ["network.dims=[100, 4, 100]", "rank=5"])
-    del config["network"]["depth"]
-    with pytest.raises(ConfigError, match=r"^rank: 5 must be between 1 and the narrowest width 4"):
+    config = load_config([], ["network.dims=[100, 4, 4, 100]", "rank=5"])  # default depth 3 agrees
+    with pytest.raises(ConfigError, match=r"^rank: 5 must be between 1 and the narrowest width 4 of dims \[100, 4, 4, 100\]$"):
+        validate_config(config)
+    config = load_config([], ["network.dims=[100, 4, 100]"])
+    with pytest.raises(ConfigError, match=r"^network.depth: 3 does not match network.dims \[100, 4, 100\] \(depth 2\)$"):
         validate_config(config)
 
 
