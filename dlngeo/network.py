@@ -92,7 +92,7 @@ class DeepLinearNetwork:
     def product(self, weights: Sequence[Any]) -> np.ndarray:
         """The end-to-end matrix ``phi(W) = W_N ... W_1``."""
         weights = self.check_weights(weights)
-        X = weights[0]
+        X = weights[0].copy() if self.depth == 1 else weights[0]
         for W in weights[1:]:
             X = W @ X
         return X
@@ -129,7 +129,7 @@ class DeepLinearNetwork:
         grads = []
         for B, A in zip(prefix, suffix):
             if B is None:
-                grads.append(to_dense(G) if A is None else ambient_rmatmul(G, A).T)
+                grads.append(np.array(to_dense(G)) if A is None else ambient_rmatmul(G, A).T)
             else:
                 GB = ambient_matmul(G, B.T)  # E'(X) B_k^T
                 grads.append(GB if A is None else A.T @ GB)

@@ -389,7 +389,7 @@ def test_transport_projection_random_and_zero(k, depth):
     Z = np.random.default_rng(0).standard_normal((M, N))
     ref = man.projection(x, Z)
     U, S, V = np.linalg.svd(Z, full_matrices=False)
-    for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T)):
+    for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T), (U, S, V)):
         assert all(np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref))
     zero = man.zero_vector(x)
     assert man.norm(x, zero) == 0.0

@@ -107,6 +107,17 @@ def test_balanced_is_reproducible_from_a_seed():
         assert np.array_equal(wa, wb)
 
 
+def test_depth_one_product_is_a_copy():
+    net = dlngeo.DeepLinearNetwork((3, 2))
+    W = [np.ones((2, 3))]
+    X = net.product(W)
+    X += 1.0
+    assert np.array_equal(W[0], np.ones((2, 3)))
+    G = np.full((2, 3), 2.0)
+    grad = net.gradients(W, G)[0]
+    assert np.array_equal(grad, G) and grad is not G
+
+
 def test_attributes():
     net = dlngeo.DeepLinearNetwork([4, 6, np.int64(2), 3])
     assert net.depth == 3 and net.dims == (4, 6, 2, 3)

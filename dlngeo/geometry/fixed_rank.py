@@ -87,10 +87,15 @@ class FixedRank(FixedRankEmbedded):
 
     # ---------------------------------------------------------- projections
     def projection(self, point: Any, vector: Any) -> TangentVector:
-        """Orthogonal projection of an ambient matrix (dense, sparse, factored, or ``(U, S, V)``)."""
+        """Orthogonal projection of an ambient matrix onto the tangent space at ``point``.
+
+        ``vector`` is dense, scipy.sparse, :class:`~dlngeo.lowrank.Factored`,
+        pymanopt's ambient triple ``(U, S, V)`` (``U @ S @ V.T``, ``S`` a matrix)
+        or a low-rank point ``(u, s, vt)`` (``s`` a vector).
+        """
         if isinstance(vector, (tuple, list)) and not isinstance(vector, Factored) and len(vector) == 3:
-            U, S, V = vector
-            vector = Factored(U @ S, V)
+            U, S, V = (np.asarray(a) for a in vector)
+            vector = Factored(U * S, V.T) if S.ndim == 1 else Factored(U @ S, V)
         u, _, vt = point
         v = vt.T
         ZV = ambient_matmul(vector, v)
