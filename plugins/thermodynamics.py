@@ -14,6 +14,15 @@ Samplers (``dlngeo_register_samplers``, ``kind = "langevin"``),
 ``sample(rng, *, loss, start, depth, **options) -> Record``:
 ``riemannian_langevin``, ``riemannian_mala``, ``overparametrized_langevin``
 (:mod:`dlngeo.thermodynamics.langevin`).
+
+Solvers (``dlngeo_register_solvers``): the same three, as methods that
+``dlngeo compare`` / ``run`` put beside the flows (one chain from the task's
+start; ``riemannian_*`` start at ``phi(W_0)``, which must have full rank
+``min(m, n)``; ``overparametrized_langevin`` starts at ``W_0`` itself). Options:
+``beta``, ``step``, ``drift``, ``record_every``; the run stops at
+``stopping.max_iterations`` steps or flow time ``stopping.end_time``, or
+``diverged``. Other stopping criteria (loss, gradient, time) do not apply to
+a sampler and are ignored.
 """
 
 from __future__ import annotations
@@ -23,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from dlngeo.dynamics.base import Method, Stopping
 from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import is_lowrank_point
 from dlngeo.thermodynamics import entropy, free_energy
 from dlngeo.thermodynamics.entropy import check_beta
 from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, RiemannianLangevin, RiemannianMALA
 
-__all__ = ["Entropy", "FreeEnergy"]
+__all__ = ["Entropy", "FreeEnergy", "LangevinMethod"]
 
 
 def _check_optional_int(value: Any, name: str) -> int | None:
@@ -86,6 +96,54 @@ class FreeEnergy(Entropy):
         if state.loss is None:
             raise ValueError("free_energy metric needs state.loss")
         return free_energy(self._point(state), state.loss, self.beta, self.depth or state.depth, widths=self.widths)
+
+
+class LangevinMethod(Method):
+    """A Langevin sampler run as a method of ``dlngeo compare`` (one chain, the task's start)."""
+
+    flow_time = True
+
+    def __init__(self, sampler: type, beta: float = 1.0, step: float = 1e-3, drift: str = "full",
+                 record_every: int | None = None):
+        self.sampler = sampler(beta=beta, step=step, drift=drift, record_every=record_every)
+        self.name = sampler.name
+        self.overparametrized = sampler is OverparametrizedLangevin
+
+    def __repr__(self) -> str:
+        return f"LangevinMethod({self.sampler!r})"
+
+    def run(self, task: Any, stopping: Stopping | None = None, callback: Any = None):
+        stopping = stopping or Stopping()
+        step = self.sampler.options["step"]
+        n_steps = stopping.max_iterations if stopping.max_iterations is not None else 10_000
+        if stopping.end_time is not None:
+            n_steps = min(n_steps, int(np.ceil(stopping.end_time / step - 1e-9)))
+        every = self.sampler.options["record_every"] or max(1, n_steps // 100)
+        common = dict(loss=task.loss, depth=task.depth, metrics=task.metrics, callback=callback,
+                      n_steps=int(n_steps), record_every=int(min(every, max(1, n_steps))),
+                      widths=list(task.network.dims[1:-1]))
+        if self.overparametrized:
+            record = self.sampler.sample(task.seed, weights=task.weights0, **common)
+        else:
+            record = self.sampler.sample(task.seed, start=task.X0, **common)
+        if record.stop_reason == "max_iterations" and stopping.end_time is not None and n_steps * step >= stopping.end_time * (1 - 1e-12):
+            record.stop_reason = "end_time"
+        return record
+
+
+def _solver_factory(sampler: type):
+    def factory(beta: float = 1.0, step: float = 1e-3, drift: str = "full", record_every: int | None = None) -> LangevinMethod:
+        return LangevinMethod(sampler, beta=beta, step=step, drift=drift, record_every=record_every)
+
+    factory.__doc__ = sampler.__doc__
+    factory.options = ("beta", "step", "drift", "record_every")  # type: ignore[attr-defined]
+    return factory
+
+
+@hookimpl
+def dlngeo_register_solvers(register):
+    for cls in (RiemannianLangevin, RiemannianMALA, OverparametrizedLangevin):
+        register(cls.name, _solver_factory(cls), description=f"[langevin] {cls.__doc__.strip().splitlines()[0]} (beta, step, drift)")
 
 
 @hookimpl

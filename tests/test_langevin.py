@@ -274,3 +274,28 @@ def test_samplers_through_the_plugin_manager():
 
     sampler = dlngeo.create_sampler("riemannian_mala", step=0.05, n_steps=5)
     assert isinstance(sampler, RiemannianMALA)
+
+
+def test_samplers_registered_as_solvers_run_on_a_task():
+    from dlngeo import DeepLinearNetwork
+    from dlngeo.dynamics.base import Stopping, Task
+    from dlngeo_plugins import thermodynamics as plugin
+
+    got = {}
+    plugin.dlngeo_register_solvers(register=lambda name, factory, description="": got.setdefault(name, factory))
+    assert set(got) == {"riemannian_langevin", "riemannian_mala", "overparametrized_langevin"}
+    net = DeepLinearNetwork((2, 3, 2))
+    W0 = net.balanced(np.array([[0.9, 0.1], [0.0, 0.5]]), rng=0)
+    task = Task(loss=QuadraticEnergy(0.5, np.diag([1.5, 0.8])), network=net, weights0=W0, metrics={"X": lambda st: np.array(st.point)})
+    seen = []
+    for name, factory in got.items():
+        method = factory(beta=1e8, step=1e-3)
+        assert method.overparametrized == (name == "overparametrized_langevin")
+        rec = method.run(task, Stopping(end_time=0.2), lambda state, record: seen.append(state.time))
+        assert rec.stop_reason == "end_time" and rec.n_iterations == 200 and rec.times[-1] == pytest.approx(0.2)
+        assert np.allclose(rec.metrics["X"][0], net.product(W0))
+        if name == "overparametrized_langevin":
+            assert np.allclose(net.product(rec.final_weights), rec.final_point)
+    assert seen and seen[-1] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="beta"):
+        got["riemannian_mala"](beta=0.0)

@@ -248,24 +248,25 @@ class _Sampler:
         return self._validate({**self.options, **overrides})
 
     def _record_point(self, record: Record, X: np.ndarray, loss: Any, batched: bool, o: dict, depth: int,
-                      it: int, metrics: dict[str, Callable[[State], Any]] | None) -> None:
+                      it: int, metrics: dict[str, Callable[[State], Any]] | None, callback: Callable | None = None,
+                      weights: list[np.ndarray] | None = None) -> None:
         E = _batch_call(batched, loss.value, X)
         s = np.linalg.svd(X, compute_uv=False)
         hidden = o["widths"] if o["widths"] is not None else [min(X.shape[1:])] * (depth - 1)
-        S = entropy_from_singular_values(s, depth, hidden)
-        values = {
-            "loss": float(np.mean(E)),
-            "entropy": float(np.mean(S)),
-            "free_energy": float(np.mean(E - S / o["beta"])),
-        }
+        values = {"loss": float(np.mean(E))}
+        if all(w >= s.shape[-1] for w in hidden):  # else X (full rank) is not a product of these widths
+            S = entropy_from_singular_values(s, depth, hidden)
+            values["entropy"] = float(np.mean(S))
+            values["free_energy"] = float(np.mean(E - S / o["beta"]))
         t = it * o["step"]
-        if metrics:
-            state = State(point=X[0], loss=loss, depth=depth, time=t, iteration=it)
-            for name, metric in metrics.items():
-                values[name] = metric(state)
+        state = State(point=X[0], loss=loss, weights=weights, depth=depth, time=t, iteration=it)
+        for name, metric in (metrics or {}).items():  # the caller's metrics (chain 0) take precedence
+            values[name] = metric(state)
         record.append(t, it, values)
         if o["keep_samples"]:
             record.info.setdefault("singular_values", []).append(s)
+        if callback is not None:
+            callback(state, record)
 
     @staticmethod
     def _finish(record: Record, X: np.ndarray, single: bool, start_time: float, it: int) -> Record:
@@ -301,7 +302,7 @@ class RiemannianLangevin(_Sampler):
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
     def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               **options: Any) -> Record:
+               callback: Callable | None = None, **options: Any) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
 
         ``record.final_point`` is ``m x n`` for one chain, else ``(chains, m, n)``.
@@ -319,7 +320,7 @@ class RiemannianLangevin(_Sampler):
         beta, h = o["beta"], o["step"]
         record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
         t0 = _time.perf_counter()
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
         noise_scale = np.sqrt(2.0 * h / beta)
         it = 0
         for it in range(1, o["n_steps"] + 1):
@@ -335,7 +336,7 @@ class RiemannianLangevin(_Sampler):
                 break
             X = X_new
             if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback)
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)
 
@@ -361,7 +362,7 @@ class RiemannianMALA(_Sampler):
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
     def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               **options: Any) -> Record:
+               callback: Callable | None = None, **options: Any) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record` (see :class:`RiemannianLangevin`)."""
         o = self._options(options)
         depth = _check_depth(depth)
@@ -376,7 +377,7 @@ class RiemannianMALA(_Sampler):
         value = lambda Y: _batch_call(batched, loss.value, Y)  # noqa: E731
         record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
         t0 = _time.perf_counter()
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
         geo = _Geometry(X, depth)
         logpi = self._log_target(geo, value(X), beta, depth, widths, (m, n))
         bX = _drift_basis(geo, grad(X), beta, depth, widths, o["drift"])
@@ -409,7 +410,7 @@ class RiemannianMALA(_Sampler):
             logpi = np.where(accept, logpiY, logpi)
             bX = np.where(a3, bY, bX)
             if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback)
         record.info["acceptance_rate"] = accepted / max(1, it * C)
         record.evaluations = {"gradient": (it + 1) * C, "loss": (it + 1) * C}
         return self._finish(record, X, single, t0, it)
@@ -427,28 +428,47 @@ class OverparametrizedLangevin(_Sampler):
     name = "overparametrized_langevin"
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
-    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               **options: Any) -> Record:
-        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`."""
+    def sample(self, rng: Any, *, loss: Any, start: Any = None, depth: int, metrics: dict[str, Callable] | None = None,
+               callback: Callable | None = None, weights: Sequence[np.ndarray] | None = None, **options: Any) -> Record:
+        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
+
+        ``weights``: initial factors ``W_1 .. W_N`` (every chain starts there;
+        ``start`` is then ignored); default: a balanced factorization of ``start``.
+        """
         o = self._options(options)
         depth = _check_depth(depth)
         seed = rng if isinstance(rng, (int, np.integer)) else None
         rng = np.random.default_rng(rng)
-        X0 = _check_start(start, o["chains"])
-        single = np.ndim(start) == 2 and o["chains"] == 1
-        C, m, n = X0.shape
-        hidden = list(o["widths"]) if o["widths"] is not None else [min(m, n)] * (depth - 1)
-        if len(hidden) != depth - 1:
-            raise ValueError(f"widths must list the N - 1 = {depth - 1} hidden widths")
-        net = DeepLinearNetwork((n, *hidden, m))
-        weights = [net.balanced(x, rng=rng) for x in X0]
+        if weights is not None:
+            if len(weights) != depth:
+                raise ValueError(f"weights must hold N = {depth} factors, got {len(weights)}")
+            dims = (np.shape(weights[0])[1], *(np.shape(W)[0] for W in weights))
+            net = DeepLinearNetwork(dims)
+            W0 = net.check_weights(weights)
+            if not all(np.all(np.isfinite(W)) for W in W0):
+                raise ValueError("weights must be finite")
+            C = o["chains"]
+            weights_c = [[W.copy() for W in W0] for _ in range(C)]
+            X0 = np.stack([net.product(W) for W in weights_c])
+            single = C == 1
+            o["widths"] = list(dims[1:-1])
+        else:
+            X0 = _check_start(start, o["chains"])
+            single = np.ndim(start) == 2 and o["chains"] == 1
+            C, m, n = X0.shape
+            hidden = list(o["widths"]) if o["widths"] is not None else [min(m, n)] * (depth - 1)
+            if len(hidden) != depth - 1:
+                raise ValueError(f"widths must list the N - 1 = {depth - 1} hidden widths")
+            net = DeepLinearNetwork((n, *hidden, m))
+            weights_c = [net.balanced(x, rng=rng) for x in X0]
+        weights = weights_c
         batched = False
         beta, h = o["beta"], o["step"]
         scale = np.sqrt(2.0 * h / beta)
         record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims})
         t0 = _time.perf_counter()
         X = np.stack([net.product(W) for W in weights])
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics)
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback, weights[0])
         it = 0
         for it in range(1, o["n_steps"] + 1):
             new = []
@@ -462,7 +482,7 @@ class OverparametrizedLangevin(_Sampler):
                 break
             weights, X = new, Xn
             if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics)
+                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback, weights[0])
         record.final_weights = [W.copy() for W in weights[0]]
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)
