@@ -125,6 +125,7 @@ _SCHEMA: dict[str, Any] = {
     "methods": dict,
     "gap": list,
     "inputs": {"count": int},
+    "threads": int,
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true or false"}
 
@@ -254,6 +255,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("target", "observations", "init"):
         if key in config and "sampler" not in config[key]:
             raise ConfigError(f"{key}.sampler", "is required")
+    if "threads" in config and config["threads"] < 0:
+        raise ConfigError("threads", f"must be >= 0 (0: the BLAS library's default), got {config['threads']}")
     if "seed" in config and config["seed"] < 0:
         raise ConfigError("seed", f"must be >= 0, got {config['seed']}")
     if "problem" in config and "shape" in config["problem"]:
@@ -692,11 +695,13 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
 
         bar = tqdm(total=len(plan.methods), unit="method", desc="dlngeo compare", file=sys.stderr, leave=True)
     captures: dict[str, _Capture] = {}
+    limits = _blas_threads(config, plan)
     # Overparametrized partners of a gap run first, so that a continuous
     # intrinsic flow can be sampled at exactly their flow times.
     first = [over for over, _ in plan.gap_pairs]
     order = sorted(plan.methods, key=lambda label: (label not in first, list(plan.methods).index(label)))
     try:
+        limits.__enter__()
         for label in order:
             solver, method, stopping = plan.methods[label]
             method = _aligned(label, solver, method, plan, captures)
@@ -712,6 +717,7 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
             if bar is not None:
                 bar.update(1)
     finally:
+        limits.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     comparison.records = {label: comparison.records[label] for label in plan.methods}
@@ -720,6 +726,32 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
         gap = trajectory_gap(a.times, a.points, b.times, b.points)
         comparison.trajectory_gap.append({"overparametrized": over, "intrinsic": intrinsic, **gap})
     return comparison
+
+
+#: Problems with at most this many entries (m n) run with one BLAS thread by default.
+SMALL_PROBLEM = 250_000
+
+
+def _blas_threads(config: dict[str, Any], plan: Plan) -> Any:
+    """A context that limits BLAS threads (threadpoolctl) to ``config["threads"]``.
+
+    Default: one thread when ``m n <= SMALL_PROBLEM``. On matrices of a few
+    hundred rows a multithreaded BLAS gains little and, on a machine whose
+    cores are busy, loses badly (a 100 x 100 SVD measured 7 ms on one thread,
+    330 ms on two oversubscribed ones). ``threads = 0`` keeps the library's
+    default. Without threadpoolctl installed this is a no-op.
+    """
+    import contextlib
+
+    m, n = plan.problem["shape"]
+    threads = config.get("threads", 1 if m * n <= SMALL_PROBLEM else 0)
+    if not threads:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional at runtime
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads), user_api="blas")
 
 
 def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[str, _Capture]) -> Any:

@@ -167,6 +167,6 @@ def plot_results(document: dict[str, Any], out_dir: str | Path) -> list[Path]:
     _metric_vs_time(document, "loss", paths[0], "training loss", "loss", logy=True)
     _singular_values(document, paths[1])
     _trajectory_gap(document, paths[2])
-    _metric_vs_time(document, "effective_rank", paths[3], "effective rank  exp H(sigma/|sigma|_1)", "effective rank", logy=False)
+    _metric_vs_time(document, "effective_rank", paths[3], r"effective rank  $\exp H(\sigma / \|\sigma\|_1)$", "effective rank", logy=False)
     return paths
 

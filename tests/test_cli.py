@@ -69,7 +69,7 @@ def test_run_layers_configs_and_set(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(
         ["run", str(EXAMPLES / "regression.toml"), str(extra), "--set", "problem.shape=[5, 4]", "--set", "target.rank=2",
-         "--out", str(out), "--no-progress", "--no-plots"]
+         "--set", "stopping.loss_below=1e-10", "--set", "stopping.max_time=10.0", "--out", str(out), "--no-progress", "--no-plots"]
     )
     assert code == 0, capsys.readouterr().err
     document = json.loads((out / "results.json").read_text())
@@ -77,6 +77,7 @@ def test_run_layers_configs_and_set(tmp_path, capsys):
     assert list(document["methods"]) == ["riemannian_tr", "cg"]  # the file's [methods] replaced the earlier list
     assert document["methods"]["cg"]["solver"] == "riemannian_cg"
     assert document["problem"]["shape"] == [5, 4]
+    assert {m["stop_reason"] for m in document["methods"].values()} == {"loss_below"}
     assert not any((out / name).exists() for name in FIGURES)
 
 

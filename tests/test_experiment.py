@@ -113,6 +113,7 @@ def test_missing_or_broken_config_file_names_it(tmp_path):
         ('methods.riemannian_cg.metric="flat"', "methods.riemannian_cg.metric", "metric must be one of"),
         ("observations.size=-5", "observations.size", ""),
         ("init.init_scale=-1.0", "init.init_scale", ""),
+        ("threads=-1", "threads", "must be >= 0"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(override, key, words):
