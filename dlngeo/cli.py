@@ -88,6 +88,7 @@ def _experiment_arguments(parser: argparse.ArgumentParser, *, configs_required: 
     )
     parser.add_argument("--out", default="dlngeo-out", metavar="DIR", help="output directory (default: ./dlngeo-out)")
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
+    parser.add_argument("--db", metavar="FILE", help="also append the results to this SQLite store (dlngeo.results.ResultsStore)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -108,6 +109,8 @@ def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = F
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {str(out)!r} exists and is not a directory")
+    if args.db and Path(args.db).is_dir():
+        raise ValueError(f"--db: {args.db!r} is a directory, not a database file")
     if quick:
         base = merge_config(DEFAULT_CONFIG, QUICK_OVERRIDES)
     config = load_config(args.configs, args.overrides, base=base)
@@ -115,6 +118,12 @@ def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = F
     print(comparison.table())
     paths = comparison.write(out, plots=not args.no_plots)
     print(f"wrote {', '.join(p.name for p in paths)} to {out}/")
+    if args.db:
+        from .results import ResultsStore
+
+        with ResultsStore(args.db) as store:
+            run_id = store.add(comparison.to_dict())
+        print(f"stored as run {run_id} in {args.db}")
     return 0
 
 

@@ -36,6 +36,11 @@ Schema (``"schema": "dlngeo.comparison/1"``)::
 Non-finite numbers (a diverged loss) are written as ``null`` so that the file
 is strict JSON. :func:`check_results` validates a loaded document against
 this schema (used by the tests and by ``dlngeo report``-style readers).
+
+:class:`ResultsStore` keeps many such documents in one SQLite file (the
+standard library's ``sqlite3``): a ``runs`` table (one row per comparison,
+with the whole document) and a ``methods`` table (one row per method, the
+summary columns), so that sweeps can be queried with plain SQL.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEMA", "to_json_value", "write_results", "read_results", "check_results"]
+__all__ = ["SCHEMA", "ResultsStore", "to_json_value", "write_results", "read_results", "check_results"]
 
 SCHEMA = "dlngeo.comparison/1"
 
@@ -158,3 +164,104 @@ def check_results(document: dict[str, Any]) -> None:
             _fail(f"trajectory_gap[{i}].alignment", f"unknown value {gap['alignment']!r}")
         if len(gap["time"]) != len(gap["gap"]):
             _fail(f"trajectory_gap[{i}].gap", "must have one value per time")
+
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    loss TEXT, m INTEGER, n INTEGER, depth INTEGER, rank INTEGER, seed INTEGER,
+    initial_loss REAL,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS methods (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    solver TEXT NOT NULL,
+    final_loss REAL,
+    iterations INTEGER,
+    wall_time_s REAL,
+    stop_reason TEXT,
+    PRIMARY KEY (run_id, label)
+);
+"""
+
+
+class ResultsStore:
+    """Comparisons in one SQLite file: ``runs`` (one row per comparison) and ``methods`` (one per method).
+
+    Example::
+
+        with ResultsStore("results.sqlite") as store:
+            run_id = store.add(comparison.to_dict())
+            store.methods(solver="riemannian_tr")   # rows as dicts
+            store.get(run_id)                        # the whole results.json document
+
+    Args:
+        path: The database file (created if missing; ``":memory:"`` for a temporary one).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        if self.path != ":memory:" and Path(self.path).is_dir():
+            raise ValueError(f"path {self.path!r} is a directory, not a database file")
+        self._db = sqlite3.connect(self.path)
+        self._db.row_factory = sqlite3.Row
+        self._db.executescript(_TABLES)
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, document: dict[str, Any]) -> int:
+        """Store one results document (validated first); return its run id."""
+        document = to_json_value(document)
+        check_results(document)
+        problem = document["problem"]
+        shape = problem.get("shape") or [None, None]
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    document["created"], problem.get("loss"), shape[0], shape[1], problem.get("depth"),
+                    problem.get("rank"), problem.get("seed"), problem.get("initial_loss"),
+                    json.dumps(document, allow_nan=False),
+                ),
+            )
+            run_id = int(cursor.lastrowid)
+            self._db.executemany(
+                "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, label, e["solver"], e["final_loss"], e["iterations"], e["wall_time_s"], e["stop_reason"])
+                    for label, e in document["methods"].items()
+                ],
+            )
+        return run_id
+
+    def runs(self) -> list[dict[str, Any]]:
+        """One dict per stored comparison (without the document), oldest first."""
+        rows = self._db.execute("SELECT id, created, loss, m, n, depth, rank, seed, initial_loss FROM runs ORDER BY id")
+        return [dict(r) for r in rows]
+
+    def methods(self, run_id: int | None = None, solver: str | None = None) -> list[dict[str, Any]]:
+        """Method rows, optionally of one run and/or one solver."""
+        query, args = "SELECT * FROM methods WHERE 1=1", []
+        if run_id is not None:
+            query, args = query + " AND run_id = ?", args + [int(run_id)]
+        if solver is not None:
+            query, args = query + " AND solver = ?", args + [solver]
+        return [dict(r) for r in self._db.execute(query + " ORDER BY run_id, rowid", args)]
+
+    def get(self, run_id: int) -> dict[str, Any]:
+        """The stored results document of ``run_id``."""
+        row = self._db.execute("SELECT document FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"run_id {run_id} is not in {self.path!r}")
+        return json.loads(row["document"])

@@ -69,7 +69,8 @@ def test_run_layers_configs_and_set(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(
         ["run", str(EXAMPLES / "regression.toml"), str(extra), "--set", "problem.shape=[5, 4]", "--set", "target.rank=2",
-         "--set", "stopping.loss_below=1e-10", "--set", "stopping.max_time=10.0", "--out", str(out), "--no-progress", "--no-plots"]
+         "--set", "stopping.loss_below=1e-10", "--set", "stopping.max_time=10.0", "--out", str(out), "--no-progress", "--no-plots",
+         "--db", str(tmp_path / "runs.sqlite")]
     )
     assert code == 0, capsys.readouterr().err
     document = json.loads((out / "results.json").read_text())
@@ -79,6 +80,12 @@ def test_run_layers_configs_and_set(tmp_path, capsys):
     assert document["problem"]["shape"] == [5, 4]
     assert {m["stop_reason"] for m in document["methods"].values()} == {"loss_below"}
     assert not any((out / name).exists() for name in FIGURES)
+    from dlngeo.results import ResultsStore
+
+    with ResultsStore(tmp_path / "runs.sqlite") as store:
+        (run,) = store.runs()
+        assert [m["label"] for m in store.methods(run["id"])] == ["riemannian_tr", "cg"]
+        assert store.get(run["id"])["config"]["seed"] == 2
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))

@@ -268,3 +268,30 @@ loss_below = 1e-10
     assert comparison.records["riemannian_tr"].stop_reason == "loss_below"
     assert comparison.problem["dims"] == [5, 6, 6]  # n, width max(m, n), m
     assert math.isfinite(comparison.problem["initial_loss"])
+
+
+def test_results_store_round_trip_and_queries(tmp_path):
+    from dlngeo.results import ResultsStore
+
+    config = tiny()
+    config["methods"] = {"riemannian_tr": {}, "cg": {"solver": "riemannian_cg", "metric": "embedded"}}
+    first = compare(config).to_dict()
+    second = compare(merge_config(config, {"seed": 4})).to_dict()
+    path = tmp_path / "store.sqlite"
+    with ResultsStore(path) as store:
+        a, b = store.add(first), store.add(second)
+    with ResultsStore(path) as store:  # persisted
+        assert [r["id"] for r in store.runs()] == [a, b]
+        assert [r["seed"] for r in store.runs()] == [0, 4]
+        assert store.get(b) == json.loads(json.dumps(second))
+        rows = store.methods(solver="riemannian_cg")
+        assert [(r["run_id"], r["label"]) for r in rows] == [(a, "cg"), (b, "cg")]
+        assert rows[0]["final_loss"] == first["methods"]["cg"]["final_loss"]
+        assert {r["stop_reason"] for r in store.methods(run_id=a)} == {"loss_below"}
+        with pytest.raises(ValueError, match="^run_id 99 is not in"):
+            store.get(99)
+        bad = json.loads(json.dumps(first))
+        bad["methods"]["cg"]["iterations"] = "many"
+        with pytest.raises(ValueError, match="^results methods.cg.iterations: has type str"):
+            store.add(bad)
+        assert len(store.runs()) == 2  # nothing half-written
