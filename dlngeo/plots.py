@@ -5,8 +5,8 @@ Four PNGs, each readable on its own:
 * ``loss.png``: the loss against flow time (methods that follow a flow:
   ``t = eta k`` for discrete ones) and against wall-clock seconds (every
   method), log scale on the loss.
-* ``singular_values.png``: the leading singular values of the end-to-end
-  matrix against flow time, one panel per flow method: the stage-by-stage
+* ``singular_values.png``: the leading singular values (rank + 3, at most
+  10) of the end-to-end matrix against flow time, one panel per flow method: the stage-by-stage
   "incremental learning" staircase from small initialization (Saxe et al.
   2014; Arora, Cohen, Hu & Luo 2019; MATH.md §3-§5).
 * ``trajectory_gap.png``: :math:`\\|\\phi(W(t)) - X(t)\\|_F / \\|X(t)\\|_F` between the
@@ -115,11 +115,12 @@ def _singular_values(document: dict[str, Any], path: Path) -> None:
     for ax, label in zip(axes[0], methods):
         entry = document["methods"][label]
         rows = [np.array([np.nan if v is None else v for v in sv], dtype=float) for sv in entry["metrics"]["singular_values"]]
-        k = min(_MAX_SINGULAR_VALUES, min(len(r) for r in rows))
+        rank = int(document.get("problem", {}).get("rank") or _MAX_SINGULAR_VALUES)
+        k = min(_MAX_SINGULAR_VALUES, rank + 3, min(len(r) for r in rows))
         S = np.array([r[:k] for r in rows])
         t = _series(entry, "time")
         xlabel = "flow time t" if entry.get("time_kind") == "flow" else "iteration"
-        colors = plt.cm.viridis(np.linspace(0, 0.9, k))
+        colors = plt.cm.tab10(np.arange(k) % 10)
         for i in range(k):
             ax.plot(t, S[:, i], color=colors[i], lw=1.5, label=f"$\\sigma_{{{i + 1}}}$")
         if target:
