@@ -408,11 +408,17 @@ def build(config: dict[str, Any]) -> Plan:
     dims = network_dims(config)
     network = DeepLinearNetwork(dims)
     m, n = network.output_shape
-    loss, data = _build_loss(config, rng, (m, n))
+    loss, data, visible = _build_loss(config, rng, (m, n))
     init = config.get("init", {"sampler": "gaussian", "init_scale": 1e-3})
     sampler = _plugin("sampler", "init.sampler", init["sampler"], _options(init, "sampler"))
+    context: dict[str, Any] = {"network": network, "target": visible}
     try:
-        weights0 = sampler.sample(rng, network=network, target=data.get("target"))
+        if "loss" in inspect.signature(sampler.sample).parameters:
+            context["loss"] = loss
+    except (TypeError, ValueError):  # pragma: no cover - no signature
+        pass
+    try:
+        weights0 = sampler.sample(rng, **context)
     except ValueError as exc:
         raise ConfigError("init", f"sampler {init['sampler']!r}: {exc}") from None
     metrics = _build_metrics(config)
@@ -797,7 +803,7 @@ def _sampler_options(table: dict[str, Any], shape: tuple[int, int]) -> dict[str,
     return options
 
 
-def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[int, int]) -> tuple[Any, dict[str, Any], Any]:
     """The loss and the problem data, from ``[target]``, ``[observations]``, ``[inputs]`` and ``[loss]``.
 
     The loss factory's parameters say what it needs (so a third-party loss
@@ -812,6 +818,13 @@ def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[i
 
     The data the metrics see (``state.data``) are ``target`` and, for
     completion, ``rows`` and ``cols``.
+
+    Returns:
+        ``(loss, data, visible_target)``: the target as the learner may see it
+        (the initialization sampler gets it; e.g. ``spectral``) -- the target
+        itself for the whitened regression, whose data it is, ``None`` when it
+        is hidden behind observations or inputs (then ``spectral`` works from
+        the observations, as in the completion literature).
     """
     from . import plugins
 
@@ -826,7 +839,7 @@ def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[i
     except (TypeError, ValueError):  # pragma: no cover - builtins without signature
         params = set()
     data: dict[str, Any] = {}
-    target = None
+    target = visible = None
     if "target" in config:
         sampler = _plugin("sampler", "target.sampler", config["target"]["sampler"], _sampler_options(config["target"], shape))
         target = _sample("target", sampler, rng)
@@ -862,10 +875,11 @@ def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[i
             options.update(A=A, B=to_dense(target) @ A)
         else:
             options.update(target=to_dense(target))
+            visible = target
     elif observations is not None:
         raise ConfigError("observations", f"loss {name!r} takes no observations")
     loss = _plugin("loss", "loss.name", name, options)
-    return loss, data
+    return loss, data, visible
 
 
 def _sample(key: str, sampler: Any, rng: np.random.Generator) -> Any:

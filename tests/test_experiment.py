@@ -295,3 +295,23 @@ def test_results_store_round_trip_and_queries(tmp_path):
         with pytest.raises(ValueError, match="^results methods.cg.iterations: has type str"):
             store.add(bad)
         assert len(store.runs()) == 2  # nothing half-written
+
+
+def test_spectral_init_sees_the_observations_not_the_hidden_target():
+    """Completion: the spectral start comes from the rescaled observed matrix (the target is hidden);
+    whitened regression: the target is the data, so the spectral start is aligned with it."""
+    completion = build(tiny(init={"sampler": "spectral", "init_scale": 1e-2, "rank": 2})).task
+    target = completion.data["target"]
+    u_t = np.linalg.svd(target)[0][:, :2]
+    X0 = completion.X0
+    u0 = np.linalg.svd(X0)[0][:, :2]
+    observed = completion.loss.observed_matrix().toarray()
+    u_obs = np.linalg.svd(observed)[0][:, :2]
+    assert np.linalg.svd(u_obs.T @ u0, compute_uv=False).min() == pytest.approx(1.0, abs=1e-9)  # from the observations
+    assert np.linalg.svd(u_t.T @ u0, compute_uv=False).min() < 1 - 1e-6  # not the target's directions
+    config = tiny(init={"sampler": "spectral", "init_scale": 1e-2, "rank": 2}, loss={"name": "regression"})
+    del config["observations"]
+    regression = build(config).task
+    u_t = np.linalg.svd(regression.data["target"])[0][:, :2]
+    u0 = np.linalg.svd(regression.X0)[0][:, :2]
+    assert np.linalg.svd(u_t.T @ u0, compute_uv=False).min() == pytest.approx(1.0, abs=1e-9)
