@@ -49,6 +49,7 @@ import json
 import math
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -92,17 +93,21 @@ def to_json_value(value: Any) -> Any:
 def write_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``document`` (already in the schema above) as strict JSON; return the path.
 
-    The file is written to a temporary sibling and renamed, so a crash never
-    leaves a half-written ``results.json``.
+    The file is written to a fresh temporary sibling and renamed, so a crash
+    never leaves a half-written ``results.json`` and no other file is touched.
     """
     path = Path(path)
     document = to_json_value(document)
     check_results(document)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(document, fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return path
 
 

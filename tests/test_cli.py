@@ -37,6 +37,7 @@ def test_compare_default_quick_end_to_end(tmp_path, capsys):
         assert label in stdout
     assert "stop reason" in stdout and "trajectory gap" in stdout
     assert keep.read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt", "results.json", *FIGURES])  # nothing else
 
     document = json.loads((out / "results.json").read_text())
     check_results(document)
