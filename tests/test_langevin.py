@@ -246,8 +246,9 @@ def test_bad_input_names_the_argument(cls):
         run(n_steps=-1)
     with pytest.raises(ValueError, match="unknown sampler option"):
         run(temperature=1.0)
-    with pytest.raises(NotImplementedError, match="low-rank"):
-        run(start=(np.eye(2)[:, :1], np.array([1.0]), np.eye(2)[:1]))
+    if cls is not RiemannianLangevin:
+        with pytest.raises(NotImplementedError, match="low-rank"):
+            run(start=(np.eye(2)[:, :1], np.array([1.0]), np.eye(2)[:1]))
     with pytest.raises(ValueError, match="beta"):
         cls(beta=0.0)
 
@@ -299,3 +300,69 @@ def test_samplers_registered_as_solvers_run_on_a_task():
     assert seen and seen[-1] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="beta"):
         got["riemannian_mala"](beta=0.0)
+
+
+# ---------------------------------------------------------- rank-r manifold
+def _stiefel(rng, C, m, r):
+    Q, R = np.linalg.qr(rng.standard_normal((C, m, r)))
+    return Q * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]
+
+
+def test_lowrank_retraction_and_drift_match_the_geometry_modules():
+    from dlngeo.geometry.fixed_rank import FixedRank
+    from dlngeo.geometry.kernel import riemannian_gradient_tangent
+    from dlngeo.thermodynamics.lowrank_langevin import lowrank_tangent_drift, retract
+
+    rng = np.random.default_rng(3)
+    C, m, n, r = 4, 5, 4, 2
+    U, Vt = _stiefel(rng, C, m, r), np.swapaxes(_stiefel(rng, C, n, r), 1, 2)
+    s = np.sort(rng.uniform(0.5, 2.0, (C, r)), axis=1)[:, ::-1].copy()
+    G = rng.standard_normal((C, m, n))
+    (dUp, dM, dVp), _, _ = lowrank_tangent_drift(U, s, Vt, G, 1.0, 3, None, "naive")
+    Up = rng.standard_normal((C, m, r))
+    Up -= U @ (np.swapaxes(U, 1, 2) @ Up)
+    Vp = rng.standard_normal((C, n, r))
+    Vp -= np.swapaxes(Vt, 1, 2) @ (Vt @ Vp)
+    M = rng.standard_normal((C, r, r))
+    Ur, sr, Vtr = retract(U, s, Vt, 0.1 * Up, 0.1 * M, 0.1 * Vp)
+    manifold = FixedRank(m, n, r)
+    for c in range(C):
+        ref = riemannian_gradient_tangent(U[c], s[c], Vt[c], G[c], 3)
+        for a, b in zip((dUp[c], dM[c], dVp[c]), ref):
+            np.testing.assert_allclose(a, -b, atol=1e-12)
+        from pymanopt.manifolds.fixed_rank import _FixedRankTangentVector
+
+        point = manifold.retraction(manifold.point(U[c], s[c], Vt[c]), _FixedRankTangentVector(0.1 * Up[c], 0.1 * M[c], 0.1 * Vp[c]))
+        np.testing.assert_allclose((Ur[c] * sr[c]) @ Vtr[c], (point[0] * point[1]) @ point[2], atol=1e-13)
+
+
+def _lowrank_law_pvalues(m, n, r, N, widths, drift, seed=2, chains=600):
+    law = SingularValueLaw(beta=1.0, depth=N, shape=(m, n), energy=lambda s: np.sum(s**2, -1), upper=5.0,
+                           n_grid=300 if r == 1 else 80, rank=r, widths=widths)
+    rng = np.random.default_rng(seed)
+    start = (_stiefel(rng, chains, m, r), law.sample(rng, chains), np.swapaxes(_stiefel(rng, chains, n, r), 1, 2))
+    rec = RiemannianLangevin(widths=widths, drift=drift, step=1e-3, n_steps=600, record_every=600).sample(
+        seed, loss=QuadraticEnergy(1.0), start=start, depth=N, beta=1.0, chains=chains)
+    assert rec.stop_reason == "max_iterations" and rec.info["rank"] == r
+    s = rec.final_point[1]
+    return kstest(s[:, 0], law.cdf_max).pvalue, kstest(s[:, -1], law.cdf_min).pvalue
+
+
+@pytest.mark.parametrize("m,n,r,N,widths", [(2, 2, 1, 3, None), (3, 3, 2, 3, [4, 5])])
+def test_lowrank_rle_keeps_the_law_on_the_rank_r_manifold(m, n, r, N, widths):
+    """RLE on (M_r, g_N) (tangent drift + metric-projection retraction): KS on s_max and s_min."""
+    assert min(_lowrank_law_pvalues(m, n, r, N, widths, "full")) > 0.01
+
+
+def test_lowrank_rle_without_the_divergence_term_fails():
+    assert max(_lowrank_law_pvalues(2, 2, 1, 3, None, "naive")) < 1e-6
+
+
+def test_lowrank_rank_collapse_and_blow_up_stop_as_diverged():
+    u, vt = np.eye(3)[:, :2], np.eye(3)[:2]
+    collapse = RiemannianLangevin(step=1e-3, n_steps=10).sample(0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 1e-14]), vt), depth=3, beta=1e30)
+    assert collapse.stop_reason == "diverged" and collapse.n_iterations == 0
+    blow = RiemannianLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=(u, np.array([2.0, 1.0]), vt), depth=3, beta=1.0)
+    assert blow.stop_reason == "diverged" and np.all(np.isfinite(blow.final_point[1]))
+    with pytest.raises(ValueError, match="s > 0"):
+        RiemannianLangevin().sample(0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 0.0]), vt), depth=3)

@@ -46,46 +46,54 @@ def log_density_singular_values(
     energy: Callable[[np.ndarray], np.ndarray],
     widths: Sequence[int] | None = None,
     entropic: bool = True,
+    rank: int | None = None,
 ) -> np.ndarray:
     r"""Unnormalized log-density of the unordered singular values ``s[..., :r]``, ``r = min(m, n)``.
 
     Args:
-        s: ``(..., r)`` singular values (``> 0``).
+        s: ``(..., r)`` singular values (``> 0``), ``r = rank``.
         beta: Inverse temperature.
         depth: ``N``.
         shape: ``(m, n)`` of ``X``.
         energy: ``e(s)``: the energy as a function of the singular values, batched over leading axes.
         widths: Hidden widths for the entropy (default ``min(m, n)``).
         entropic: Include :math:`e^{S}` (the law of the network); ``False`` drops it.
+        rank: ``r``: the law on the rank-r manifold ``M_r`` (default ``min(m, n)``: full rank).
+            Then ``K`` runs over the tangent blocks only (not ``i, j > r``) and the
+            Jacobian is :math:`\prod_{a<b}|s_a^2 - s_b^2| \prod_a s_a^{m+n-2r}`.
     """
     beta = check_beta(beta)
     m, n = int(shape[0]), int(shape[1])
     s = np.asarray(s, dtype=float)
-    r = min(m, n)
+    r = min(m, n) if rank is None else int(rank)
+    if not 1 <= r <= min(m, n):
+        raise ValueError(f"rank must be between 1 and min(m, n) = {min(m, n)}, got {rank!r}")
     if s.shape[-1] != r:
-        raise ValueError(f"s must have min(m, n) = {r} singular values in its last axis, got {s.shape[-1]}")
+        raise ValueError(f"s must have rank = {r} singular values in its last axis, got {s.shape[-1]}")
     lead = s.shape[:-1]
     rows = np.concatenate((s, np.zeros((*lead, m - r))), axis=-1)
     cols = np.concatenate((s, np.zeros((*lead, n - r))), axis=-1)
     with np.errstate(divide="ignore"):
-        logK = np.sum(np.log(batched_kernel(rows, cols, depth)), axis=(-2, -1))
+        logK_grid = np.log(batched_kernel(rows, cols, depth))
+        logK = np.sum(logK_grid[..., :r, :], axis=(-2, -1)) + np.sum(logK_grid[..., r:, :r], axis=(-2, -1))
         iu = np.triu_indices(r, 1)
         sq = s**2
-        logJ = np.sum(np.log(np.abs(sq[..., iu[0]] - sq[..., iu[1]])), axis=-1) + abs(m - n) * np.sum(np.log(s), axis=-1)
+        logJ = np.sum(np.log(np.abs(sq[..., iu[0]] - sq[..., iu[1]])), axis=-1) + (m + n - 2 * r) * np.sum(np.log(s), axis=-1)
     out = -beta * np.asarray(energy(s), dtype=float) - 0.5 * logK + logJ
     if entropic:
-        hidden = [r] * (depth - 1) if widths is None else list(widths)
+        hidden = [min(m, n)] * (depth - 1) if widths is None else list(widths)
         out = out + entropy_from_singular_values(s, depth, hidden)
     return out
 
 
 class SingularValueLaw:
-    """The equilibrium law of the singular values of a full-rank ``m x n`` ``X``, tabulated on a grid.
+    """The equilibrium law of the singular values of ``X`` (full rank, or on ``M_rank``), tabulated on a grid.
 
     Args:
         beta, depth, shape, energy, widths, entropic: as in :func:`log_density_singular_values`.
         upper: Largest singular value of the grid (the density must be negligible beyond it).
         n_grid: Grid points per axis (midpoint rule in ``lambda = s^{1/N}``); ``r <= 3`` recommended.
+        rank: The rank ``r`` of the manifold (default ``min(m, n)``).
 
     Raises:
         ValueError: the grid cuts off more than ``1e-7`` of the mass (``upper`` too small).
@@ -102,10 +110,11 @@ class SingularValueLaw:
         widths: Sequence[int] | None = None,
         entropic: bool = True,
         n_grid: int = 120,
+        rank: int | None = None,
     ):
         self.depth = int(depth)
         self.shape = (int(shape[0]), int(shape[1]))
-        r = min(self.shape)
+        r = min(self.shape) if rank is None else int(rank)
         self.rank = r
         N = self.depth
         L = float(upper) ** (1.0 / N)
@@ -117,7 +126,7 @@ class SingularValueLaw:
         lam_pts = np.stack(grids, axis=-1)  # (n,)*r + (r,)
         s = lam_pts**N
         logp = log_density_singular_values(
-            s, beta=beta, depth=N, shape=self.shape, energy=energy, widths=widths, entropic=entropic
+            s, beta=beta, depth=N, shape=self.shape, energy=energy, widths=widths, entropic=entropic, rank=r
         ) + np.sum(np.log(N * lam_pts ** (N - 1)), axis=-1)
         logp = np.where(np.isfinite(logp), logp, -np.inf)
         w = np.exp(logp - logp.max())

@@ -31,9 +31,12 @@ singular basis with eigenvalues :math:`K_{ij}` (:mod:`dlngeo.geometry.kernel`).
   (the weights are not confined to the balanced manifold).
 
 All samplers run ``chains`` independent chains at once (a ``(chains, m, n)``
-array and one batched SVD per step). Low-rank points ``(u, s, vt)`` of ``M_r``
-with ``r < min(m, n)`` are not supported (``NotImplementedError``): the
-rank-r drift and a retraction-consistent MALA density are not implemented.
+array and one batched SVD per step). :class:`RiemannianLangevin` also runs on
+the rank-r manifold from a low-rank point ``(u, s, vt)`` (tangent drift plus
+the metric-projection retraction, :mod:`.lowrank_langevin`);
+:class:`RiemannianMALA` and :class:`OverparametrizedLangevin` do not
+(``NotImplementedError``: a MALA on ``M_r`` needs the proposal density of the
+retraction, which is not derived here).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
 from ..state import State
 from .entropy import batched_kernel, check_beta, entropic_force, entropy_from_singular_values
+from .lowrank_langevin import check_lowrank_start, lowrank_step
 
 __all__ = [
     "QuadraticEnergy",
@@ -108,7 +112,7 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 def _check_start(start: Any, chains: int) -> np.ndarray:
     if is_lowrank_point(start):
         raise NotImplementedError(
-            "Langevin sampling at low-rank points (u, s, vt) of M_r is not implemented: "
+            "this sampler does not run at low-rank points (u, s, vt) of M_r (riemannian_langevin does): "
             "pass a dense full-rank start"
         )
     X = np.asarray(start, dtype=float)
@@ -305,14 +309,20 @@ class RiemannianLangevin(_Sampler):
                callback: Callable | None = None, **options: Any) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
 
-        ``record.final_point`` is ``m x n`` for one chain, else ``(chains, m, n)``.
-        Stops with ``stop_reason = "diverged"`` when a chain becomes non-finite
-        or loses rank (``K`` has a zero); ``final_point`` is then the last finite state.
+        ``start``: a dense full-rank ``m x n`` matrix or a ``(chains, m, n)`` stack;
+        or a low-rank point ``(u, s, vt)`` (``s > 0``), or stacks
+        ``(chains, m, r), (chains, r), (chains, r, n)``: the chains then stay on
+        ``M_r``. ``record.final_point`` has the form of ``start`` (one chain:
+        a single matrix / point). Stops with ``stop_reason = "diverged"`` when a
+        chain becomes non-finite or loses rank (``K`` has a zero; on ``M_r``:
+        ``s_r <= 1e-12 s_1``); ``final_point`` is then the last finite state.
         """
         o = self._options(options)
         depth = _check_depth(depth)
         seed = rng if isinstance(rng, (int, np.integer)) else None
         rng = np.random.default_rng(rng)
+        if is_lowrank_point(start):
+            return self._sample_lowrank(rng, seed, loss, start, depth, metrics, callback, o)
         X = _check_start(start, o["chains"])
         single = np.ndim(start) == 2 and o["chains"] == 1
         C, m, n = X.shape
@@ -339,6 +349,68 @@ class RiemannianLangevin(_Sampler):
                 self._record_point(record, X, loss, batched, o, depth, it, metrics, callback)
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)
+
+
+    def _sample_lowrank(self, rng, seed, loss, start, depth, metrics, callback, o) -> Record:
+        """The RLE on ``(M_r, g_N)`` from a ``(u, s, vt)`` point (or stacks of them): see :mod:`.lowrank_langevin`."""
+        U, s, Vt = check_lowrank_start(start, o["chains"])
+        single = np.ndim(start[1]) == 1 and o["chains"] == 1
+        C, m, r = U.shape
+        n = Vt.shape[2]
+        widths = o["widths"] if o["widths"] is not None else [min(m, n)] * (depth - 1)
+        if any(w < r for w in widths):
+            raise ValueError(f"widths must be >= the rank {r}")
+        batched = bool(getattr(loss, "batched", False))
+        beta, h = o["beta"], o["step"]
+        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed, "rank": r})
+        t0 = _time.perf_counter()
+
+        def points(U, s, Vt):
+            return [(U[c], s[c], Vt[c]) for c in range(C)]
+
+        def energy(U, s, Vt):
+            if batched:
+                return np.asarray(loss.value((U * s[:, None, :]) @ Vt), dtype=float)
+            return np.array([float(loss.value(p)) for p in points(U, s, Vt)])
+
+        def gradient(U, s, Vt):
+            if batched:
+                return np.asarray(loss.gradient((U * s[:, None, :]) @ Vt), dtype=float)
+            return [loss.gradient(p) for p in points(U, s, Vt)]
+
+        def record_point(it):
+            E = energy(U, s, Vt)
+            S = entropy_from_singular_values(s, depth, widths)
+            values = {"loss": float(np.mean(E)), "entropy": float(np.mean(S)), "free_energy": float(np.mean(E - S / beta))}
+            state = State(point=(U[0], s[0], Vt[0]), loss=loss, depth=depth, time=it * h, iteration=it)
+            for name, metric in (metrics or {}).items():
+                values[name] = metric(state)
+            record.append(it * h, it, values)
+            if o["keep_samples"]:
+                record.info.setdefault("singular_values", []).append(s.copy())
+            if callback is not None:
+                callback(state, record)
+
+        record_point(0)
+        it = 0
+        for it in range(1, o["n_steps"] + 1):
+            U_new, s_new, Vt_new = lowrank_step(rng, U, s, Vt, gradient(U, s, Vt), beta=beta, step=h, depth=depth,
+                                                widths=widths, drift=o["drift"])
+            finite = np.all(np.isfinite(U_new)) and np.all(np.isfinite(s_new)) and np.all(np.isfinite(Vt_new))
+            if not finite or np.any(s_new[:, -1] <= 1e-12 * s_new[:, 0]):  # left M_r (rank collapse)
+                record.stop_reason = "diverged"
+                it -= 1
+                break
+            U, s, Vt = U_new, s_new, Vt_new
+            if it % o["record_every"] == 0 or it == o["n_steps"]:
+                record_point(it)
+        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
+        record.final_point = (U[0].copy(), s[0].copy(), Vt[0].copy()) if single else (U.copy(), s.copy(), Vt.copy())
+        record.n_iterations = it
+        record.wall_time_s = _time.perf_counter() - t0
+        if "singular_values" in record.info:
+            record.info["singular_values"] = np.stack(record.info["singular_values"])
+        return record
 
 
 class RiemannianMALA(_Sampler):

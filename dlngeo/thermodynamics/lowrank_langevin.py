@@ -1,0 +1,131 @@
+r"""The Riemannian Langevin equation on the rank-r manifold :math:`(M_r, g_N)`, ``r < min(m, n)``.
+
+Derived as in MATH-NOTES §5.3 (and checked by the stationary-law tests): on
+``M_r`` at ``X = U diag(s) V^T`` the Riemannian volume in singular-value
+coordinates is :math:`\prod_{a,b\le r}K_{ab}^{-1/2}\prod_a c_a^{-q/2}
+\prod_{a<b}|s_a^2-s_b^2|\prod_a s_a^{q}\,ds\,dU\,dV`, ``c_a = s_a^{2(N-1)/N}``,
+``q = m + n - 2r``. The Brownian drift :math:`\Delta_{g_N} X` then has the
+*tangent* part
+
+.. math:: P_T D(X) = (N-1)\, U \operatorname{diag}(s^{1-2/N}) V^\top
+
+(the ``q``-terms of the volume and of the Hessian of :math:`s_a` cancel, as
+in the rectangular full-rank case), and a normal part (the mean curvature of
+``M_r`` contracted with :math:`A`) that the metric-projection retraction
+produces by itself: :math:`R_X(\xi) = X + \xi + \tfrac12 \mathrm{II}(\xi, \xi) + O(\xi^3)`
+and :math:`\mathbb E\,\tfrac12\mathrm{II}(\xi,\xi) = \beta^{-1} h\,\mathrm{II}:A`.
+One step, in pymanopt's ``(Up, M, Vp)`` tangent coordinates:
+
+.. math::
+
+    \xi = h\Big[-A(P_T E') + \beta^{-1}U\operatorname{diag}\big(f + (N-1)s^{1-2/N}\big)V^\top\Big]
+          + \sqrt{2h/\beta}\,A^{1/2}(P_T\, dB),
+    \qquad X \leftarrow R_X(\xi),
+
+with ``f`` the :func:`~dlngeo.thermodynamics.entropy.entropic_force` of the
+rank-r entropy (hidden widths ``d_k >= r`` enter through ``sum_k (d_k - r)``)
+and :math:`A` diagonal in these coordinates
+(:func:`~dlngeo.geometry.kernel.metric_operator_tangent`: ``c`` on ``Up``, ``Vp``,
+``K_r`` on ``M``). The stationary law is
+:math:`\propto e^{-\beta E + S}\,d\mathrm{vol}_{g_N}` on ``M_r``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..geometry.kernel import column_weights
+from ..lowrank import ambient_matmul, ambient_rmatmul
+from .entropy import batched_kernel, entropic_force
+
+__all__ = ["check_lowrank_start", "lowrank_tangent_drift", "retract", "lowrank_step"]
+
+
+def check_lowrank_start(start: Any, chains: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(U, s, Vt)`` stacks ``(C, m, r), (C, r), (C, r, n)`` from a point or a stack of points."""
+    u, s, vt = (np.asarray(a, dtype=float) for a in start)
+    if s.ndim == 1:
+        u, s, vt = (np.broadcast_to(a, (chains, *a.shape)).copy() for a in (u, s, vt))
+    if u.ndim != 3 or s.ndim != 2 or vt.ndim != 3 or u.shape[2] != s.shape[1] or vt.shape[1] != s.shape[1]:
+        raise ValueError("start: a low-rank point must be (u, s, vt) with shapes (m, r), (r,), (r, n)")
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(s)) and np.all(np.isfinite(vt))):
+        raise ValueError("start must be finite")
+    if np.any(s <= 0):
+        raise ValueError("start must have s > 0 (a point of the rank-r manifold)")
+    return u, s, vt
+
+
+def _tangent_of_gradient(U: np.ndarray, Vt: np.ndarray, G: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``P_T G`` in ``(Up, M, Vp)`` coordinates; ``G`` a dense stack or a list of ambient matrices."""
+    V = np.swapaxes(Vt, 1, 2)
+    if isinstance(G, np.ndarray):
+        GV = G @ V
+        GtU = np.swapaxes(G, 1, 2) @ U
+    else:
+        GV = np.stack([ambient_matmul(g, v) for g, v in zip(G, V)])
+        GtU = np.stack([ambient_rmatmul(g, u) for g, u in zip(G, U)])
+    M = np.swapaxes(U, 1, 2) @ GV
+    Up = GV - U @ M
+    Vp = GtU - V @ np.swapaxes(M, 1, 2)
+    return Up, M, Vp
+
+
+def lowrank_tangent_drift(
+    U: np.ndarray, s: np.ndarray, Vt: np.ndarray, G: Any, beta: float, depth: int,
+    widths: Sequence[int] | None, drift: str,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """The RLE drift on ``M_r`` in ``(Up, M, Vp)`` coordinates, with ``K_r`` and ``c``."""
+    K = batched_kernel(s, s, depth)  # (C, r, r)
+    c = column_weights(s, depth)  # (C, r)
+    Up, M, Vp = _tangent_of_gradient(U, Vt, G)
+    dUp, dM, dVp = -Up * c[:, None, :], -K * M, -Vp * c[:, None, :]
+    if drift != "naive" and depth > 1:
+        diag = (depth - 1) * s ** (1.0 - 2.0 / depth)
+        if drift == "full":
+            diag = diag + entropic_force(s, depth, widths)
+        r = s.shape[1]
+        dM = dM.copy()
+        dM[:, np.arange(r), np.arange(r)] += diag / beta
+    return (dUp, dM, dVp), K, c
+
+
+def retract(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray):
+    """Metric projection of ``X + xi`` onto ``M_r`` (batched; as :meth:`dlngeo.FixedRank.retraction`)."""
+    C, _, r = U.shape
+    Qu, Ru = np.linalg.qr(Up)
+    Qv, Rv = np.linalg.qr(Vp)
+    T = np.zeros((C, 2 * r, 2 * r))
+    T[:, :r, :r] = M
+    T[:, np.arange(r), np.arange(r)] += s
+    T[:, :r, r:] = np.swapaxes(Rv, 1, 2)
+    T[:, r:, :r] = Ru
+    Ut, St, Vtt = np.linalg.svd(T)
+    U_new = np.concatenate((U, Qu), axis=2) @ Ut[:, :, :r]
+    V_new = np.concatenate((np.swapaxes(Vt, 1, 2), Qv), axis=2) @ np.swapaxes(Vtt, 1, 2)[:, :, :r]
+    return U_new, St[:, :r], np.swapaxes(V_new, 1, 2)
+
+
+def lowrank_step(
+    rng: np.random.Generator, U: np.ndarray, s: np.ndarray, Vt: np.ndarray, G: Any, *, beta: float, step: float,
+    depth: int, widths: Sequence[int] | None, drift: str,
+):
+    """One Euler–Maruyama + retraction step of the RLE on ``M_r`` for every chain."""
+    (dUp, dM, dVp), K, c = lowrank_tangent_drift(U, s, Vt, G, beta, depth, widths, drift)
+    C, m, r = U.shape
+    n = Vt.shape[2]
+    V = np.swapaxes(Vt, 1, 2)
+    # P_T of an ambient Brownian increment, in (Up, M, Vp): independent Gaussian blocks.
+    Zu = rng.standard_normal((C, m, r))
+    Zv = rng.standard_normal((C, n, r))
+    Zm = rng.standard_normal((C, r, r))
+    nUp = Zu - U @ (np.swapaxes(U, 1, 2) @ Zu)
+    nVp = Zv - V @ (np.swapaxes(V, 1, 2) @ Zv)
+    scale = np.sqrt(2.0 * step / beta)
+    sc = np.sqrt(c)[:, None, :]
+    Up = step * dUp + scale * sc * nUp
+    M = step * dM + scale * np.sqrt(K) * Zm
+    Vp = step * dVp + scale * sc * nVp
+    return retract(U, s, Vt, Up, M, Vp)
