@@ -189,9 +189,10 @@ def test_batched_kernel_matches_kernel_matrix():
     rng = np.random.default_rng(8)
     s = rng.uniform(0, 2, (5, 3))
     t = np.concatenate((s, np.zeros((5, 1))), axis=1)
-    Kb = batched_kernel(s, t, 3)
-    for c in range(5):
-        np.testing.assert_array_equal(Kb[c], kernel_matrix(s[c], t[c], 3))
+    for N in (1, 2, 3):
+        Kb = batched_kernel(s, t, N)
+        for c in range(5):
+            np.testing.assert_array_equal(Kb[c], kernel_matrix(s[c], t[c], N))
 
 
 # --------------------------------------------------------------- free energy

@@ -366,3 +366,22 @@ def test_lowrank_rank_collapse_and_blow_up_stop_as_diverged():
     assert blow.stop_reason == "diverged" and np.all(np.isfinite(blow.final_point[1]))
     with pytest.raises(ValueError, match="s > 0"):
         RiemannianLangevin().sample(0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 0.0]), vt), depth=3)
+
+
+# ------------------------------------------------------- the quadrature law
+@pytest.mark.parametrize("shape", [(2, 2), (3, 2), (2, 4)])
+def test_quadrature_law_at_depth_one_is_the_gaussian_matrix_law(shape):
+    """N = 1: K = 1, S = 0, so X ~ exp(-beta ||X||^2) has i.i.d. N(0, 1/(2 beta)) entries: exact samples."""
+    beta = 2.0
+    law = SingularValueLaw(beta=beta, depth=1, shape=shape, energy=lambda s: np.sum(s**2, -1), upper=4.0, n_grid=200 if min(shape) == 2 else 60)
+    X = np.random.default_rng(0).standard_normal((20000, *shape)) / np.sqrt(2 * beta)
+    s = np.linalg.svd(X, compute_uv=False)
+    assert kstest(s[:, 0], law.cdf_max).pvalue > 0.01
+    assert kstest(s[:, -1], law.cdf_min).pvalue > 0.01
+    # and it has power: the law of X / 1.05 fails
+    assert kstest(s[:, 0] / 1.05, law.cdf_max).pvalue < 1e-6
+
+
+def test_quadrature_law_rejects_a_too_small_box():
+    with pytest.raises(ValueError, match="upper"):
+        SingularValueLaw(beta=1.0, depth=2, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=1.0)

@@ -2,10 +2,14 @@
 
 The Boltzmann entropy of the balanced fibre over ``X`` and the free energy
 ``F = E - S / beta`` (:mod:`.entropy`), numerical checks of the orbit volume
-(:mod:`.orbit`), and the Riemannian Langevin samplers (:mod:`.langevin`).
+(:mod:`.orbit`), the equilibrium law of the singular values by quadrature
+(:mod:`.equilibrium`), and the Riemannian Langevin samplers (:mod:`.langevin`,
+:mod:`.lowrank_langevin`).
 """
 
 from .entropy import entropic_force, entropy, entropy_from_singular_values, free_energy, log_stiefel_volume
+from .equilibrium import SingularValueLaw, log_density_singular_values
+from .langevin import OverparametrizedLangevin, QuadraticEnergy, RiemannianLangevin, RiemannianMALA, rle_drift
 from .orbit import log_orbit_volume_gram, orbit_length_crofton
 
 __all__ = [
@@ -16,4 +20,11 @@ __all__ = [
     "log_stiefel_volume",
     "log_orbit_volume_gram",
     "orbit_length_crofton",
+    "SingularValueLaw",
+    "log_density_singular_values",
+    "RiemannianLangevin",
+    "RiemannianMALA",
+    "OverparametrizedLangevin",
+    "QuadraticEnergy",
+    "rle_drift",
 ]

@@ -146,6 +146,8 @@ def batched_kernel(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.nda
     lead = a.shape[:-1]
     if b.shape[:-1] != lead:
         raise ValueError(f"s_rows and s_cols batch shapes differ: {a.shape} vs {b.shape}")
+    if _check_depth(depth) == 1:  # K = 1 (kernel_matrix special-cases N = 1 without broadcasting)
+        return np.ones((*lead, a.shape[-1], b.shape[-1]))
     a2 = a.reshape(-1, a.shape[-1]).T  # (r, B)
     b2 = b.reshape(-1, b.shape[-1]).T  # (c, B)
     K = kernel_matrix(a2, b2, depth)  # (r, c, B)
