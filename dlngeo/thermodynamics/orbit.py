@@ -30,6 +30,7 @@ from math import lgamma, pi, sqrt
 from typing import Any
 
 import numpy as np
+from scipy.linalg import null_space
 
 from ..lowrank import is_lowrank_point
 from .entropy import log_stiefel_volume
@@ -83,10 +84,7 @@ def orbit_jacobian(s: np.ndarray, frames: list[np.ndarray], depth: int) -> np.nd
     for k in range(1, depth):
         Q = frames[k]
         d = Q.shape[0]
-        full, _ = np.linalg.qr(np.hstack((Q, np.random.default_rng(k).standard_normal((d, d - r)))), mode="complete")
-        Qp = full[:, r:]
-        # Make Qp exactly orthogonal to Q (QR above already does; project for safety).
-        Qp = Qp - Q @ (Q.T @ Qp)
+        Qp = null_space(Q.T)  # d x (d - r), orthonormal complement of the frame
         directions = []
         for a in range(r):
             for b in range(a + 1, r):
