@@ -138,3 +138,17 @@ def test_console_exit_code_is_2_in_a_real_process(tmp_path):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dlngeo: error:")]
     assert errors == ["dlngeo: error: network.dpth: unknown key (known keys of [network]: depth, dims, width)"]
+
+
+def test_a_diverging_method_is_reported_and_the_run_succeeds(tmp_path, capsys):
+    out = tmp_path / "d"
+    code = main(["compare", "--quick", "--no-progress", "--no-plots", "--out", str(out),
+                 "--set", "methods.overparametrized_gd.step=1e3", "--set", "methods.intrinsic_flow.enabled=false"])
+    assert code == 0
+    table = capsys.readouterr().out
+    gd_line = next(line for line in table.splitlines() if line.startswith("overparametrized_gd"))
+    assert gd_line.rstrip().endswith("diverged")
+    document = json.loads((out / "results.json").read_text())
+    assert document["methods"]["overparametrized_gd"]["stop_reason"] == "diverged"
+    assert document["methods"]["riemannian_tr"]["stop_reason"] == "loss_below"
+    assert document["methods"]["riemannian_cg"]["stop_reason"] == "loss_below"
