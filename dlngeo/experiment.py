@@ -269,7 +269,7 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
         limits.__enter__()
         for label in order:
             solver, method, stopping = plan.methods[label]
-            method = _aligned(label, solver, method, plan, captures)
+            method = _aligned(label, solver, method, plan, captures, comparison.records)
             if bar is not None:
                 bar.set_description_str(f"dlngeo compare [{label}]")
             capture = _Capture(label in keep, bar, label)
@@ -319,18 +319,22 @@ def _blas_threads(config: dict[str, Any], plan: Plan) -> Any:
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
-def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[str, _Capture]) -> Any:
+def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[str, _Capture], records: dict[str, Any]) -> Any:
     """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
 
     Only when the config sets neither ``record_times`` nor ``record_every``
-    for it. The grid is the union of the partners' sample times; past the last one ``T`` the grid continues
+    for it. The grid is the union of the sample times of the partners that
+    did not diverge; past the last one ``T`` the grid continues
     geometrically (``T * 1.03^k``, up to ``~84 T``) so the rest of the run
     is still sampled.
     """
     options = plan.options.get(label, {})
     if solver not in _CONTINUOUS or "record_times" in options or "record_every" in options:
         return method
-    partners = [over for over, intrinsic in plan.gap_pairs if intrinsic == label and over in captures]
+    partners = [
+        over for over, intrinsic in plan.gap_pairs
+        if intrinsic == label and over in captures and records[over].stop_reason != "diverged"
+    ]
     times = np.unique(np.concatenate([np.asarray(captures[p].times, dtype=float) for p in partners] or [np.zeros(0)]))
     times = times[np.isfinite(times)]
     if times.size == 0:

@@ -192,11 +192,15 @@ def test_diverging_method_is_reported_and_the_others_finish(tmp_path):
     config = tiny()
     config["methods"] = {
         "overparametrized_gd": {"step": 1e4},
+        "intrinsic_flow": {"representation": "dense"},
         "riemannian_tr": {},
     }
     comparison = compare(config)
     assert comparison.records["overparametrized_gd"].stop_reason == "diverged"
     assert comparison.records["riemannian_tr"].stop_reason == "loss_below"
+    flow = comparison.records["intrinsic_flow"]
+    assert flow.stop_reason == "loss_below"
+    assert len(flow.times) > 20  # its own sampling, not the diverged partner's few times
     paths = comparison.write(tmp_path)
     document = json.loads((tmp_path / "results.json").read_text())
     check_results(document)
