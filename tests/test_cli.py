@@ -152,3 +152,9 @@ def test_a_diverging_method_is_reported_and_the_run_succeeds(tmp_path, capsys):
     assert document["methods"]["overparametrized_gd"]["stop_reason"] == "diverged"
     assert document["methods"]["riemannian_tr"]["stop_reason"] == "loss_below"
     assert document["methods"]["riemannian_cg"]["stop_reason"] == "loss_below"
+
+
+def test_examples_default_toml_is_the_default_comparison():
+    from dlngeo.experiment import DEFAULT_CONFIG
+
+    assert load_config([EXAMPLES / "default.toml"], base={}) == DEFAULT_CONFIG
