@@ -1,0 +1,1 @@
+"""Paper reproductions: the computations behind ``examples/`` (one module per paper)."""
