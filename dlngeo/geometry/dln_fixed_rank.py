@@ -33,6 +33,16 @@ method of Absil, Baker & Gallivan (2007), whose superlinear convergence
 needs exactly these two properties. Away from critical points it differs
 from the Levi-Civita Hessian of :math:`g_N` by a term proportional to the
 gradient (the difference of the connections); we do not compute that term.
+
+Checked numerically (``tests/test_manifolds.py``): pymanopt's Taylor checks
+along the retraction give slope 2 (gradient) and 3 (Hessian) for depths
+1–5, rank-deficient and full rank; :math:`g_N(H a, b) = g_N(a, H b)` to
+rounding; at a critical point :math:`g_N(H\xi, \xi)` equals the second
+derivative of ``f`` along a different curve (``t -> phi(W + tV)`` of a
+bottlenecked network). The retraction, shared with :class:`FixedRank`, is
+first order in :math:`g_N` (pymanopt's ``check_retraction`` against
+integrated :math:`g_N` geodesics: slope 2), second order only in the
+embedded metric.
 """
 
 from __future__ import annotations
