@@ -125,31 +125,36 @@ def test_mala_samples_the_singular_value_law(d, N):
     assert kstest(s[:, -1], law.cdf_min).pvalue > 0.01
 
 
-def _rle_largest(d, N, drift, seed):
+def _rle_pvalues(d, N, drift, seed, scheme="layer", chains=600, steps=500):
+    """KS p-values of (s_max, s_min) after ``steps`` RLE steps of 1e-3 from (approximately) the law."""
     law = _law(d, N)
-    X0 = _draw(law, np.random.default_rng(seed), 800, d)
-    rec = RiemannianLangevin(step=1e-3, n_steps=600, record_every=600, drift=drift).sample(
-        seed, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=800
+    X0 = _draw(law, np.random.default_rng(seed), chains, d)
+    rec = RiemannianLangevin(step=1e-3, n_steps=steps, record_every=steps, drift=drift, scheme=scheme).sample(
+        seed, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains
     )
     s = np.linalg.svd(rec.final_point, compute_uv=False)
-    return kstest(s[:, 0], law.cdf_max).pvalue
+    return kstest(s[:, 0], law.cdf_max).pvalue, kstest(s[:, -1], law.cdf_min).pvalue
 
 
-@pytest.mark.parametrize("d,N", [(2, 2), (3, 2)])
-def test_small_step_rle_keeps_the_law_of_the_largest_singular_value(d, N):
-    # N = 3 is left out on purpose: the Euler-Maruyama bias near det X = 0 (where the
-    # density of s_min ~ s^{-2/3}) reaches the law of s_max at h = 1e-3 (KS p = 0.004-0.75
-    # over seeds for 3 x 3); see RiemannianLangevin's docstring. MALA covers N = 3 exactly.
-    assert _rle_largest(d, N, "full", seed=3) > 0.01
+@pytest.mark.parametrize("d,N", CASES)
+def test_small_step_rle_keeps_the_singular_value_law(d, N):
+    """The default scheme (singular values stepped in s^{1/N}): both extreme singular values pass."""
+    assert min(_rle_pvalues(d, N, "full", seed=5)) > 0.01
+
+
+def test_matrix_euler_step_is_biased_near_det_zero_but_keeps_the_largest_singular_value_at_depth_2():
+    """The plain Euler step in X: s_max passes at N = 2; s_min fails at N = 3 (bias ~ h^{1/N} near s = 0)."""
+    assert _rle_pvalues(2, 2, "full", seed=5, scheme="matrix")[0] > 0.01
+    assert _rle_pvalues(2, 3, "full", seed=5, scheme="matrix")[1] < 1e-4
 
 
 @pytest.mark.parametrize("d,N", [(2, 2), (3, 3)])
 def test_rle_without_the_divergence_term_fails_the_same_test(d, N):
-    assert _rle_largest(d, N, "naive", seed=3) < 1e-6
+    assert max(_rle_pvalues(d, N, "naive", seed=5)) < 1e-6
 
 
 def test_rle_without_the_entropic_force_fails_the_same_test():
-    assert _rle_largest(2, 3, "no_entropy", seed=3) < 1e-4
+    assert max(_rle_pvalues(2, 3, "no_entropy", seed=5)) < 1e-4
 
 
 # ------------------------------------------------------------- beta -> inf
@@ -242,6 +247,9 @@ def test_bad_input_names_the_argument(cls):
         run(start=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="drift"):
         run(drift="geoopt")
+    if cls is not OverparametrizedLangevin:
+        with pytest.raises(ValueError, match="scheme"):
+            run(scheme="milstein")
     with pytest.raises(ValueError, match="n_steps"):
         run(n_steps=-1)
     with pytest.raises(ValueError, match="unknown sampler option"):

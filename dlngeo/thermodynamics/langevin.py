@@ -65,6 +65,8 @@ __all__ = [
 
 #: Drift variants of the Euler–Maruyama RLE (``"full"`` is the RLE; the others are diagnostics).
 DRIFTS = ("full", "no_entropy", "naive")
+#: Euler–Maruyama schemes of the dense RLE: in ``X``, or with the singular values stepped in ``s^{1/N}``.
+SCHEMES = ("matrix", "layer")
 
 
 class QuadraticEnergy:
@@ -192,6 +194,76 @@ def _drift_basis(geo: _Geometry, G: np.ndarray, beta: float, depth: int, widths:
     return out + _diag_embed(diag / beta, (m, n))
 
 
+def _layer_step(geo: _Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray, h: float, beta: float,
+                depth: int, drift: str, singular_at_zero: bool = False) -> np.ndarray:
+    r"""One step with the singular values advanced in the layer coordinates ``lambda = s^{1/N}``.
+
+    The Euler step ``diag(s) + step_b`` (singular basis) is split: its
+    off-diagonal part rotates the frames (the SVD of ``diag(s) + offdiag(step_b)``,
+    with the signs that keep the rotation near the identity), and the singular
+    values take an Euler step of their own equation written in ``lambda``,
+
+    .. math::
+
+        d\lambda_a = 	frac1N s_a^{1/N-1}ig[b_{aa} - D_a/eta + o_a/etaig]dt
+                     + \sqrt{2/(Neta)}\,dB_{aa},
+        \qquad o_a = \sum_{j 
+e a} rac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
+                     + (m + n - 2r)\, s_a^{1 - 2/N},
+
+    where ``o`` is the Itô drift of ``s_a`` from the off-diagonal noise (the
+    Hessian of ``s_a`` contracted with ``A``) and Itô's rule for ``s -> s^{1/N}``
+    turns the Brownian drift ``D_a = (N-1) s_a^{1-2/N}`` into exactly the
+    term it cancels. The noise is additive and the equation regular at
+    ``s_a = 0``, where the matrix Euler step is biased; ``lambda`` is signed, so a
+    singular value crossing zero flips the singular direction, as ``X`` crosses
+    ``det X = 0``. Returns the new point in the singular basis of the old one.
+    """
+    C, m, n = step_b.shape
+    r = geo.r
+    idx = np.arange(r)
+    s = geo.s
+    Y = step_b.copy()
+    Y[:, idx, idx] = s
+    U2, _, Vt2 = np.linalg.svd(Y, full_matrices=True)
+    # keep the frames near the identity (no spurious sign flips)
+    su = np.sign(np.diagonal(U2, axis1=1, axis2=2)[:, :r])
+    sv = np.sign(np.diagonal(Vt2, axis1=1, axis2=2)[:, :r])
+    su = np.where(su == 0, 1.0, su)
+    sv = np.where(sv == 0, 1.0, sv)
+    U2 = U2.copy()
+    Vt2 = Vt2.copy()
+    U2[:, :, :r] *= su[:, None, :]
+    Vt2[:, :r, :] *= sv[:, :, None]
+    K = geo.K
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sa, sj = s[:, :, None], s[:, None, :]
+        pair = (K[:, :r, :r] + np.swapaxes(K[:, :r, :r], 1, 2)) * sa / (sa**2 - sj**2)
+        pair = np.where(np.eye(r, dtype=bool), 0.0, pair)
+        ito = np.sum(pair, axis=2) + (m + n - 2 * r) * s ** (1.0 - 2.0 / depth)
+        D = (depth - 1) * s ** (1.0 - 2.0 / depth)
+        b_diag = b[:, idx, idx] - (0.0 if drift == "naive" else D / beta)
+        lam = s ** (1.0 / depth)
+        rate = (b_diag + ito / beta) * s ** (1.0 / depth - 1.0) / depth
+        if drift == "naive":
+            rate = rate - (depth - 1) / (depth * beta * lam)
+        lam_new = lam + h * rate + np.sqrt(2.0 * h / (depth * beta)) * xi[:, idx, idx]
+        s_new = np.sign(lam_new) * np.abs(lam_new) ** depth
+        # Near a coincidence the pair repulsion o_a ~ 1/(s_a - s_j) is stiff: there the
+        # chain takes the matrix step (whose SVD resolves the repulsion by itself).
+        gap = np.abs(lam[:, :, None] - lam[:, None, :])
+        gap = np.where(np.eye(r, dtype=bool), np.inf, gap).min(axis=2)
+        if m != n or drift == "naive" or singular_at_zero:
+            gap = np.minimum(gap, np.abs(lam))  # the rate has a 1/lambda term there
+        ok = np.all(np.isfinite(s_new) & (h * np.abs(rate) <= 0.25 * gap), axis=1)
+    core = np.zeros((C, m, n))
+    core[:, idx, idx] = np.where(ok[:, None], s_new, 0.0)
+    out = U2 @ core @ Vt2
+    # a chain at an exact coincidence (infinite repulsion): plain matrix Euler step
+    out = np.where(ok[:, None, None], out, _diag_embed(s, (m, n)) + step_b)
+    return out
+
+
 def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, widths: Sequence[int] | None = None, drift: str = "full") -> np.ndarray:
     r"""The RLE drift :math:`-A_X(E') + \beta^{-1}(\operatorname{grad}_{g_N} S + D(X))` at a dense ``X`` (or a stack)."""
     X = np.asarray(X, dtype=float)
@@ -221,10 +293,11 @@ class _Sampler:
         record_every: int | None = None,
         keep_samples: bool = False,
         drift: str = "full",
+        scheme: str = "layer",
     ):
         self.options = dict(
             beta=beta, step=step, n_steps=n_steps, chains=chains, widths=widths,
-            record_every=record_every, keep_samples=keep_samples, drift=drift,
+            record_every=record_every, keep_samples=keep_samples, drift=drift, scheme=scheme,
         )
         self._validate(self.options)
 
@@ -243,6 +316,8 @@ class _Sampler:
         o["record_every"] = _check_count(o["record_every"], "record_every", 1)
         if o["drift"] not in DRIFTS:
             raise ValueError(f"drift must be one of {DRIFTS}, got {o['drift']!r}")
+        if o["scheme"] not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {o['scheme']!r}")
         return o
 
     def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +414,11 @@ class RiemannianLangevin(_Sampler):
             xi = geo.to_basis(rng.standard_normal(X.shape))  # U^T dB V: the ambient increments in the singular basis
             b = _drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
             step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
-            X_new = X + geo.from_basis(step_b)
+            if o["scheme"] == "layer" and depth > 1:
+                excess = o["widths"] is not None and any(w > min(m, n) for w in o["widths"])
+                X_new = geo.from_basis(_layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess))
+            else:
+                X_new = X + geo.from_basis(step_b)
             if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
                 record.stop_reason = "diverged"
                 it -= 1
