@@ -310,6 +310,20 @@ def run(
 
 
 # ----------------------------------------------------------------------- plot
+def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Save ``fig`` as a small PNG: rendered at ``dpi``, quantized to a 128-colour palette."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)
+    return path
+
+
 def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
     """Mode strengths ``a(t)/s`` per depth: flow solid, GD dots, theory dashed."""
     import matplotlib
@@ -342,8 +356,7 @@ def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
         fontsize=11,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     plt.close(fig)
     return path
 
