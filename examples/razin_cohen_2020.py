@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlngeo.reproductions.figure_io import save_small_png
 from dlngeo.reproductions.razin_cohen import RazinCohenRun, end_to_end_flow, end_to_end_flow_svd, small_init
 
 
@@ -71,8 +72,7 @@ def plot(runs: dict[int, RazinCohenRun], cartesian2: RazinCohenRun | None, path:
         fontsize=10,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_small_png(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -1,0 +1,86 @@
+"""Balanced factor flow = Riemannian gradient flow on (M_r, g_N); unbalanced starts are off by O(sigma^2)."""
+
+import numpy as np
+import pytest
+
+from dlngeo import DeepLinearNetwork
+from dlngeo.reproductions.balanced import (
+    compare_flows,
+    end_to_end_velocity,
+    gaussian_factors,
+    regression_target,
+    velocity_gap,
+)
+
+Y = regression_target(5, 6, [3.0, 2.0, 1.5, 0.5, 0.2], rng=10)
+DIMS3 = (6, 3, 3, 5)
+DIMS2 = (6, 3, 5)
+
+
+@pytest.fixture(scope="module")
+def depth3():
+    return {(s, b): compare_flows(DIMS3, Y, s, 40.0, balanced=b, samples=60) for s in (0.4, 0.2) for b in (True, False)}
+
+
+@pytest.fixture(scope="module")
+def depth2():
+    return {s: compare_flows(DIMS2, Y, s, 20.0, balanced=False, samples=40) for s in (0.1, 0.03)}
+
+
+def test_end_to_end_velocity_is_the_derivative_of_phi():
+    """d/dt phi(W(t)) along W' = -grad L, by a central difference."""
+    net = DeepLinearNetwork(DIMS3)
+    W = gaussian_factors(net, 0.8, 3)
+    grads = net.gradients(W, net.product(W) - Y)
+    h = 1e-6
+    fd = (net.product([w - h * g for w, g in zip(W, grads)]) - net.product([w + h * g for w, g in zip(W, grads)])) / (2 * h)
+    assert np.max(np.abs(end_to_end_velocity(net, W, Y) - fd)) <= 1e-8 * np.max(np.abs(fd))
+
+
+def test_gaussian_imbalance_scales_exactly_with_sigma_squared():
+    net = DeepLinearNetwork(DIMS3)
+    G1 = net.imbalance(gaussian_factors(net, 1.0, 5))
+    G2 = net.imbalance(gaussian_factors(net, 0.3, 5))
+    for a, b in zip(G1, G2):
+        assert np.allclose(b, 0.09 * a, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [0.4, 0.2])
+def test_balanced_start_follows_the_riemannian_flow(depth3, scale):
+    c = depth3[scale, True]
+    assert c.imbalance <= 1e-14
+    assert np.isfinite(c.t90)
+    assert c.velocity_gap_t90 <= 1e-10
+    # Same X0, integrated separately (DOP853, rtol 1e-11): equal to integration accuracy.
+    assert c.trajectory_gap.max() <= 1e-6
+    assert c.loss[-1] == pytest.approx(0.5 * (0.5**2 + 0.2**2), rel=1e-8)
+
+
+def test_unbalanced_gap_scales_like_the_imbalance(depth3, depth2):
+    """Velocity gap once the loss is down 90 %: ratio across scales = (sigma_1/sigma_2)^2 within 5 %."""
+    big, small = depth3[0.4, False], depth3[0.2, False]
+    assert big.imbalance / small.imbalance == pytest.approx(4.0, rel=1e-12)
+    assert 1e-3 < small.velocity_gap_t90 < big.velocity_gap_t90 < 0.2
+    assert big.velocity_gap_t90 / small.velocity_gap_t90 == pytest.approx(4.0, rel=0.05)
+    r2 = depth2[0.1].velocity_gap_t90 / depth2[0.03].velocity_gap_t90
+    assert r2 == pytest.approx((0.1 / 0.03) ** 2, rel=0.05)
+
+
+def test_unbalanced_trajectory_gap_does_not_shrink_but_limits_agree(depth3):
+    """Equal-time trajectories differ by O(1) whatever sigma (escape time shift); both end at the same minimizer."""
+    gaps = [depth3[s, False].trajectory_gap for s in (0.4, 0.2)]
+    assert all(g.max() > 0.3 for g in gaps)
+    assert all(g[-1] <= 1e-8 for g in gaps)
+
+
+def test_velocity_gap_zero_on_balanced_factors():
+    net = DeepLinearNetwork(DIMS2)
+    X = net.product(gaussian_factors(net, 1.0, 7))
+    assert velocity_gap(net, net.balanced(X, rng=1, rank=3), Y) <= 1e-12
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="scale"):
+        gaussian_factors(DeepLinearNetwork(DIMS2), 0.0)
+    with pytest.raises(ValueError, match="singular_values"):
+        regression_target(2, 2, [1, 2, 3])
