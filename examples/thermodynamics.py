@@ -13,8 +13,10 @@ Three figures, written to ``examples/figures/``:
 * ``thermo_samples.png``: samples of the singular values of ``X`` at
   equilibrium, :math:`E = \|X\|_F^2`, ``beta = 1``, 2 x 2, depth 2 and 3, from
   ``riemannian_mala`` (exact) and the Euler–Maruyama ``riemannian_langevin``
-  (step 1e-3), against the law by quadrature, and the law without the
-  orbit-volume factor :math:`e^{S}` (dashed).
+  (step 1e-3; default scheme, singular values stepped in ``s^{1/N}``, and the
+  plain ``scheme="matrix"``), all started from the wrong law, against the law
+  by quadrature, and the law without the orbit-volume factor :math:`e^{S}`
+  (dashed).
 * ``thermo_entropy_depth.png``: entropy against depth for a fixed ``X``: the
   full :math:`S` (with the group-volume constant) and its ``X``-dependent part
   :math:`\tfrac12\sum_{i<j}\log K_{ij}`, whose per-layer value tends to the
@@ -98,12 +100,16 @@ def sample_histograms(path: Path, chains: int) -> None:
             1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
         rle = RiemannianLangevin(step=1e-3, n_steps=2000, record_every=2000).sample(
             1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
+        rle_matrix = RiemannianLangevin(step=1e-3, n_steps=2000, record_every=2000, scheme="matrix").sample(
+            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
         print(f"  depth {N}: MALA acceptance {mala.info['acceptance_rate']:.2f}, {time.perf_counter() - t0:.1f} s")
         for col, which in enumerate(("max", "min")):
             ax = axes[row, col]
             k = 0 if which == "max" else -1
             bins = np.linspace(0, 2.6, 40) if which == "max" else np.linspace(0, 1.2, 40)
-            for rec, color, label in ((mala, "C0", "riemannian_mala"), (rle, "C1", "riemannian_langevin (h = 1e-3)")):
+            runs = ((mala, "C0", "riemannian_mala"), (rle, "C1", "riemannian_langevin (h = 1e-3)"),
+                    (rle_matrix, "C3", "riemannian_langevin, scheme='matrix'"))
+            for rec, color, label in runs:
                 s = np.linalg.svd(rec.final_point, compute_uv=False)[:, k]
                 ax.hist(s, bins=bins, density=True, histtype="step", lw=1.6, color=color, label=label)
             x, p = law.pdf(which)
@@ -117,7 +123,7 @@ def sample_histograms(path: Path, chains: int) -> None:
             ax.set_ylabel("density")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(r"Equilibrium singular values of a 2x2 $X$, $E = \|X\|_F^2$, $\beta = 1$ "
-                 r"(the unadjusted Euler-Maruyama RLE is biased near $\det X = 0$: see $\sigma_{\min}$ at depth 3)",
+                 r"(the plain Euler step in $X$ is biased near $\det X = 0$: $\sigma_{\min}$ at depth 3)",
                  fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,7 +19,7 @@ Solvers (``dlngeo_register_solvers``): the same three, as methods that
 ``dlngeo compare`` / ``run`` put beside the flows (one chain from the task's
 start; ``riemannian_*`` start at ``phi(W_0)``, which must have full rank
 ``min(m, n)``; ``overparametrized_langevin`` starts at ``W_0`` itself). Options:
-``beta``, ``step``, ``drift``, ``record_every``; the run stops at
+``beta``, ``step``, ``drift``, ``record_every``, ``scheme`` (``riemannian_langevin``); the run stops at
 ``stopping.max_iterations`` steps or flow time ``stopping.end_time``, or
 ``diverged``. Other stopping criteria (loss, gradient, time) do not apply to
 a sampler and are ignored.
@@ -104,8 +104,11 @@ class LangevinMethod(Method):
     flow_time = True
 
     def __init__(self, sampler: type, beta: float = 1.0, step: float = 1e-3, drift: str = "full",
-                 record_every: int | None = None):
-        self.sampler = sampler(beta=beta, step=step, drift=drift, record_every=record_every)
+                 record_every: int | None = None, scheme: str = "layer"):
+        extra = {"scheme": scheme} if sampler is RiemannianLangevin else {}
+        if scheme != "layer" and sampler is not RiemannianLangevin:
+            raise ValueError(f"scheme applies to riemannian_langevin only, got scheme={scheme!r} for {sampler.name}")
+        self.sampler = sampler(beta=beta, step=step, drift=drift, record_every=record_every, **extra)
         self.name = sampler.name
         self.overparametrized = sampler is OverparametrizedLangevin
 
@@ -132,11 +135,12 @@ class LangevinMethod(Method):
 
 
 def _solver_factory(sampler: type):
-    def factory(beta: float = 1.0, step: float = 1e-3, drift: str = "full", record_every: int | None = None) -> LangevinMethod:
-        return LangevinMethod(sampler, beta=beta, step=step, drift=drift, record_every=record_every)
+    def factory(beta: float = 1.0, step: float = 1e-3, drift: str = "full", record_every: int | None = None,
+                scheme: str = "layer") -> LangevinMethod:
+        return LangevinMethod(sampler, beta=beta, step=step, drift=drift, record_every=record_every, scheme=scheme)
 
     factory.__doc__ = sampler.__doc__
-    factory.options = ("beta", "step", "drift", "record_every")  # type: ignore[attr-defined]
+    factory.options = ("beta", "step", "drift", "record_every", "scheme")  # type: ignore[attr-defined]
     return factory
 
 
