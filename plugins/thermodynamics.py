@@ -147,7 +147,7 @@ def _solver_factory(sampler: type):
 @hookimpl
 def dlngeo_register_solvers(register):
     for cls in (RiemannianLangevin, RiemannianMALA, OverparametrizedLangevin):
-        register(cls.name, _solver_factory(cls), description=f"[langevin] {cls.__doc__.strip().splitlines()[0]} (beta, step, drift)")
+        register(cls.name, _solver_factory(cls), description=f"[langevin] {cls.__doc__.strip().splitlines()[0]}")
 
 
 @hookimpl

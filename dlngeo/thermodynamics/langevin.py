@@ -362,7 +362,7 @@ class _Sampler:
 
 
 class RiemannianLangevin(_Sampler):
-    """Euler–Maruyama for the Riemannian Langevin equation on full-rank matrices with ``g_N``.
+    """Euler–Maruyama for the Riemannian Langevin equation on (M_r, g_N), dense full rank or low rank.
 
     Options (factory or ``sample`` keywords): ``beta``, ``step``, ``n_steps``,
     ``chains``, ``widths`` (hidden widths for the entropy), ``record_every``,
@@ -507,7 +507,9 @@ class RiemannianLangevin(_Sampler):
 
 
 class RiemannianMALA(_Sampler):
-    r"""Metropolis-adjusted RLE: exact sampling of :math:`e^{-\beta E + S} d\mathrm{vol}_{g_N}` for any step.
+    r"""Metropolis-adjusted RLE: exact sampling of exp(-beta E + S) dvol_g for any step (dense full rank).
+
+    Target :math:`e^{-\beta E + S} d\mathrm{vol}_{g_N}`.
 
     Proposal :math:`Y = X + h\,b(X) + \sqrt{2h/\beta}\,A_X^{1/2}\xi` with the RLE drift ``b``
     (``drift`` option), accepted with probability
@@ -582,7 +584,9 @@ class RiemannianMALA(_Sampler):
 
 
 class OverparametrizedLangevin(_Sampler):
-    r"""Euclidean Langevin on the factors: :math:`W_k \leftarrow W_k - h\nabla_{W_k}L + \sqrt{2h/\beta}\,\xi_k`.
+    r"""Euclidean Langevin on the factors at inverse temperature beta (noisy gradient descent).
+
+    :math:`W_k \leftarrow W_k - h\nabla_{W_k}L + \sqrt{2h/\beta}\,\xi_k`.
 
     Starts from a balanced factorization of ``start`` (hidden frames from
     ``rng``); hidden widths from ``widths`` (default ``min(m, n)``). Records
