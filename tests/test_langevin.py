@@ -142,6 +142,17 @@ def test_small_step_rle_keeps_the_singular_value_law(d, N):
     assert min(_rle_pvalues(d, N, "full", seed=5)) > 0.01
 
 
+def test_rle_with_wider_hidden_layers_keeps_its_law():
+    """Hidden widths above the rank add (d_k - r) log s / N to S: a repulsion from s = 0."""
+    widths = [3, 2]
+    law = SingularValueLaw(beta=1.0, depth=3, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=5.0, n_grid=150, widths=widths)
+    X0 = _draw(law, np.random.default_rng(0), 600, 2)
+    rec = RiemannianLangevin(widths=widths, step=1e-3, n_steps=500, record_every=500).sample(
+        0, loss=QuadraticEnergy(1.0), start=X0, depth=3, beta=1.0, chains=600)
+    s = np.linalg.svd(rec.final_point, compute_uv=False)
+    assert kstest(s[:, 0], law.cdf_max).pvalue > 0.01 and kstest(s[:, -1], law.cdf_min).pvalue > 0.01
+
+
 def test_matrix_euler_step_is_biased_near_det_zero_but_keeps_the_largest_singular_value_at_depth_2():
     """The plain Euler step in X: s_max passes at N = 2; s_min fails at N = 3 (bias ~ h^{1/N} near s = 0)."""
     assert _rle_pvalues(2, 2, "full", seed=5, scheme="matrix")[0] > 0.01
