@@ -74,7 +74,7 @@ def test_factor_gd_error_is_first_order_in_step():
         errs.append([r[d]["gd_error"] for d in (2, 3)])
     errs = np.array(errs)
     ratio = errs[1] / errs[0]
-    assert np.all(errs[1] <= 0.2), errs
+    assert np.all(errs[1] <= 0.03), errs
     assert np.all((ratio > 0.45) & (ratio < 0.55)), ratio
 
 
