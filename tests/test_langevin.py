@@ -52,6 +52,29 @@ def test_batched_operator_matches_kernel_module():
                 assert np.abs(batched[c] - ref).max() <= 1e-12 * np.abs(ref).max()
 
 
+def test_layer_step_carries_a_valid_svd_of_the_new_point():
+    from dlngeo.thermodynamics.langevin import _carry_svd, _drift_basis, _layer_step
+
+    rng = np.random.default_rng(1)
+    for shape in [(3, 3), (2, 4), (4, 2)]:
+        X = rng.standard_normal((50, *shape))
+        if shape[0] == shape[1]:
+            X[0] = np.diag([1.0, 1.0 + 1e-12, 0.5])  # a near coincidence: the chain takes the matrix step
+        geo = _Geometry(X, 3)
+        xi = geo.to_basis(rng.standard_normal(X.shape))
+        b = _drift_basis(geo, 2 * X, 1.0, 3, None, "full")
+        step_b = 0.01 * b + np.sqrt(0.02) * np.sqrt(geo.K) * xi
+        out_b, frames = _layer_step(geo, b, step_b, xi, 0.01, 1.0, 3, "full")
+        X_new = geo.from_basis(out_b)
+        U, s, Vt = _carry_svd(geo, X_new, frames)
+        r = min(shape)
+        np.testing.assert_allclose((U[:, :, :r] * s[:, None, :]) @ Vt[:, :r, :], X_new, atol=1e-12)
+        np.testing.assert_allclose(np.swapaxes(U, 1, 2) @ U, np.broadcast_to(np.eye(shape[0]), U.shape), atol=1e-12)
+        np.testing.assert_allclose(Vt @ np.swapaxes(Vt, 1, 2), np.broadcast_to(np.eye(shape[1]), Vt.shape), atol=1e-12)
+        assert np.all(s >= 0) and np.all(np.diff(s, axis=1) <= 0)
+        np.testing.assert_allclose(s, np.linalg.svd(X_new, compute_uv=False), atol=1e-12)
+
+
 # ----------------------------------------------------------------- the drift
 def _log_target(X, N, beta, widths):
     m, n = X.shape

@@ -155,9 +155,9 @@ def _to_dense_gradient(G: Any) -> np.ndarray:
 class _Geometry:
     """Batched SVD of ``X`` (``(C, m, n)``) and the kernel ``K`` on the padded grid."""
 
-    def __init__(self, X: np.ndarray, depth: int):
+    def __init__(self, X: np.ndarray, depth: int, svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         C, m, n = X.shape
-        self.U, self.s, self.Vt = np.linalg.svd(X, full_matrices=True)
+        self.U, self.s, self.Vt = np.linalg.svd(X, full_matrices=True) if svd is None else svd
         r = self.s.shape[-1]
         rows = np.concatenate((self.s, np.zeros((C, m - r))), axis=1)
         cols = np.concatenate((self.s, np.zeros((C, n - r))), axis=1)
@@ -262,7 +262,31 @@ e a} rac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
     out = U2 @ core @ Vt2
     # a chain at an exact coincidence (infinite repulsion): plain matrix Euler step
     out = np.where(ok[:, None, None], out, _diag_embed(s, (m, n)) + step_b)
-    return out
+    return out, (U2, np.where(ok[:, None], s_new, 0.0), Vt2, ok)
+
+
+def _carry_svd(geo: _Geometry, X_new: np.ndarray, frames: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SVD of the new point from the layer step's frames (no new SVD, except for fallback chains).
+
+    ``X_new = (U U2) diag(s_new) (Vt2 Vt)`` with signed ``s_new``: flip the
+    right singular vector of a negative value, then sort by magnitude.
+    """
+    U2, s_new, Vt2, ok = frames
+    r = geo.r
+    U = geo.U @ U2
+    Vt = Vt2 @ geo.Vt
+    sign = np.where(s_new < 0, -1.0, 1.0)
+    Vt[:, :r, :] *= sign[:, :, None]
+    s_abs = np.abs(s_new)
+    order = np.argsort(-s_abs, axis=1, kind="stable")
+    s_sorted = np.take_along_axis(s_abs, order, axis=1)
+    U[:, :, :r] = np.take_along_axis(U[:, :, :r], order[:, None, :], axis=2)
+    Vt[:, :r, :] = np.take_along_axis(Vt[:, :r, :], order[:, :, None], axis=1)
+    if not np.all(ok):
+        bad = ~ok
+        Ub, sb, Vtb = np.linalg.svd(X_new[bad], full_matrices=True)
+        U[bad], s_sorted[bad], Vt[bad] = Ub, sb, Vtb
+    return U, s_sorted, Vt
 
 
 def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, widths: Sequence[int] | None = None, drift: str = "full") -> np.ndarray:
@@ -422,15 +446,21 @@ class RiemannianLangevin(_Sampler):
         self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
         noise_scale = np.sqrt(2.0 * h / beta)
         it = 0
+        carried = None  # the SVD of X from the previous layer step
+        excess = o["widths"] is not None and any(w > min(m, n) for w in o["widths"])
         for it in range(1, o["n_steps"] + 1):
             G = _batch_call(batched, lambda Y: _to_dense_gradient(loss.gradient(Y)), X)
-            geo = _Geometry(X, depth)
+            # a fresh SVD every 64 steps keeps the carried frames orthonormal to rounding
+            geo = _Geometry(X, depth, None if it % 64 == 1 else carried)
             xi = geo.to_basis(rng.standard_normal(X.shape))  # U^T dB V: the ambient increments in the singular basis
             b = _drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
             step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
+            carried = None
             if o["scheme"] == "layer" and depth > 1:
-                excess = o["widths"] is not None and any(w > min(m, n) for w in o["widths"])
-                X_new = geo.from_basis(_layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess))
+                out_b, frames = _layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess)
+                X_new = geo.from_basis(out_b)
+                if np.all(np.isfinite(X_new)):
+                    carried = _carry_svd(geo, X_new, frames)
             else:
                 X_new = X + geo.from_basis(step_b)
             if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
