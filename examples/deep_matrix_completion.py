@@ -96,15 +96,28 @@ def plot(summary, n: int, rank: int, init_scale: float, path: Path) -> None:
     plt.close(fig)
 
 
+def write_csv(runs: list[CompletionRun], path: Path) -> None:
+    """One line per run (without the matrices), so the figure can be re-made without re-running."""
+    lines = ["method,depth,observations,seed,test_error,effective_rank,train_loss,iterations,converged"]
+    for r in runs:
+        lines.append(
+            f"{r.method},{r.depth},{r.observations},{r.seed},{r.test_error:.6e},{r.effective_rank:.6f},"
+            f"{r.train_loss:.3e},{r.iterations},{int(r.converged)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 30, rank 2, 2 seeds (seconds)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures", help="figure folder")
     parser.add_argument("--lr", type=float, default=1e-3, help="GroupRMSprop learning rate (paper: 1e-3)")
     parser.add_argument("--init-scale", type=float, default=1e-3, help="end-to-end init scale (paper: 1e-3)")
-    parser.add_argument("--max-iterations", type=int, default=200_000)
+    parser.add_argument("--max-iterations", type=int, default=None, help="step budget (default 200000; 40000 with --quick)")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
+    max_iterations = args.max_iterations or (40_000 if args.quick else 200_000)
     nuclear = _nuclear_available()
     if not nuclear:
         print("cvxpy not installed (pip install 'dlngeo[convex]'): skipping the nuclear-norm baseline")
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         nuclear=nuclear,
         init_scale=args.init_scale,
         lr=args.lr,
-        max_iterations=args.max_iterations,
+        max_iterations=max_iterations,
         progress=progress,
     )
     summary = summarize(runs)
@@ -136,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("|Omega| " + "".join(f"{m:>22s}" for m in methods))
     for c in cfg["counts"]:
         print(f"{c:7d} " + "".join(f"{summary[m, c][0]:13.2e} /{summary[m, c][1]:6.2f}" for m in methods))
-    name = "deep_matrix_completion_quick.png" if args.quick else "deep_matrix_completion.png"
-    path = args.out / name
+    name = "deep_matrix_completion_quick" if args.quick else "deep_matrix_completion"
+    write_csv(runs, args.out / f"{name}.csv")
+    path = args.out / f"{name}.png"
     plot(summary, cfg["n"], cfg["rank"], args.init_scale, path)
     print(f"figure: {path}  ({time.perf_counter() - start:.0f} s)")
     return summary

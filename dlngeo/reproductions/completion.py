@@ -159,6 +159,7 @@ class CompletionRun:
         effective_rank: Roy & Vetterli effective rank of ``X``.
         iterations: Optimizer steps (``0`` for the convex solver).
         converged: Training loss reached the threshold (solver status optimal for cvxpy).
+        seed: The sweep seed (target, observations and init), when run by :func:`completion_sweep`.
     """
 
     method: str
@@ -170,6 +171,7 @@ class CompletionRun:
     effective_rank: float
     iterations: int
     converged: bool
+    seed: int | None = None
 
 
 def _summary(method, depth, omega, target, X, iterations, converged) -> CompletionRun:
@@ -329,6 +331,7 @@ def completion_sweep(
                 )
             for method in methods:
                 run = method()
+                run.seed = seed
                 runs.append(run)
                 if progress is not None:
                     progress(run)
