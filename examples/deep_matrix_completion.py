@@ -8,7 +8,7 @@ squared training error is <= 1e-6. Depth 1 is the nuclear-norm minimizer
 Plots test error (mean over all n^2 entries) and effective rank against
 |Omega|, one line per depth.
 
-    python examples/deep_matrix_completion.py            # paper size (about 15 minutes on one core)
+    python examples/deep_matrix_completion.py            # paper size, 2 seeds (30-50 minutes on one core)
     python examples/deep_matrix_completion.py --quick    # n = 30, rank 2 (about a minute)
 """
 
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from dlngeo.reproductions.figure_io import save_small_png  # noqa: E402
 from dlngeo.reproductions.completion import CompletionRun, completion_sweep  # noqa: E402
 
-FULL = dict(n=100, rank=5, counts=[1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000], seeds=[0])
+FULL = dict(n=100, rank=5, counts=[1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000], seeds=[0, 1])
 QUICK = dict(n=30, rank=2, counts=[200, 250, 300, 400], seeds=[0, 1])
 
 
@@ -43,13 +43,13 @@ def _nuclear_available() -> bool:
 
 
 def summarize(runs: list[CompletionRun]) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """(method, |Omega|) -> (median test error, mean effective rank, fraction converged) over seeds."""
+    """(method, |Omega|) -> (geometric-mean test error, mean effective rank, fraction converged) over seeds."""
     groups: dict[tuple[str, int], list[CompletionRun]] = {}
     for run in runs:
         groups.setdefault((run.method, run.observations), []).append(run)
     return {
         key: (
-            float(np.median([r.test_error for r in rs])),
+            float(np.exp(np.mean(np.log([r.test_error for r in rs])))),
             float(np.mean([r.effective_rank for r in rs])),
             float(np.mean([r.converged for r in rs])),
         )
@@ -96,6 +96,16 @@ def plot(summary, n: int, rank: int, init_scale: float, path: Path) -> None:
     plt.close(fig)
 
 
+def read_csv(path: Path) -> list[CompletionRun]:
+    """The runs written by :func:`write_csv` (matrices not stored: ``X`` is ``None``)."""
+    runs = []
+    for line in path.read_text().splitlines()[1:]:
+        method, depth, count, seed, err, er, train, its, conv = line.split(",")
+        runs.append(CompletionRun(method, int(depth), int(count), None, float(train), float(err), float(er),
+                                  int(its), bool(int(conv)), None if seed == "None" else int(seed)))
+    return runs
+
+
 def write_csv(runs: list[CompletionRun], path: Path) -> None:
     """One line per run (without the matrices), so the figure can be re-made without re-running."""
     lines = ["method,depth,observations,seed,test_error,effective_rank,train_loss,iterations,converged"]
@@ -110,13 +120,17 @@ def write_csv(runs: list[CompletionRun], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 30, rank 2, 2 seeds (seconds)")
+    parser.add_argument("--quick", action="store_true", help="n = 30, rank 2, 2 seeds (about a minute)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures", help="figure folder")
     parser.add_argument("--lr", type=float, default=1e-3, help="GroupRMSprop learning rate (paper: 1e-3)")
     parser.add_argument("--init-scale", type=float, default=1e-3, help="end-to-end init scale (paper: 1e-3)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1)")
+    parser.add_argument("--from-csv", type=Path, nargs="+", default=None, help="re-plot from CSV files of earlier runs")
     parser.add_argument("--max-iterations", type=int, default=None, help="step budget (default 200000; 40000 with --quick)")
     args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        cfg["seeds"] = args.seeds
     max_iterations = args.max_iterations or (40_000 if args.quick else 200_000)
     nuclear = _nuclear_available()
     if not nuclear:
@@ -131,7 +145,28 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
 
-    runs = completion_sweep(
+    if args.from_csv:
+        runs = [run for path in args.from_csv for run in read_csv(path)]
+        cfg["seeds"] = sorted({r.seed for r in runs})
+        cfg["counts"] = sorted({r.observations for r in runs})
+    else:
+        runs = run_sweep(cfg, nuclear, args, max_iterations, progress)
+    summary = summarize(runs)
+    methods = sorted({m for m, _ in summary}, key=lambda m: (m != "nuclear norm", m))
+    print(f"\ngeometric-mean test error / mean effective rank over {len(cfg['seeds'])} seed(s); n={cfg['n']}, rank={cfg['rank']}")
+    print("|Omega| " + "".join(f"{m:>22s}" for m in methods))
+    for c in cfg["counts"]:
+        print(f"{c:7d} " + "".join(f"{summary[m, c][0]:13.2e} /{summary[m, c][1]:6.2f}" for m in methods))
+    name = "deep_matrix_completion_quick" if args.quick else "deep_matrix_completion"
+    write_csv(runs, args.out / f"{name}.csv")
+    path = args.out / f"{name}.png"
+    plot(summary, cfg["n"], cfg["rank"], args.init_scale, path)
+    print(f"figure: {path}  ({time.perf_counter() - start:.0f} s)")
+    return summary
+
+
+def run_sweep(cfg, nuclear, args, max_iterations, progress) -> list[CompletionRun]:
+    return completion_sweep(
         cfg["n"],
         cfg["rank"],
         cfg["counts"],
@@ -143,18 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
         max_iterations=max_iterations,
         progress=progress,
     )
-    summary = summarize(runs)
-    methods = sorted({m for m, _ in summary}, key=lambda m: (m != "nuclear norm", m))
-    print(f"\nmedian test error / mean effective rank over {len(cfg['seeds'])} seed(s); n={cfg['n']}, rank={cfg['rank']}")
-    print("|Omega| " + "".join(f"{m:>22s}" for m in methods))
-    for c in cfg["counts"]:
-        print(f"{c:7d} " + "".join(f"{summary[m, c][0]:13.2e} /{summary[m, c][1]:6.2f}" for m in methods))
-    name = "deep_matrix_completion_quick" if args.quick else "deep_matrix_completion"
-    write_csv(runs, args.out / f"{name}.csv")
-    path = args.out / f"{name}.png"
-    plot(summary, cfg["n"], cfg["rank"], args.init_scale, path)
-    print(f"figure: {path}  ({time.perf_counter() - start:.0f} s)")
-    return summary
 
 
 if __name__ == "__main__":

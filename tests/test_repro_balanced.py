@@ -84,3 +84,19 @@ def test_bad_input():
         gaussian_factors(DeepLinearNetwork(DIMS2), 0.0)
     with pytest.raises(ValueError, match="singular_values"):
         regression_target(2, 2, [1, 2, 3])
+
+
+def test_balanced_velocity_is_minus_the_dln_fixed_rank_gradient():
+    """dphi[W'] at balanced factors = -grad_{g_N} E of the pymanopt manifold DLNFixedRank(m, n, r, N)."""
+    from dlngeo import DLNFixedRank
+    from dlngeo.lowrank import tangent_to_factored
+
+    net = DeepLinearNetwork(DIMS3)
+    X = net.product(gaussian_factors(net, 1.0, 11))
+    W = net.balanced(X, rng=2, rank=3)
+    u, s, vt = np.linalg.svd(X, full_matrices=False)
+    point = (u[:, :3], s[:3], vt[:3])
+    manifold = DLNFixedRank(5, 6, 3, 3)
+    grad = manifold.euclidean_to_riemannian_gradient(point, X - Y)
+    ambient = tangent_to_factored(point, grad).to_dense()
+    assert np.max(np.abs(end_to_end_velocity(net, W, Y) + ambient)) <= 1e-12 * np.max(np.abs(ambient))
