@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 from dlngeo.thermodynamics import entropy_from_singular_values  # noqa: E402
 from dlngeo.thermodynamics.entropy import log_orthogonal_group_volume  # noqa: E402
 from dlngeo.thermodynamics.equilibrium import SingularValueLaw  # noqa: E402
-from dlngeo.thermodynamics.langevin import QuadraticEnergy, RiemannianLangevin, RiemannianMALA  # noqa: E402
+from dlngeo.thermodynamics.langevin import QuadraticEnergy, RiemannianLangevin  # noqa: E402
+from dlngeo.thermodynamics.mala import RiemannianMALA  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 

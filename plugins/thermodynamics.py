@@ -37,7 +37,8 @@ from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import is_lowrank_point
 from dlngeo.thermodynamics import entropy, free_energy
 from dlngeo.thermodynamics.entropy import check_beta
-from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, RiemannianLangevin, RiemannianMALA
+from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, RiemannianLangevin
+from dlngeo.thermodynamics.mala import RiemannianMALA
 
 __all__ = ["Entropy", "FreeEnergy", "LangevinMethod"]
 

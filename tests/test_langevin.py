@@ -9,14 +9,9 @@ from scipy.stats import kstest
 from dlngeo.geometry.kernel import kernel_matrix, metric_operator, metric_operator_svd
 from dlngeo.thermodynamics import entropy
 from dlngeo.thermodynamics.equilibrium import SingularValueLaw
-from dlngeo.thermodynamics.langevin import (
-    OverparametrizedLangevin,
-    QuadraticEnergy,
-    RiemannianLangevin,
-    RiemannianMALA,
-    _Geometry,
-    rle_drift,
-)
+from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, QuadraticEnergy, RiemannianLangevin
+from dlngeo.thermodynamics.mala import RiemannianMALA
+from dlngeo.thermodynamics.rle import Geometry, rle_drift
 
 
 def _haar(rng, C, d):
@@ -43,7 +38,7 @@ def test_batched_operator_matches_kernel_module():
     for shape in [(3, 3), (2, 4), (4, 2)]:
         X = rng.standard_normal((5, *shape))
         Z = rng.standard_normal((5, *shape))
-        geo = _Geometry(X, 3)
+        geo = Geometry(X, 3)
         for power in (1.0, 0.5):
             batched = geo.from_basis(geo.K**power * geo.to_basis(Z))
             for c in range(5):
@@ -53,20 +48,20 @@ def test_batched_operator_matches_kernel_module():
 
 
 def test_layer_step_carries_a_valid_svd_of_the_new_point():
-    from dlngeo.thermodynamics.langevin import _carry_svd, _drift_basis, _layer_step
+    from dlngeo.thermodynamics.rle import carry_svd, drift_basis, layer_step
 
     rng = np.random.default_rng(1)
     for shape in [(3, 3), (2, 4), (4, 2)]:
         X = rng.standard_normal((50, *shape))
         if shape[0] == shape[1]:
             X[0] = np.diag([1.0, 1.0 + 1e-12, 0.5])  # a near coincidence: the chain takes the matrix step
-        geo = _Geometry(X, 3)
+        geo = Geometry(X, 3)
         xi = geo.to_basis(rng.standard_normal(X.shape))
-        b = _drift_basis(geo, 2 * X, 1.0, 3, None, "full")
+        b = drift_basis(geo, 2 * X, 1.0, 3, None, "full")
         step_b = 0.01 * b + np.sqrt(0.02) * np.sqrt(geo.K) * xi
-        out_b, frames = _layer_step(geo, b, step_b, xi, 0.01, 1.0, 3, "full")
+        out_b, frames = layer_step(geo, b, step_b, xi, 0.01, 1.0, 3, "full")
         X_new = geo.from_basis(out_b)
-        U, s, Vt = _carry_svd(geo, X_new, frames)
+        U, s, Vt = carry_svd(geo, X_new, frames)
         r = min(shape)
         np.testing.assert_allclose((U[:, :, :r] * s[:, None, :]) @ Vt[:, :r, :], X_new, atol=1e-12)
         np.testing.assert_allclose(np.swapaxes(U, 1, 2) @ U, np.broadcast_to(np.eye(shape[0]), U.shape), atol=1e-12)

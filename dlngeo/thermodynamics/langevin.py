@@ -1,4 +1,4 @@
-r"""Riemannian Langevin samplers on :math:`(M, g_N)` and Euclidean Langevin on the factors.
+r"""Langevin samplers: the Riemannian Langevin equation on :math:`(M, g_N)` and Langevin on the factors.
 
 **RLE** (Menon 2024; MATH.md §6, MATH-NOTES §5.3). The diffusion on the
 full-rank ``m x n`` matrices with the metric :math:`g_N` whose stationary law is
@@ -15,7 +15,8 @@ full-rank ``m x n`` matrices with the metric :math:`g_N` whose stationary law is
 is the Itô drift of Brownian motion on ``(M, g_N)``; it has the same form for
 rectangular full-rank ``X`` (the terms of the padded blocks cancel; checked
 against finite differences in the tests). :math:`A_X` is diagonal in the
-singular basis with eigenvalues :math:`K_{ij}` (:mod:`dlngeo.geometry.kernel`).
+singular basis with eigenvalues :math:`K_{ij}` (:mod:`dlngeo.geometry.kernel`);
+the drift, the noise and the Euler schemes are in :mod:`.rle`.
 
 * :class:`RiemannianLangevin`: Euler–Maruyama with a fixed step (singular
   values stepped in ``s^{1/N}`` by default, see the class).
@@ -24,7 +25,8 @@ singular basis with eigenvalues :math:`K_{ij}` (:mod:`dlngeo.geometry.kernel`).
   without the orbit volume); ``"naive"`` is preconditioned SGLD with drift
   :math:`-A E'` only (no Itô/divergence term, as in geoopt's Riemannian SGLD):
   its stationary law is wrong, and the tests show a KS test detects it.
-* :class:`RiemannianMALA`: the same proposal, then Metropolis–Hastings against
+* :class:`~dlngeo.thermodynamics.mala.RiemannianMALA` (:mod:`.mala`): the same
+  proposal, then Metropolis–Hastings against
   :math:`\pi(X) \propto e^{-\beta E + S} \prod_{ij} K_{ij}^{-1/2}` (the density
   with respect to ``dX``); exact for any step. Reports the acceptance rate.
 * :class:`OverparametrizedLangevin`: :math:`dW_k = -\nabla_{W_k} L\,dt + \sqrt{2/\beta}\,dB_k`
@@ -35,7 +37,7 @@ All samplers run ``chains`` independent chains at once (a ``(chains, m, n)``
 array and one batched SVD per step). :class:`RiemannianLangevin` also runs on
 the rank-r manifold from a low-rank point ``(u, s, vt)`` (tangent drift plus
 the metric-projection retraction, :mod:`.lowrank_langevin`);
-:class:`RiemannianMALA` and :class:`OverparametrizedLangevin` do not
+:class:`~dlngeo.thermodynamics.mala.RiemannianMALA` and :class:`OverparametrizedLangevin` do not
 (``NotImplementedError``: a MALA on ``M_r`` needs the proposal density of the
 retraction, which is not derived here).
 """
@@ -52,22 +54,18 @@ from ..dynamics.record import Record
 from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
 from ..state import State
-from .entropy import batched_kernel, check_beta, entropic_force, entropy_from_singular_values
+from .entropy import check_beta, entropy_from_singular_values
 from .lowrank_langevin import check_lowrank_start, lowrank_step
+from .rle import DRIFTS, SCHEMES, Geometry, carry_svd, drift_basis, layer_step, rle_drift
 
 __all__ = [
     "QuadraticEnergy",
     "RiemannianLangevin",
-    "RiemannianMALA",
     "OverparametrizedLangevin",
     "rle_drift",
     "DRIFTS",
+    "SCHEMES",
 ]
-
-#: Drift variants of the Euler–Maruyama RLE (``"full"`` is the RLE; the others are diagnostics).
-DRIFTS = ("full", "no_entropy", "naive")
-#: Euler–Maruyama schemes of the dense RLE: in ``X``, or with the singular values stepped in ``s^{1/N}``.
-SCHEMES = ("matrix", "layer")
 
 
 class QuadraticEnergy:
@@ -149,156 +147,6 @@ def _to_dense_gradient(G: Any) -> np.ndarray:
     if hasattr(G, "to_dense"):
         return G.to_dense()
     return np.asarray(G, dtype=float)
-
-
-# ------------------------------------------------------------------ geometry
-class _Geometry:
-    """Batched SVD of ``X`` (``(C, m, n)``) and the kernel ``K`` on the padded grid."""
-
-    def __init__(self, X: np.ndarray, depth: int, svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
-        C, m, n = X.shape
-        self.U, self.s, self.Vt = np.linalg.svd(X, full_matrices=True) if svd is None else svd
-        r = self.s.shape[-1]
-        rows = np.concatenate((self.s, np.zeros((C, m - r))), axis=1)
-        cols = np.concatenate((self.s, np.zeros((C, n - r))), axis=1)
-        self.K = batched_kernel(rows, cols, depth)  # (C, m, n)
-        with np.errstate(divide="ignore"):
-            self.logdetK = np.sum(np.log(self.K), axis=(1, 2))
-        self.r = r
-
-    def to_basis(self, Z: np.ndarray) -> np.ndarray:
-        """``U^T Z V``."""
-        return np.swapaxes(self.U, 1, 2) @ Z @ np.swapaxes(self.Vt, 1, 2)
-
-    def from_basis(self, Zb: np.ndarray) -> np.ndarray:
-        """``U Zb V^T``."""
-        return self.U @ Zb @ self.Vt
-
-
-def _diag_embed(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    C, r = values.shape
-    out = np.zeros((C, *shape))
-    idx = np.arange(r)
-    out[:, idx, idx] = values
-    return out
-
-
-def _drift_basis(geo: _Geometry, G: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, drift: str) -> np.ndarray:
-    """The RLE drift in the singular basis ``U^T b V``."""
-    out = -geo.K * geo.to_basis(G)
-    if drift == "naive" or depth == 1:
-        return out
-    diag = (depth - 1) * geo.s ** (1.0 - 2.0 / depth)  # D(X)
-    if drift == "full":
-        diag = diag + entropic_force(geo.s, depth, widths)
-    m, n = G.shape[1:]
-    return out + _diag_embed(diag / beta, (m, n))
-
-
-def _layer_step(geo: _Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray, h: float, beta: float,
-                depth: int, drift: str, singular_at_zero: bool = False) -> np.ndarray:
-    r"""One step with the singular values advanced in the layer coordinates ``lambda = s^{1/N}``.
-
-    The Euler step ``diag(s) + step_b`` (singular basis) is split: its
-    off-diagonal part rotates the frames (the SVD of ``diag(s) + offdiag(step_b)``,
-    with the signs that keep the rotation near the identity), and the singular
-    values take an Euler step of their own equation written in ``lambda``,
-
-    .. math::
-
-        d\lambda_a = 	frac1N s_a^{1/N-1}ig[b_{aa} - D_a/eta + o_a/etaig]dt
-                     + \sqrt{2/(Neta)}\,dB_{aa},
-        \qquad o_a = \sum_{j 
-e a} rac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
-                     + (m + n - 2r)\, s_a^{1 - 2/N},
-
-    where ``o`` is the Itô drift of ``s_a`` from the off-diagonal noise (the
-    Hessian of ``s_a`` contracted with ``A``) and Itô's rule for ``s -> s^{1/N}``
-    turns the Brownian drift ``D_a = (N-1) s_a^{1-2/N}`` into exactly the
-    term it cancels. The noise is additive and the equation regular at
-    ``s_a = 0``, where the matrix Euler step is biased; ``lambda`` is signed, so a
-    singular value crossing zero flips the singular direction, as ``X`` crosses
-    ``det X = 0``. Returns the new point in the singular basis of the old one.
-    """
-    C, m, n = step_b.shape
-    r = geo.r
-    idx = np.arange(r)
-    s = geo.s
-    Y = step_b.copy()
-    Y[:, idx, idx] = s
-    U2, _, Vt2 = np.linalg.svd(Y, full_matrices=True)
-    # keep the frames near the identity (no spurious sign flips)
-    su = np.sign(np.diagonal(U2, axis1=1, axis2=2)[:, :r])
-    sv = np.sign(np.diagonal(Vt2, axis1=1, axis2=2)[:, :r])
-    su = np.where(su == 0, 1.0, su)
-    sv = np.where(sv == 0, 1.0, sv)
-    U2 = U2.copy()
-    Vt2 = Vt2.copy()
-    U2[:, :, :r] *= su[:, None, :]
-    Vt2[:, :r, :] *= sv[:, :, None]
-    K = geo.K
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sa, sj = s[:, :, None], s[:, None, :]
-        pair = (K[:, :r, :r] + np.swapaxes(K[:, :r, :r], 1, 2)) * sa / (sa**2 - sj**2)
-        pair = np.where(np.eye(r, dtype=bool), 0.0, pair)
-        ito = np.sum(pair, axis=2) + (m + n - 2 * r) * s ** (1.0 - 2.0 / depth)
-        D = (depth - 1) * s ** (1.0 - 2.0 / depth)
-        b_diag = b[:, idx, idx] - (0.0 if drift == "naive" else D / beta)
-        lam = s ** (1.0 / depth)
-        rate = (b_diag + ito / beta) * s ** (1.0 / depth - 1.0) / depth
-        if drift == "naive":
-            rate = rate - (depth - 1) / (depth * beta * lam)
-        lam_new = lam + h * rate + np.sqrt(2.0 * h / (depth * beta)) * xi[:, idx, idx]
-        s_new = np.sign(lam_new) * np.abs(lam_new) ** depth
-        # Near a coincidence the pair repulsion o_a ~ 1/(s_a - s_j) is stiff: there the
-        # chain takes the matrix step (whose SVD resolves the repulsion by itself).
-        gap = np.abs(lam[:, :, None] - lam[:, None, :])
-        gap = np.where(np.eye(r, dtype=bool), np.inf, gap).min(axis=2)
-        if m != n or drift == "naive" or singular_at_zero:
-            gap = np.minimum(gap, np.abs(lam))  # the rate has a 1/lambda term there
-        ok = np.all(np.isfinite(s_new) & (h * np.abs(rate) <= 0.25 * gap), axis=1)
-    core = np.zeros((C, m, n))
-    core[:, idx, idx] = np.where(ok[:, None], s_new, 0.0)
-    out = U2 @ core @ Vt2
-    # a chain at an exact coincidence (infinite repulsion): plain matrix Euler step
-    out = np.where(ok[:, None, None], out, _diag_embed(s, (m, n)) + step_b)
-    return out, (U2, np.where(ok[:, None], s_new, 0.0), Vt2, ok)
-
-
-def _carry_svd(geo: _Geometry, X_new: np.ndarray, frames: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The SVD of the new point from the layer step's frames (no new SVD, except for fallback chains).
-
-    ``X_new = (U U2) diag(s_new) (Vt2 Vt)`` with signed ``s_new``: flip the
-    right singular vector of a negative value, then sort by magnitude.
-    """
-    U2, s_new, Vt2, ok = frames
-    r = geo.r
-    U = geo.U @ U2
-    Vt = Vt2 @ geo.Vt
-    sign = np.where(s_new < 0, -1.0, 1.0)
-    Vt[:, :r, :] *= sign[:, :, None]
-    s_abs = np.abs(s_new)
-    order = np.argsort(-s_abs, axis=1, kind="stable")
-    s_sorted = np.take_along_axis(s_abs, order, axis=1)
-    U[:, :, :r] = np.take_along_axis(U[:, :, :r], order[:, None, :], axis=2)
-    Vt[:, :r, :] = np.take_along_axis(Vt[:, :r, :], order[:, :, None], axis=1)
-    if not np.all(ok):
-        bad = ~ok
-        Ub, sb, Vtb = np.linalg.svd(X_new[bad], full_matrices=True)
-        U[bad], s_sorted[bad], Vt[bad] = Ub, sb, Vtb
-    return U, s_sorted, Vt
-
-
-def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, widths: Sequence[int] | None = None, drift: str = "full") -> np.ndarray:
-    r"""The RLE drift :math:`-A_X(E') + \beta^{-1}(\operatorname{grad}_{g_N} S + D(X))` at a dense ``X`` (or a stack)."""
-    X = np.asarray(X, dtype=float)
-    single = X.ndim == 2
-    Xb = X[None] if single else X
-    Gb = np.asarray(gradient, dtype=float)
-    Gb = Gb[None] if single else Gb
-    geo = _Geometry(Xb, _check_depth(depth))
-    out = geo.from_basis(_drift_basis(geo, Gb, check_beta(beta), depth, widths, drift))
-    return out[0] if single else out
 
 
 # ------------------------------------------------------------------ samplers
@@ -406,13 +254,13 @@ class RiemannianLangevin(_Sampler):
       ``h = 5e-4`` (p ~ 1e-19 with 1000 chains).
     * ``"layer"`` (default): the same Euler step for the frames, but the
       singular values stepped in ``lambda = s^{1/N}``, where their equation has
-      additive noise and is regular at zero (:func:`_layer_step`); the KS tests
+      additive noise and is regular at zero (:func:`~dlngeo.thermodynamics.rle.layer_step`); the KS tests
       of ``s_max`` and ``s_min`` pass at ``h = 1e-3`` for 2 x 2 / 3 x 3,
       ``N = 2, 3``. Chains near a coincidence ``s_a = s_b`` (stiff repulsion)
       take the matrix step. Costs a second small SVD per step.
 
     Low-rank points ``(u, s, vt)`` run on ``M_r`` (:mod:`.lowrank_langevin`).
-    :class:`RiemannianMALA` samples the same law exactly.
+    :class:`~dlngeo.thermodynamics.mala.RiemannianMALA` samples the same law exactly.
     """
 
     name = "riemannian_langevin"
@@ -451,16 +299,16 @@ class RiemannianLangevin(_Sampler):
         for it in range(1, o["n_steps"] + 1):
             G = _batch_call(batched, lambda Y: _to_dense_gradient(loss.gradient(Y)), X)
             # a fresh SVD every 64 steps keeps the carried frames orthonormal to rounding
-            geo = _Geometry(X, depth, None if it % 64 == 1 else carried)
+            geo = Geometry(X, depth, None if it % 64 == 1 else carried)
             xi = geo.to_basis(rng.standard_normal(X.shape))  # U^T dB V: the ambient increments in the singular basis
-            b = _drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
+            b = drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
             step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
             carried = None
             if o["scheme"] == "layer" and depth > 1:
-                out_b, frames = _layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess)
+                out_b, frames = layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess)
                 X_new = geo.from_basis(out_b)
                 if np.all(np.isfinite(X_new)):
-                    carried = _carry_svd(geo, X_new, frames)
+                    carried = carry_svd(geo, X_new, frames)
             else:
                 X_new = X + geo.from_basis(step_b)
             if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
@@ -534,83 +382,6 @@ class RiemannianLangevin(_Sampler):
         if "singular_values" in record.info:
             record.info["singular_values"] = np.stack(record.info["singular_values"])
         return record
-
-
-class RiemannianMALA(_Sampler):
-    r"""Metropolis-adjusted RLE: exact sampling of exp(-beta E + S) dvol_g for any step (dense full rank).
-
-    Target :math:`e^{-\beta E + S} d\mathrm{vol}_{g_N}`.
-
-    Proposal :math:`Y = X + h\,b(X) + \sqrt{2h/\beta}\,A_X^{1/2}\xi` with the RLE drift ``b``
-    (``drift`` option), accepted with probability
-    :math:`\min(1, \pi(Y) q(X|Y) / (\pi(X) q(Y|X)))`,
-    :math:`\log\pi = -\beta E + S - \tfrac12\sum_{ij}\log K_{ij}`,
-    :math:`q(Y|X) = \mathcal N(X + h b(X), (2h/\beta) A_X)`.
-    ``record.info["acceptance_rate"]`` is the fraction of accepted proposals.
-    """
-
-    name = "riemannian_mala"
-
-    def _log_target(self, geo: _Geometry, E: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, shape: tuple[int, int]) -> np.ndarray:
-        hidden = widths if widths is not None else [min(shape)] * (depth - 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            S = entropy_from_singular_values(geo.s, depth, hidden)
-            return -beta * E + S - 0.5 * geo.logdetK
-
-    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
-    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               callback: Callable | None = None, **options: Any) -> Record:
-        """Run the chains; return a :class:`~dlngeo.dynamics.record.Record` (see :class:`RiemannianLangevin`)."""
-        o = self._options(options)
-        depth = _check_depth(depth)
-        seed = rng if isinstance(rng, (int, np.integer)) else None
-        rng = np.random.default_rng(rng)
-        X = _check_start(start, o["chains"])
-        single = np.ndim(start) == 2 and o["chains"] == 1
-        C, m, n = X.shape
-        batched = bool(getattr(loss, "batched", False))
-        beta, h, widths = o["beta"], o["step"], o["widths"]
-        grad = lambda Y: _batch_call(batched, lambda Z: _to_dense_gradient(loss.gradient(Z)), Y)  # noqa: E731
-        value = lambda Y: _batch_call(batched, loss.value, Y)  # noqa: E731
-        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
-        t0 = _time.perf_counter()
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
-        geo = _Geometry(X, depth)
-        logpi = self._log_target(geo, value(X), beta, depth, widths, (m, n))
-        bX = _drift_basis(geo, grad(X), beta, depth, widths, o["drift"])
-        accepted = 0
-        noise_scale = np.sqrt(2.0 * h / beta)
-        it = 0
-        for it in range(1, o["n_steps"] + 1):
-            xi = rng.standard_normal(X.shape)
-            Y = X + geo.from_basis(h * bX + noise_scale * np.sqrt(geo.K) * geo.to_basis(xi))
-            ok = np.all(np.isfinite(Y), axis=(1, 2))
-            Ysafe = np.where(ok[:, None, None], Y, X)
-            geoY = _Geometry(Ysafe, depth)
-            logpiY = self._log_target(geoY, value(Ysafe), beta, depth, widths, (m, n))
-            bY = _drift_basis(geoY, grad(Ysafe), beta, depth, widths, o["drift"])
-            fwd = -0.5 * np.sum(geo.to_basis(xi) ** 2, axis=(1, 2)) - 0.5 * geo.logdetK
-            back_res = geoY.to_basis(X - Ysafe) - h * bY
-            with np.errstate(divide="ignore", invalid="ignore"):
-                bwd = -(beta / (4.0 * h)) * np.sum(back_res**2 / geoY.K, axis=(1, 2)) - 0.5 * geoY.logdetK
-                log_ratio = logpiY - logpi + bwd - fwd
-            log_ratio = np.where(ok & np.isfinite(log_ratio), log_ratio, -np.inf)
-            accept = np.log(rng.uniform(size=C)) < log_ratio
-            accepted += int(accept.sum())
-            X = np.where(accept[:, None, None], Ysafe, X)
-            a3 = accept[:, None, None]
-            geo.U = np.where(a3, geoY.U, geo.U)
-            geo.Vt = np.where(a3, geoY.Vt, geo.Vt)
-            geo.s = np.where(accept[:, None], geoY.s, geo.s)
-            geo.K = np.where(a3, geoY.K, geo.K)
-            geo.logdetK = np.where(accept, geoY.logdetK, geo.logdetK)
-            logpi = np.where(accept, logpiY, logpi)
-            bX = np.where(a3, bY, bX)
-            if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback)
-        record.info["acceptance_rate"] = accepted / max(1, it * C)
-        record.evaluations = {"gradient": (it + 1) * C, "loss": (it + 1) * C}
-        return self._finish(record, X, single, t0, it)
 
 
 class OverparametrizedLangevin(_Sampler):
