@@ -100,3 +100,25 @@ def test_balanced_velocity_is_minus_the_dln_fixed_rank_gradient():
     grad = manifold.euclidean_to_riemannian_gradient(point, X - Y)
     ambient = tangent_to_factored(point, grad).to_dense()
     assert np.max(np.abs(end_to_end_velocity(net, W, Y) + ambient)) <= 1e-12 * np.max(np.abs(ambient))
+
+
+def test_intrinsic_flow_matches_the_library_low_rank_solver():
+    """The example's dense rank-r flow = dlngeo's IntrinsicFlow on (u, s, vt) (projected RK45)."""
+    import autograd.numpy as anp
+
+    from dlngeo import loss_from_autograd
+    from dlngeo.dynamics.base import Stopping, Task
+    from dlngeo.dynamics.intrinsic import IntrinsicFlow
+    from dlngeo.lowrank import to_dense
+    from dlngeo.reproductions.balanced import intrinsic_flow
+
+    net = DeepLinearNetwork(DIMS3)
+    W0 = gaussian_factors(net, 0.4, 0)
+    loss = loss_from_autograd(lambda X: 0.5 * anp.sum((X - Y) ** 2), shape=(5, 6))
+    task = Task(loss=loss, network=net, weights0=W0, rank=3)
+    record = IntrinsicFlow(representation="lowrank", rtol=1e-10, atol=1e-13).run(
+        task, Stopping(end_time=4.0, max_iterations=None)
+    )
+    ours = intrinsic_flow(net.product(W0), Y, 3, 3, np.array([0.0, record.times[-1]]))[-1]
+    assert record.times[-1] == pytest.approx(4.0)
+    assert np.linalg.norm(to_dense(record.final_point) - ours) <= 1e-9 * np.linalg.norm(ours)
