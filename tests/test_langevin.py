@@ -71,12 +71,17 @@ def test_layer_step_carries_a_valid_svd_of_the_new_point():
 
 
 # ----------------------------------------------------------------- the drift
-def _log_target(X, N, beta, widths):
+def _energy(X, T):
+    """A non-rotation-invariant energy (so that U^T E' V is not diagonal) and its gradient."""
+    return 0.5 * np.sum((X - T) ** 2) + 0.1 * np.sum(X**4), (X - T) + 0.4 * X**3
+
+
+def _log_target(X, N, beta, widths, T):
     m, n = X.shape
     s = np.linalg.svd(X, compute_uv=False)
     rows = np.concatenate((s, np.zeros(m - s.size)))
     cols = np.concatenate((s, np.zeros(n - s.size)))
-    return -beta * np.sum(X**2) + entropy(X, N, widths=widths) - 0.5 * np.sum(np.log(kernel_matrix(rows, cols, N)))
+    return -beta * _energy(X, T)[0] + entropy(X, N, widths=widths) - 0.5 * np.sum(np.log(kernel_matrix(rows, cols, N)))
 
 
 def _A_matrix(X, N):
@@ -95,7 +100,8 @@ def test_drift_has_zero_probability_flux(m, n, N, widths):
     beta = 1.3
     rng = np.random.default_rng(m + 10 * n + 100 * N)
     X = rng.standard_normal((m, n))
-    b = rle_drift(X, 2 * X, beta, N, widths=widths).ravel()
+    T = rng.standard_normal((m, n))
+    b = rle_drift(X, _energy(X, T)[1], beta, N, widths=widths).ravel()
     h = 1e-5
     divA = np.zeros(m * n)
     grad_log = np.zeros(m * n)
@@ -104,7 +110,7 @@ def test_drift_has_zero_probability_flux(m, n, N, widths):
         E[c] = h
         E = E.reshape(m, n)
         divA += (_A_matrix(X + E, N)[:, c] - _A_matrix(X - E, N)[:, c]) / (2 * h)
-        grad_log[c] = (_log_target(X + E, N, beta, widths) - _log_target(X - E, N, beta, widths)) / (2 * h)
+        grad_log[c] = (_log_target(X + E, N, beta, widths, T) - _log_target(X - E, N, beta, widths, T)) / (2 * h)
     residual = b - (divA + _A_matrix(X, N) @ grad_log) / beta
     assert np.abs(residual).max() <= 1e-6 * np.abs(b).max()
 
