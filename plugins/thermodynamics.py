@@ -18,7 +18,8 @@ Samplers (``dlngeo_register_samplers``, ``kind = "langevin"``),
 Solvers (``dlngeo_register_solvers``): the same three, as methods that
 ``dlngeo compare`` / ``run`` put beside the flows (one chain from the task's
 start; ``riemannian_*`` start at ``phi(W_0)``, which must have full rank
-``min(m, n)``; ``overparametrized_langevin`` starts at ``W_0`` itself). Options:
+``min(m, n)``, except that ``riemannian_langevin`` runs on ``M_r`` from the
+top-``r`` SVD when the task's rank ``r`` is below ``min(m, n)``; ``overparametrized_langevin`` starts at ``W_0`` itself). Options:
 ``beta``, ``step``, ``drift``, ``record_every``, ``scheme`` (``riemannian_langevin``); the run stops at
 ``stopping.max_iterations`` steps or flow time ``stopping.end_time``, or
 ``diverged``. Other stopping criteria (loss, gradient, time) do not apply to
@@ -128,6 +129,9 @@ class LangevinMethod(Method):
                       widths=list(task.network.dims[1:-1]))
         if self.overparametrized:
             record = self.sampler.sample(task.seed, weights=task.weights0, **common)
+        elif isinstance(self.sampler, RiemannianLangevin) and task.rank < min(task.X0.shape):
+            u, s, vt = np.linalg.svd(task.X0, full_matrices=False)  # run on M_rank from the top-rank part
+            record = self.sampler.sample(task.seed, start=(u[:, : task.rank], s[: task.rank], vt[: task.rank]), **common)
         else:
             record = self.sampler.sample(task.seed, start=task.X0, **common)
         if record.stop_reason == "max_iterations" and stopping.end_time is not None and n_steps * step >= stopping.end_time * (1 - 1e-12):

@@ -341,6 +341,12 @@ def test_samplers_registered_as_solvers_run_on_a_task():
         if name == "overparametrized_langevin":
             assert np.allclose(net.product(rec.final_weights), rec.final_point)
     assert seen and seen[-1] == pytest.approx(0.2)
+    # a bottleneck network: riemannian_langevin runs on M_1
+    net1 = DeepLinearNetwork((2, 1, 2))
+    W1 = net1.balanced(np.array([[0.9, 0.3], [0.3, 0.1]]), rng=0)
+    task1 = Task(loss=QuadraticEnergy(0.5, np.diag([1.5, 0.8])), network=net1, weights0=W1)
+    rec = got["riemannian_langevin"](beta=10.0).run(task1, Stopping(max_iterations=20), None)
+    assert rec.info["rank"] == 1 and len(rec.final_point[1]) == 1 and rec.n_iterations == 20
     with pytest.raises(ValueError, match="beta"):
         got["riemannian_mala"](beta=0.0)
 
