@@ -74,7 +74,7 @@ def drift_basis(geo: Geometry, G: np.ndarray, beta: float, depth: int, widths: S
 
 
 def layer_step(geo: Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray, h: float, beta: float,
-                depth: int, drift: str, singular_at_zero: bool = False) -> np.ndarray:
+                depth: int, drift: str, singular_at_zero: bool = False) -> tuple[np.ndarray, tuple]:
     r"""One step with the singular values advanced in the layer coordinates ``lambda = s^{1/N}``.
 
     The Euler step ``diag(s) + step_b`` (singular basis) is split: its
@@ -84,10 +84,9 @@ def layer_step(geo: Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray,
 
     .. math::
 
-        d\lambda_a = 	frac1N s_a^{1/N-1}ig[b_{aa} - D_a/eta + o_a/etaig]dt
-                     + \sqrt{2/(Neta)}\,dB_{aa},
-        \qquad o_a = \sum_{j 
-e a} rac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
+        d\lambda_a = \tfrac1N s_a^{1/N-1}\big[b_{aa} - D_a/\beta + o_a/\beta\big]dt
+                     + \sqrt{2/(N\beta)}\,dB_{aa},
+        \qquad o_a = \sum_{j \ne a} \frac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
                      + (m + n - 2r)\, s_a^{1 - 2/N},
 
     where ``o`` is the Itô drift of ``s_a`` from the off-diagonal noise (the
@@ -96,7 +95,12 @@ e a} rac{(K_{aj} + K_{ja}) s_a}{s_a^2 - s_j^2}
     term it cancels. The noise is additive and the equation regular at
     ``s_a = 0``, where the matrix Euler step is biased; ``lambda`` is signed, so a
     singular value crossing zero flips the singular direction, as ``X`` crosses
-    ``det X = 0``. Returns the new point in the singular basis of the old one.
+    ``det X = 0``.
+
+    Returns:
+        The new point in the singular basis of the old one, and
+        ``(U2, s_new, Vt2, ok)`` for :func:`carry_svd` (``ok``: the chains that
+        took the layer step; the others took the matrix step).
     """
     C, m, n = step_b.shape
     r = geo.r
