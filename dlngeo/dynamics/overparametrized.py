@@ -71,7 +71,7 @@ class GradientSampler(Protocol):
 
 
 class EntryMinibatch:
-    """Mini-batch gradient for losses with a sparse gradient (matrix completion): unbiased entry sampling.
+    r"""Mini-batch gradient for losses with a sparse gradient (matrix completion): unbiased entry sampling.
 
     Draws ``batch_size`` of the gradient's stored entries uniformly without
     replacement and rescales them by ``nnz / batch_size``, so that
