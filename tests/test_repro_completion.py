@@ -97,3 +97,18 @@ def test_bad_input():
         uniform_observations((3, 3), 10)
     with pytest.raises(ValueError, match="rank"):
         low_rank_target(3, 4)
+
+
+def test_group_rmsprop_is_a_time_change_of_gradient_descent():
+    """One global scalar step size: in the small-step limit GroupRMSprop follows the gradient-flow path, so
+    plain GD's end point approaches it linearly in the learning rate."""
+    target = low_rank_target(12, 1, 0)
+    rows, cols = uniform_observations(target.shape, 80, 1)
+    ref = train_deep_factorization(target, rows, cols, 2, init_scale=0.1, lr=1e-3, max_iterations=50_000, rng=2)
+    gaps = []
+    for lr in (1.0, 0.5):
+        gd = train_deep_factorization(target, rows, cols, 2, init_scale=0.1, lr=lr, optimizer="gd", max_iterations=10_000, rng=2)
+        assert gd.converged and ref.converged
+        gaps.append(np.max(np.abs(gd.X - ref.X)))
+    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.1)
+    assert gaps[1] <= 0.05
