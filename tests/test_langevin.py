@@ -8,7 +8,7 @@ from scipy.stats import kstest
 
 from dlngeo.geometry.kernel import kernel_matrix, metric_operator, metric_operator_svd
 from dlngeo.thermodynamics import entropy
-from dlngeo.thermodynamics.equilibrium import SingularValueLaw
+from dlngeo.thermodynamics.equilibrium import SingularValueLaw, log_density_singular_values
 from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, QuadraticEnergy, RiemannianLangevin
 from dlngeo.thermodynamics.mala import RiemannianMALA
 from dlngeo.thermodynamics.rle import Geometry, rle_drift
@@ -434,3 +434,83 @@ def test_quadrature_law_at_depth_one_is_the_gaussian_matrix_law(shape):
 def test_quadrature_law_rejects_a_too_small_box():
     with pytest.raises(ValueError, match="upper"):
         SingularValueLaw(beta=1.0, depth=2, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=1.0)
+
+
+# ------------------------------------------- a non-rotation-invariant energy
+def _two_by_two_law(beta, depth, t=(1.5, 0.8), n=600, upper=3.0):
+    r"""The law of X for E = |X - diag(t)|^2 / 2 on 2 x 2 matrices, reduced to two variables.
+
+    X = a R(th1) + g R(th2) J (J = diag(1, -1), a, g >= 0): s = (a + g, |a - g|),
+    det X = a^2 - g^2, ||X||^2 = 2(a^2 + g^2), <X, diag(t)> = 2(t+ a cos th1 + t- g cos th2),
+    dX ~ a g da dg dth1 dth2. The angles are von Mises(kappa = 2 beta t+- (a, g)) given (a, g),
+    and (a, g) has the density of log_density_singular_values times I0(k1) I0(k2).
+    Returns the grid (a, g, k1, k2, weights) over both signs of a - g.
+    """
+    from scipy.special import i0e
+
+    tp, tm = (t[0] + t[1]) / 2, (t[0] - t[1]) / 2
+    u = (np.arange(n) + 0.5) * upper / n  # s1 = a + g
+    f = (np.arange(n) + 0.5) / n  # s2 = u f^N (regularizes the s2^{-(N-1)/N} singularity)
+    U, F = np.meshgrid(u, f, indexing="ij")
+    S2 = U * F**depth
+    jac = U * depth * F ** (depth - 1)
+    logd = log_density_singular_values(np.stack((U, S2), axis=-1), beta=beta, depth=depth, shape=(2, 2),
+                                       energy=lambda s: 0.5 * np.sum(s**2, axis=-1))
+    out = []
+    for sign in (1.0, -1.0):  # det > 0: a > g
+        a, g = (U + sign * S2) / 2, (U - sign * S2) / 2
+        k1, k2 = 2 * beta * tp * a, 2 * beta * tm * g
+        logw = logd + k1 + k2 + np.log(i0e(k1) * i0e(k2)) + np.log(jac)
+        out.append((a.ravel(), g.ravel(), k1.ravel(), k2.ravel(), logw.ravel()))
+    a, g, k1, k2, logw = (np.concatenate(z) for z in zip(*out))
+    w = np.exp(logw - logw.max())
+    return a, g, k1, k2, w / w.sum()
+
+
+def _two_by_two_moments(a, g, k1, k2, w):
+    from scipy.special import i0e, i1e
+
+    pos = a > g
+    x11 = a * i1e(k1) / i0e(k1) + g * i1e(k2) / i0e(k2)
+    return {
+        "X11|det>0": np.sum(w * x11 * pos) / np.sum(w * pos),
+        "|X|^2|det>0": np.sum(w * 2 * (a**2 + g**2) * pos) / np.sum(w * pos),
+        "P(det<0)": np.sum(w * ~pos),
+    }
+
+
+def _two_by_two_draw(rng, a, g, k1, k2, w, C):
+    i = rng.choice(a.size, size=C, p=w)
+    th1, th2 = rng.vonmises(0.0, k1[i]), rng.vonmises(0.0, k2[i])
+    R = lambda th: np.stack((np.stack((np.cos(th), -np.sin(th)), -1), np.stack((np.sin(th), np.cos(th)), -1)), -2)  # noqa: E731
+    return a[i, None, None] * R(th1) + g[i, None, None] * R(th2) @ np.diag([1.0, -1.0])
+
+
+def test_quadrature_of_the_two_by_two_law_reproduces_the_reference_numbers():
+    # MATH-NOTES check_10 (2 x 2, N = 2, beta = 6): E[X11 | det > 0] = 1.3934, P(det < 0) = 0.107
+    m = _two_by_two_moments(*_two_by_two_law(6.0, 2, n=800))
+    assert m["X11|det>0"] == pytest.approx(1.3934, abs=5e-4)
+    assert m["P(det<0)"] == pytest.approx(0.107, abs=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["mala", "rle"])
+def test_samplers_keep_the_law_of_a_non_invariant_energy(sampler):
+    """E = |X - diag(1.5, 0.8)|^2 / 2, N = 3, beta = 6: frames matter; start exactly at the law."""
+    beta, N, C = 6.0, 3, 1000
+    grid = _two_by_two_law(beta, N)
+    ref = _two_by_two_moments(*grid)
+    X0 = _two_by_two_draw(np.random.default_rng(0), *grid, C)
+    loss = QuadraticEnergy(0.5, np.diag([1.5, 0.8]))
+    if sampler == "mala":
+        rec = RiemannianMALA(step=0.05, n_steps=200, record_every=200).sample(1, loss=loss, start=X0, depth=N, beta=beta, chains=C)
+        assert rec.info["acceptance_rate"] > 0.5
+    else:
+        # the Euler bias here is ~2% of E|X|^2 at h = 1e-3 (2.5 sigma with 6000 chains), ~O(h)
+        rec = RiemannianLangevin(step=5e-4, n_steps=800, record_every=800).sample(1, loss=loss, start=X0, depth=N, beta=beta, chains=C)
+    X = rec.final_point
+    pos = np.linalg.det(X) > 0
+    x11, sq = X[pos, 0, 0], np.sum(X[pos] ** 2, axis=(1, 2))
+    assert abs(x11.mean() - ref["X11|det>0"]) < 4 * x11.std() / np.sqrt(pos.sum())
+    assert abs(sq.mean() - ref["|X|^2|det>0"]) < 4 * sq.std() / np.sqrt(pos.sum())
+    p = 1 - pos.mean()
+    assert abs(p - ref["P(det<0)"]) < 4 * np.sqrt(ref["P(det<0)"] * (1 - ref["P(det<0)"]) / C)
