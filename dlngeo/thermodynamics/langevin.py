@@ -257,7 +257,10 @@ class RiemannianLangevin(_Sampler):
       additive noise and is regular at zero (:func:`~dlngeo.thermodynamics.rle.layer_step`); the KS tests
       of ``s_max`` and ``s_min`` pass at ``h = 1e-3`` for 2 x 2 / 3 x 3,
       ``N = 2, 3``. Chains near a coincidence ``s_a = s_b`` (stiff repulsion)
-      take the matrix step. Costs a second small SVD per step.
+      take the matrix step. Costs about 1.3 matrix steps (the SVD of the new
+      point is carried from the step's frames). What remains is the usual
+      ``O(h)`` Euler bias: for ``E = ||X - diag(1.5, 0.8)||^2 / 2``, ``beta = 6``,
+      ``N = 3``, ``E[||X||^2 | det X > 0]`` is about 2% high at ``h = 1e-3``.
 
     Low-rank points ``(u, s, vt)`` run on ``M_r`` (:mod:`.lowrank_langevin`).
     :class:`~dlngeo.thermodynamics.mala.RiemannianMALA` samples the same law exactly.
