@@ -25,6 +25,7 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
+import scipy.integrate
 
 from ..lowrank import is_lowrank_point
 from .base import Callback, Stopping, Task
@@ -34,6 +35,7 @@ __all__ = [
     "NumericalFailure",
     "Recorder",
     "Stepper",
+    "ScipyODEStepper",
     "drive",
     "is_finite_point",
     "check_positive",
@@ -194,6 +196,66 @@ class Stepper:
 
     def info(self) -> dict[str, Any]:
         return {}
+
+
+class ScipyODEStepper(Stepper):
+    """A flow on a flat vector ``y``, integrated by a ``scipy.integrate`` solver one accepted step at a time.
+
+    Subclasses give the vector field as :meth:`rhs` (``-gradient`` at ``y``),
+    which counts its evaluations in ``counts`` and stores
+    ``(y, loss, gradient norm)`` in ``_cache`` so that an accepted point whose
+    right-hand side the solver already evaluated is not evaluated again; and
+    :meth:`point` / :meth:`interpolate` (and :meth:`weights`) from ``_y`` and
+    the solver's dense output. A solver failure on finite values (a step below
+    the spacing of floats) ends the run with ``failure`` set to the solver's
+    message; non-finite values raise :class:`NumericalFailure`.
+    """
+
+    continuous = True
+
+    def __init__(self, y0: np.ndarray, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+        self.y0 = y0
+        self._y = y0
+        self.counts = {"loss": 0, "gradient": 0}
+        self._cache: tuple[Any, float, float] | None = None  # (y, loss, gradient norm)
+        self.solver_cls = getattr(scipy.integrate, integrator)
+        self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
+        self.t_bound = t_bound
+        self.solver = None
+
+    def rhs(self, t: float, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _observe(self, y: np.ndarray) -> None:
+        cache = self._cache
+        if cache is None or cache[0] is not y:
+            self.rhs(self.t, y)
+            cache = self._cache
+        self.loss, self.gradient_norm = cache[1], cache[2]
+
+    def start(self) -> None:
+        self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
+        self._observe(self.solver.y)
+
+    def step(self) -> None:
+        solver = self.solver
+        y_old = solver.y
+        message = solver.step()
+        if solver.status == "failed":
+            if not np.all(np.isfinite(solver.y)):
+                raise NumericalFailure(str(message))
+            self.failure = str(message)
+            self.finished = True  # reported as "diverged" by the method
+        self.iteration += 1
+        self.t = float(solver.t)
+        self._y = solver.y
+        self.step_norm = float(np.linalg.norm(solver.y - y_old))
+        self._observe(solver.y)
+        if solver.status == "finished":
+            self.finished = True
+
+    def evaluations(self) -> dict[str, int]:
+        return dict(self.counts)
 
 
 def drive(

@@ -49,6 +49,7 @@ from ..lowrank import Factored, tangent_to_factored, to_dense
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
+    ScipyODEStepper,
     Stepper,
     check_choice,
     check_positive,
@@ -114,20 +115,14 @@ def _fro(left: np.ndarray, right: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- dense
-class _DenseIntrinsicStepper(Stepper):
-    continuous = True
+class _DenseIntrinsicStepper(ScipyODEStepper):
+    """The intrinsic flow on ``vec(X)``; the gradient norm is ``||grad E||_{g_N}``."""
 
     def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+        super().__init__(task.X0.ravel().copy(), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.depth = task.depth
         self.shape = task.network.output_shape
-        self.y0 = task.X0.ravel().copy()
-        self._y = self.y0
-        self.counts = {"loss": 0, "gradient": 0}
-        self._cache: tuple[Any, float, float] | None = None
-        self.solver_cls = getattr(scipy.integrate, integrator)
-        self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
-        self.t_bound = t_bound
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(y)):
@@ -144,42 +139,11 @@ class _DenseIntrinsicStepper(Stepper):
         self._cache = (y, float(value), float(np.sqrt(max(gnorm2, 0.0))))
         return -F.ravel()
 
-    def _observe(self, y: np.ndarray) -> None:
-        cache = self._cache
-        if cache is None or cache[0] is not y:
-            self.rhs(self.t, y)
-            cache = self._cache
-        self.loss, self.gradient_norm = cache[1], cache[2]
-
-    def start(self) -> None:
-        self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
-        self._observe(self.solver.y)
-
-    def step(self) -> None:
-        solver = self.solver
-        y_old = solver.y
-        message = solver.step()
-        if solver.status == "failed":
-            if not np.all(np.isfinite(solver.y)):
-                raise NumericalFailure(str(message))
-            self.failure = str(message)
-            self.finished = True
-        self.iteration += 1
-        self.t = float(solver.t)
-        self._y = solver.y
-        self.step_norm = float(np.linalg.norm(solver.y - y_old))
-        self._observe(solver.y)
-        if solver.status == "finished":
-            self.finished = True
-
     def point(self) -> np.ndarray:
         return self._y.reshape(self.shape).copy()
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
         return self.solver.dense_output()(t).reshape(self.shape), None
-
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
 
 
 # ---------------------------------------------------------------- low rank

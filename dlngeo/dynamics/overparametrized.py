@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 import numpy as np
-import scipy.integrate
 import scipy.sparse as sp
 
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul, to_dense
@@ -37,6 +36,7 @@ from ..network import DeepLinearNetwork
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
+    ScipyODEStepper,
     Stepper,
     check_choice,
     check_nonnegative,
@@ -254,22 +254,15 @@ class OverparametrizedGD(Method):
 
 
 # ---------------------------------------------------------------------- flow
-class _FactorFlowStepper(Stepper):
-    continuous = True
+class _FactorFlowStepper(ScipyODEStepper):
+    """The factor flow on the concatenated ``vec(W_1), ..., vec(W_N)``."""
 
     def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+        super().__init__(np.concatenate([w.ravel() for w in task.weights0]), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.shapes = task.network.shapes
         self.sizes = [a * b for a, b in self.shapes]
         self.offsets = np.cumsum([0] + self.sizes)
-        self.counts = {"loss": 0, "gradient": 0}
-        self._cache: tuple[Any, float, float] | None = None  # (y, loss, gradient norm)
-        self.y0 = np.concatenate([w.ravel() for w in task.weights0])
-        self._y = self.y0
-        self.solver_cls = getattr(scipy.integrate, integrator)
-        self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
-        self.t_bound = t_bound
-        self.solver = None
 
     def unpack(self, y: np.ndarray) -> list[np.ndarray]:
         return [y[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
@@ -286,34 +279,6 @@ class _FactorFlowStepper(Stepper):
         self._cache = (y, float(value), float(np.linalg.norm(out)))
         return out
 
-    def _observe(self, y: np.ndarray) -> None:
-        cache = self._cache
-        if cache is None or cache[0] is not y:
-            self.rhs(self.t, y)
-            cache = self._cache
-        self.loss, self.gradient_norm = cache[1], cache[2]
-
-    def start(self) -> None:
-        self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
-        self._observe(self.solver.y)
-
-    def step(self) -> None:
-        solver = self.solver
-        y_old = solver.y
-        message = solver.step()
-        if solver.status == "failed":
-            if not np.all(np.isfinite(solver.y)):
-                raise NumericalFailure(str(message))
-            self.failure = str(message)
-            self.finished = True  # reported as "diverged" by the method
-        self.iteration += 1
-        self.t = float(solver.t)
-        self._y = solver.y
-        self.step_norm = float(np.linalg.norm(solver.y - y_old))
-        self._observe(solver.y)
-        if solver.status == "finished":
-            self.finished = True
-
     def point(self) -> np.ndarray:
         return self.task.network.product(self.unpack(self._y))
 
@@ -324,9 +289,6 @@ class _FactorFlowStepper(Stepper):
         y = self.solver.dense_output()(t)
         W = [w.copy() for w in self.unpack(y)]
         return self.task.network.product(W), W
-
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
 
 
 def _check_tolerances(rtol: Any, atol: Any) -> tuple[float, float]:
