@@ -41,6 +41,7 @@ import numpy as np
 from scipy import optimize
 
 import dlngeo
+from dlngeo.reproductions.figure_io import save_small_png
 
 __all__ = [
     "VARIANTS",
@@ -297,20 +298,6 @@ def jacobian_study(depths: Sequence[int] = (1, 2, 3, 4), shape: tuple[int, int] 
 
 
 # ----------------------------------------------------------------------- plot
-def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as a small PNG: rendered at ``dpi``, quantized to a 128-colour palette."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    buf.seek(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)
-    return path
-
-
 def plot(results: dict[str, Any], jac: dict[str, Any], path: Path) -> Path:
     """Excess loss vs iteration at the best step (one panel per ``p``) and the Jacobian asymmetry per depth."""
     import matplotlib
@@ -351,7 +338,7 @@ def plot(results: dict[str, Any], jac: dict[str, Any], path: Path) -> Path:
     fig.suptitle("Arora, Cohen & Hazan 2018: depth accelerates l4 regression, not l2; its update is no gradient",
                  fontsize=11)
     fig.tight_layout()
-    save_png(fig, path)
+    save_small_png(fig, path, dpi=100, colors=128)
     plt.close(fig)
     return path
 

@@ -43,6 +43,7 @@ import numpy as np
 from scipy import integrate, signal
 
 import dlngeo
+from dlngeo.reproductions.figure_io import save_small_png
 
 __all__ = ["make_problem", "loss_and_gradients", "gradient_descent", "gradient_flow", "phases", "run", "plot"]
 
@@ -354,20 +355,6 @@ def run(
 
 
 # ----------------------------------------------------------------------- plot
-def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as a small PNG: rendered at ``dpi``, quantized to a 128-colour palette."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    buf.seek(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)
-    return path
-
-
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Per activation (rows): layer norms, growth rates with phases, invariants' drift."""
     import matplotlib
@@ -427,7 +414,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     fig.suptitle("Layers grow at one rate, in phases; ReLU keeps the per-unit (scalar) balance and breaks the matrix one",
                  fontsize=11)
     fig.tight_layout()
-    save_png(fig, path)
+    save_small_png(fig, path, dpi=100, colors=128)
     plt.close(fig)
     return path
 

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import integrate, optimize
 
 import dlngeo
+from dlngeo.reproductions.figure_io import save_small_png
 
 __all__ = [
     "mode_time",
@@ -310,20 +311,6 @@ def run(
 
 
 # ----------------------------------------------------------------------- plot
-def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as a small PNG: rendered at ``dpi``, quantized to a 128-colour palette."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    buf.seek(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)
-    return path
-
-
 def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
     """Mode strengths ``a(t)/s`` per depth: flow solid, GD dots, theory dashed."""
     import matplotlib
@@ -356,7 +343,7 @@ def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
         fontsize=11,
     )
     fig.tight_layout()
-    save_png(fig, path)
+    save_small_png(fig, path, dpi=100, colors=128)
     plt.close(fig)
     return path
 
