@@ -113,6 +113,35 @@ class RazinCohenRun:
     status: str
 
 
+def _solve_on_sample_grid(rhs: Any, y0: np.ndarray, t_end: float, samples: int, method: str, rtol: float, atol: float) -> Any:
+    """``solve_ivp`` from ``t = 0`` to ``t_end``, sampled at ``t = 0`` and ``samples`` log-spaced times in ``[1e-2, t_end]``."""
+    times = np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
+    return solve_ivp(rhs, (0.0, t_end), y0, method=method, t_eval=times, rtol=rtol, atol=atol)
+
+
+def _run(
+    depth: int, sol: Any, Xs: np.ndarray, svals: np.ndarray, *, det: np.ndarray, effective_rank: np.ndarray, log_abs_det: np.ndarray
+) -> RazinCohenRun:
+    """The :class:`RazinCohenRun` of the samples ``Xs`` (singular values ``svals``) of the solution ``sol``.
+
+    ``det``, ``effective_rank`` and ``log_abs_det`` are given by the caller,
+    which knows how to compute them accurately in its coordinates.
+    """
+    return RazinCohenRun(
+        depth=depth,
+        times=sol.t,
+        X=Xs,
+        loss=np.array([loss(X) for X in Xs]),
+        w11=Xs[:, 0, 0],
+        det=det,
+        nuclear=svals.sum(axis=1),
+        frobenius=np.sqrt((svals**2).sum(axis=1)),
+        effective_rank=effective_rank,
+        log_abs_det=log_abs_det,
+        status=sol.message,
+    )
+
+
 def end_to_end_flow(
     X0: np.ndarray,
     depth: int,
@@ -142,22 +171,17 @@ def end_to_end_flow(
         X = x.reshape(2, 2)
         return -metric_operator(X, loss_gradient(X), depth).ravel()
 
-    times = np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
-    sol = solve_ivp(rhs, (0.0, t_end), X0.ravel(), method=method, t_eval=times, rtol=rtol, atol=atol)
+    sol = _solve_on_sample_grid(rhs, X0.ravel(), t_end, samples, method, rtol, atol)
     Xs = sol.y.T.reshape(-1, 2, 2)
     svals = np.linalg.svd(Xs, compute_uv=False)
-    return RazinCohenRun(
-        depth=int(depth),
-        times=sol.t,
-        X=Xs,
-        loss=np.array([loss(X) for X in Xs]),
-        w11=Xs[:, 0, 0],
+    return _run(
+        int(depth),
+        sol,
+        Xs,
+        svals,
         det=np.linalg.det(Xs),
-        nuclear=svals.sum(axis=1),
-        frobenius=np.sqrt((svals**2).sum(axis=1)),
         effective_rank=np.array([effective_rank(X) for X in Xs]),
         log_abs_det=np.log(np.abs(np.linalg.det(Xs))),
-        status=sol.message,
     )
 
 
@@ -244,24 +268,19 @@ def end_to_end_flow_svd(
             ]
         )
 
-    times = np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
-    sol = solve_ivp(rhs, (0.0, t_end), y0, method=method, t_eval=times, rtol=rtol, atol=atol)
+    sol = _solve_on_sample_grid(rhs, y0, t_end, samples, method, rtol, atol)
     parts = [_from_svd_coordinates(y, d) for y in sol.y.T]
     Xs = np.array([(U * s) @ V.T for U, s, V in parts])
     svals = np.array([s for _, s, _ in parts])
     logs = sol.y[2:4].T
     p = np.exp(logs - logs.max(axis=1, keepdims=True))
     p = p / p.sum(axis=1, keepdims=True)
-    return RazinCohenRun(
-        depth=n,
-        times=sol.t,
-        X=Xs,
-        loss=np.array([loss(X) for X in Xs]),
-        w11=Xs[:, 0, 0],
+    return _run(
+        n,
+        sol,
+        Xs,
+        svals,
         det=d * svals.prod(axis=1),
-        nuclear=svals.sum(axis=1),
-        frobenius=np.sqrt((svals**2).sum(axis=1)),
         effective_rank=np.exp(-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)),
         log_abs_det=logs.sum(axis=1),
-        status=sol.message,
     )
