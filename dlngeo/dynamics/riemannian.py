@@ -224,25 +224,22 @@ class _MonitoredProblem(AmbientProblem):
 
     @property
     def cost(self):
-        base = super().cost
-
-        def cost(point):
-            value = base(point)
-            self.monitor.remember_cost(point, value)
-            return value
-
-        return cost
+        return _reporting(super().cost, self.monitor.remember_cost)
 
     @property
     def riemannian_gradient(self):
-        base = super().riemannian_gradient
+        return _reporting(super().riemannian_gradient, self.monitor.on_iterate)
 
-        def riemannian_gradient(point):
-            gradient = base(point)
-            self.monitor.on_iterate(point, gradient)
-            return gradient
 
-        return riemannian_gradient
+def _reporting(function: Any, report: Any) -> Any:
+    """``function(point)``, after which ``report(point, value)`` is called with its value."""
+
+    def reported(point):
+        value = function(point)
+        report(point, value)
+        return value
+
+    return reported
 
 
 class _AdaptiveLineSearcher(po.line_search.AdaptiveLineSearcher):
