@@ -32,7 +32,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,7 +40,7 @@ import numpy as np
 from scipy import optimize
 
 import dlngeo
-from dlngeo.reproductions.figure_io import save_small_png
+from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
 __all__ = [
     "VARIANTS",
@@ -344,9 +343,7 @@ def plot(results: dict[str, Any], jac: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="coarser step grid")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
+    parser = example_parser(__doc__, __file__, "coarser step grid")
     args = parser.parse_args(argv)
     etas = np.geomspace(1e-3, 10.0, 17) if args.quick else None
     results = run(etas=etas)

@@ -19,14 +19,13 @@ a different time), but both flows end at the same minimizer.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dlngeo.reproductions.balanced import FlowComparison, compare_flows, regression_target
-from dlngeo.reproductions.figure_io import save_small_png
+from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
 SINGULAR_VALUES = [3.0, 2.0, 1.5, 0.5, 0.2]
 DEPTH3 = dict(dims=(6, 3, 3, 5), scales=[0.4, 0.2, 0.1], t_end=80.0)
@@ -85,9 +84,7 @@ def plot(curves: list[FlowComparison], scaling: dict[int, list[FlowComparison]],
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two scales per depth, fewer samples")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures", help="figure folder")
+    parser = example_parser(__doc__, __file__, "two scales per depth, fewer samples")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     Y = regression_target(5, 6, SINGULAR_VALUES, rng=10)

@@ -21,13 +21,12 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from dlngeo.reproductions.figure_io import save_small_png  # noqa: E402
+from dlngeo.reproductions.figure_io import example_parser, save_small_png  # noqa: E402
 from dlngeo.reproductions.completion import (  # noqa: E402
     CompletionRun,
     completion_sweep,
@@ -125,9 +124,7 @@ def write_csv(runs: list[CompletionRun], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 30, rank 2, 2 seeds (about a minute)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures", help="figure folder")
+    parser = example_parser(__doc__, __file__, "n = 30, rank 2, 2 seeds (about a minute)")
     parser.add_argument("--lr", type=float, default=1e-3, help="GroupRMSprop learning rate (paper: 1e-3)")
     parser.add_argument("--init-scale", type=float, default=1e-3, help="end-to-end init scale (paper: 1e-3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1)")

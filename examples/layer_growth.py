@@ -34,7 +34,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,7 +42,7 @@ import numpy as np
 from scipy import integrate, signal
 
 import dlngeo
-from dlngeo.reproductions.figure_io import save_small_png
+from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
 __all__ = ["make_problem", "loss_and_gradients", "gradient_descent", "gradient_flow", "phases", "run", "plot"]
 
@@ -420,9 +419,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="larger step, fewer records")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
+    parser = example_parser(__doc__, __file__, "larger step, fewer records")
     args = parser.parse_args(argv)
     results = run(**(dict(eta=5e-3, n_records=200) if args.quick else {}))
     eta, T = results["eta"], results["T"]

@@ -18,13 +18,12 @@ exponentially and the Cartesian run loses the sign of det in double precision
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dlngeo.reproductions.figure_io import save_small_png
+from dlngeo.reproductions.figure_io import example_parser, save_small_png
 from dlngeo.reproductions.razin_cohen import RazinCohenRun, end_to_end_flow, end_to_end_flow_svd, small_init
 
 
@@ -77,9 +76,7 @@ def plot(runs: dict[int, RazinCohenRun], cartesian2: RazinCohenRun | None, path:
 
 
 def main(argv: list[str] | None = None) -> dict[int, RazinCohenRun]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="t_end = 1e4 instead of 1e6")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures", help="figure folder")
+    parser = example_parser(__doc__, __file__, "t_end = 1e4 instead of 1e6")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     t_end = 1e4 if args.quick else 1e6

@@ -31,7 +31,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 from scipy import integrate, optimize
 
 import dlngeo
-from dlngeo.reproductions.figure_io import save_small_png
+from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
 __all__ = [
     "mode_time",
@@ -349,9 +348,7 @@ def plot(results: dict[int, dict[str, Any]], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples, larger GD step")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
+    parser = example_parser(__doc__, __file__, "fewer samples, larger GD step")
     args = parser.parse_args(argv)
     kwargs = dict(n_times=80, eta=4e-3) if args.quick else {}
     results = run(**kwargs)

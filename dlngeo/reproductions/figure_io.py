@@ -1,12 +1,27 @@
-"""Small committed PNGs: render with matplotlib, store with a colour palette (Pillow)."""
+"""The examples' figures: their shared command line, and small committed PNGs (matplotlib, Pillow palette)."""
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_small_png"]
+__all__ = ["example_parser", "save_small_png"]
+
+
+def example_parser(doc: str, example: str | Path, quick: str) -> argparse.ArgumentParser:
+    """The options every example takes; the example adds its own to the returned parser.
+
+    Args:
+        doc: The example's module docstring (its first line describes the command).
+        example: The example's file (``__file__``): ``--out`` defaults to ``figures/`` beside it.
+        quick: Help text of ``--quick`` (what the smaller run changes).
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=Path(example).parent / "figures", help="figure folder")
+    return parser
 
 
 def save_small_png(fig: Any, path: str | Path, dpi: int = 100, colors: int = 256) -> Path:
