@@ -56,7 +56,7 @@ from .driver import (
     check_record_options,
     drive,
 )
-from .overparametrized import ODE_INTEGRATORS, _finish_flow, _t_bound
+from .overparametrized import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .record import Record
 
 __all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "LOWRANK_INTEGRATORS"]
@@ -327,9 +327,7 @@ class IntrinsicFlow(Method):
         self.integrator = check_choice("integrator", integrator, ODE_INTEGRATORS)
         if self.representation == "lowrank" and integrator not in LOWRANK_INTEGRATORS:
             raise ValueError(f"integrator must be one of {LOWRANK_INTEGRATORS} for representation='lowrank', got {integrator!r}")
-        self.rtol = check_positive("rtol", rtol)
-        self.atol = check_positive("atol", atol)
-        self.max_step = np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step)
+        self.rtol, self.atol, self.max_step = _check_ode_options(rtol, atol, max_step)
         self.first_step = check_positive("first_step", first_step, allow_none=True)
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)

@@ -291,8 +291,10 @@ class _FactorFlowStepper(ScipyODEStepper):
         return self.task.network.product(W), W
 
 
-def _check_tolerances(rtol: Any, atol: Any) -> tuple[float, float]:
-    return check_positive("rtol", rtol), check_positive("atol", atol)
+def _check_ode_options(rtol: Any, atol: Any, max_step: Any) -> tuple[float, float, float]:
+    """The scipy solver options of a flow: positive ``rtol``, ``atol``, ``max_step`` (``None`` or ``inf``: no bound)."""
+    rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
+    return rtol, atol, np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step)
 
 
 class OverparametrizedFlow(Method):
@@ -331,8 +333,7 @@ class OverparametrizedFlow(Method):
         record_times: Any = None,
     ):
         self.integrator = check_choice("integrator", integrator, ODE_INTEGRATORS)
-        self.rtol, self.atol = _check_tolerances(rtol, atol)
-        self.max_step = np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step)
+        self.rtol, self.atol, self.max_step = _check_ode_options(rtol, atol, max_step)
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
 
