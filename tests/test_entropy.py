@@ -262,10 +262,6 @@ def test_plugin_registers_entropy_and_free_energy_metrics():
 
 
 def test_entropy_metric_through_the_plugin_manager():
-    try:
-        import dlngeo.plugins  # noqa: F401
-    except ImportError:
-        pytest.skip("dlngeo.plugins (the plugin manager) does not exist yet")
     import dlngeo
     from dlngeo.state import State
 

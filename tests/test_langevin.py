@@ -310,10 +310,6 @@ def test_plugin_registers_the_samplers():
 
 
 def test_samplers_through_the_plugin_manager():
-    try:
-        import dlngeo.plugins  # noqa: F401
-    except ImportError:
-        pytest.skip("dlngeo.plugins (the plugin manager) does not exist yet")
     import dlngeo
 
     sampler = dlngeo.create_sampler("riemannian_mala", step=0.05, n_steps=5)
