@@ -42,7 +42,7 @@ def test_square_entropy_matches_gram_determinant(d, N):
         X = rng.standard_normal((d, d))
         closed = entropy(X, N)
         numeric = log_orbit_volume_gram(X, N, rng=rng)
-        assert abs(closed - numeric) <= 1e-8 * abs(numeric)
+        assert abs(closed - numeric) <= 1e-12 * abs(numeric)  # measured <= 3e-16
     # the closed form is the documented one: 1/2 sum_{i<j} log K_ij + (N - 1) log c_d
     s = np.linalg.svd(X, compute_uv=False)
     K = kernel_matrix(s, s, N)
@@ -70,22 +70,22 @@ def test_rank_r_entropy_matches_gram_determinant(dims, r):
         point = _rank_r_point(rng, dims[-1], dims[0], r)
         closed = entropy(point, N, widths=dims[1:-1])
         numeric = log_orbit_volume_gram(point, N, widths=dims[1:-1], rng=rng)
-        assert abs(closed - numeric) <= 1e-8 * abs(numeric)
+        assert abs(closed - numeric) <= 1e-12 * abs(numeric)  # measured <= 3e-16
 
 
 def test_dense_rectangular_default_widths_match_gram():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((3, 5))  # rank 3, default hidden widths min(m, n) = 3
     for N in (2, 3):
-        assert entropy(X, N) == pytest.approx(log_orbit_volume_gram(X, N, rng=1), rel=1e-8)
-    assert entropy(X, 3, widths=[4, 6]) == pytest.approx(log_orbit_volume_gram(X, 3, widths=[4, 6], rng=2), rel=1e-8)
+        assert entropy(X, N) == pytest.approx(log_orbit_volume_gram(X, N, rng=1), rel=1e-12)
+    assert entropy(X, 3, widths=[4, 6]) == pytest.approx(log_orbit_volume_gram(X, 3, widths=[4, 6], rng=2), rel=1e-12)
 
 
 def test_gram_volume_does_not_depend_on_the_frames():
     rng = np.random.default_rng(4)
     point = _rank_r_point(rng, 4, 5, 2)
     values = [log_orbit_volume_gram(point, 3, widths=[4, 3], rng=k) for k in range(4)]
-    assert np.ptp(values) <= 1e-10 * abs(values[0])
+    assert np.ptp(values) <= 1e-12 * abs(values[0])
 
 
 # ------------------------------------------------------------ Monte Carlo
@@ -128,14 +128,16 @@ def test_entropy_finite_and_continuous_at_coinciding_singular_values(N):
     assert S0 == pytest.approx(log_orbit_volume_gram((U, np.array([1.5, 1.5, 1.5]), V.T), N, rng=1), rel=1e-10)
     for eps in (1e-4, 1e-8, 1e-12):
         S = entropy_from_singular_values(np.array([1.5 + eps, 1.5, 1.5 - eps]), N, [3] * (N - 1))
-        assert abs(S - S0) <= 10 * eps * (N + 1)
+        # S is symmetric in the singular values, so its gradient at s = (1.5, 1.5, 1.5) is along
+        # (1, 1, 1) and the zero-sum perturbation moves S only at second order (measured 6e-10 at 1e-4).
+        assert abs(S - S0) <= (N + 1) * eps**2 + 1e-13
 
 
 def test_entropy_boundary_values():
     # Square, one zero singular value: finite, the limit from the full-rank side.
     S_zero = entropy_from_singular_values(np.array([2.0, 1.0, 0.0]), 3)
     S_near = entropy_from_singular_values(np.array([2.0, 1.0, 1e-12]), 3)
-    assert np.isfinite(S_zero) and S_near == pytest.approx(S_zero, abs=1e-6)
+    assert np.isfinite(S_zero) and S_near == pytest.approx(S_zero, abs=1e-7)  # ~ s^(2/N) = 1e-8 (measured 8e-9)
     # Two zero singular values: K = 0, S = -inf.
     assert entropy_from_singular_values(np.array([2.0, 0.0, 0.0]), 3) == -np.inf
     # Excess hidden width: s^{(d_k - r)/N} -> 0, S = -inf; decreasing to it like (excess/N) log s.
