@@ -42,27 +42,20 @@ import scipy.sparse.linalg as spla
 from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import is_lowrank_point, point_shape
 from dlngeo.network import DeepLinearNetwork
+from dlngeo.validation import positive_integer, positive_number
 
 __all__ = ["Gaussian", "Balanced", "Orthogonal", "Identity", "Spectral", "LowRankTarget", "UniformMask", "GaussianSensing"]
 
 
 # ---------------------------------------------------------------- validation
 def _positive(value: Any, field: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{field} must be a positive number, got {value!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{field} must be a positive finite number, got {value!r}")
-    return value
+    return positive_number(value, field)
 
 
 def _count(value: Any, field: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}")
-    return int(value)
+    return positive_integer(value, field)
 
 
 def _shape(value: Any) -> tuple[int, int]:

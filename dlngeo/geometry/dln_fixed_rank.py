@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import check_depth
 from .fixed_rank import FixedRank, TangentVector
 from .kernel import metric_operator_tangent, riemannian_gradient_tangent, tangent_inner_product
 
@@ -68,10 +69,9 @@ class DLNFixedRank(FixedRank):
     """
 
     def __init__(self, m: int, n: int, k: int, depth: int):
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        depth = check_depth(depth)
         super().__init__(m, n, k)
-        self._depth = int(depth)
+        self._depth = depth
         self._name = f"{m}x{n} matrices of rank {k} with the depth-{depth} metric g_N"
 
     @property

@@ -41,6 +41,7 @@ import numpy as np
 from pymanopt.manifolds import FixedRankEmbedded
 from pymanopt.manifolds.fixed_rank import _FixedRankPoint, _FixedRankTangentVector
 
+from ..validation import positive_integer
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
 
 __all__ = ["FixedRank"]
@@ -50,9 +51,7 @@ Point = _FixedRankPoint
 
 
 def _check_shape(m: Any, n: Any, k: Any) -> tuple[int, int, int]:
-    for name, value in (("m", m), ("n", n), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    m, n, k = positive_integer(m, "m"), positive_integer(n, "n"), positive_integer(k, "k")
     if k > min(m, n):
         raise ValueError(f"k = {k} exceeds min(m, n) = {min(m, n)}")
     return int(m), int(n), int(k)

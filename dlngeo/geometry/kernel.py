@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..validation import check_depth as _check_depth
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
 
 __all__ = [
@@ -56,10 +57,6 @@ __all__ = [
 ]
 
 
-def _check_depth(depth: Any) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    return int(depth)
 
 
 def kernel_matrix(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.ndarray:

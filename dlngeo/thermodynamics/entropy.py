@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..geometry.kernel import kernel_matrix
+from ..validation import check_depth as _check_depth
+from ..validation import positive_number
 from ..lowrank import is_lowrank_point, point_shape
 
 __all__ = [
@@ -69,21 +71,11 @@ __all__ = [
 ]
 
 
-def _check_depth(depth: Any) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    return int(depth)
 
 
 def check_beta(beta: Any) -> float:
     """``beta`` as a float, or ``ValueError`` naming it (must be finite and > 0)."""
-    try:
-        b = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta must be a positive number, got {beta!r}") from None
-    if not np.isfinite(b) or b <= 0:
-        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
-    return b
+    return positive_number(beta, "beta")
 
 
 def log_stiefel_volume(d: int, r: int) -> float:

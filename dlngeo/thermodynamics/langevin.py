@@ -54,6 +54,8 @@ from ..dynamics.record import Record
 from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
 from ..state import State
+from ..validation import check_depth as _check_depth
+from ..validation import positive_number
 from .entropy import check_beta, entropy_from_singular_values
 from .lowrank_langevin import check_lowrank_start, lowrank_step
 from .rle import DRIFTS, SCHEMES, Geometry, carry_svd, drift_basis, layer_step, rle_drift
@@ -95,13 +97,7 @@ class QuadraticEnergy:
 
 # ---------------------------------------------------------------- validation
 def _check_step(step: Any) -> float:
-    try:
-        h = float(step)
-    except (TypeError, ValueError):
-        raise ValueError(f"step must be a positive number, got {step!r}") from None
-    if not np.isfinite(h) or h <= 0:
-        raise ValueError(f"step must be finite and > 0, got {step!r}")
-    return h
+    return positive_number(step, "step")
 
 
 def _check_count(value: Any, name: str, minimum: int) -> int:
@@ -129,10 +125,6 @@ def _check_start(start: Any, chains: int) -> np.ndarray:
     return X
 
 
-def _check_depth(depth: Any) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    return int(depth)
 
 
 def _batch_call(fn_batched: bool, fn: Callable[[np.ndarray], Any], X: np.ndarray) -> np.ndarray:

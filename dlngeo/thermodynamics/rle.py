@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..validation import check_depth as _check_depth
 from .entropy import batched_kernel, check_beta, entropic_force
 
 __all__ = ["DRIFTS", "SCHEMES", "Geometry", "drift_basis", "layer_step", "carry_svd", "rle_drift"]
@@ -183,7 +184,3 @@ def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, w
     return out[0] if single else out
 
 
-def _check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    return int(depth)

@@ -1,0 +1,35 @@
+"""Input checks shared by every layer: one-line ``ValueError`` messages that name the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["positive_integer", "positive_number", "check_depth"]
+
+
+def positive_integer(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= minimum`` (bools rejected), else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_depth(depth: Any) -> int:
+    """The network depth ``N >= 1`` as an ``int``, else ``ValueError`` naming ``depth``."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    return int(depth)
+
+
+def positive_number(value: Any, name: str) -> float:
+    """``value`` as a finite ``float > 0``, else ``ValueError`` naming ``name``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return number
