@@ -91,7 +91,7 @@ def test_factor_flow_equals_intrinsic_flow(case, depth):
     Ws = _factor_flow(net, energy, W0, t_eval)
     Xs = _intrinsic_flow(energy, X0, depth, t_eval, rank=r if r < min(m, n) else None)
     gaps = [np.linalg.norm(net.product(W) - X) / np.linalg.norm(X) for W, X in zip(Ws, Xs)]
-    assert max(gaps) <= 1e-6, gaps
+    assert max(gaps) <= 1e-9, gaps  # measured <= 7.1e-11 (bottleneck, N = 3) at rtol 1e-11
     # The run went somewhere: X(T) is far from X(0) compared to the gap.
     assert np.linalg.norm(Xs[-1] - X0) >= 0.1 * np.linalg.norm(X0)
     # The rank of a bottlenecked product never exceeds the narrowest width.
@@ -100,7 +100,7 @@ def test_factor_flow_equals_intrinsic_flow(case, depth):
 
 @pytest.mark.parametrize("dims", [(4, 5, 5, 3), (4, 2, 4, 4, 5), (3, 6, 2, 5, 4, 3, 3)])
 def test_imbalance_is_conserved_and_layers_grow_at_the_same_rate(dims):
-    """From an unbalanced random start: G_k(t) = G_k(0) to 1e-8, and d/dt ||W_k||² = -2 <X, E'(X)> for all k."""
+    """From an unbalanced random start: G_k(t) = G_k(0) to 1e-11, and d/dt ||W_k||² = -2 <X, E'(X)> for all k."""
     net = dlngeo.DeepLinearNetwork(dims)
     rng = np.random.default_rng(len(dims))
     energy = Energy(rng, net.output_shape)
@@ -111,7 +111,7 @@ def test_imbalance_is_conserved_and_layers_grow_at_the_same_rate(dims):
     Ws = _factor_flow(net, energy, W0, t_eval)
     for W in Ws[1:]:
         drift = max(np.abs(G - G_init).max() for G, G_init in zip(net.imbalance(W), G0))
-        assert drift <= 1e-8, drift
+        assert drift <= 1e-11, drift  # measured <= 1.6e-13
         # Rates from the vector field at this point: 2 <W_k, -dL/dW_k>.
         X = net.product(W)
         E_prime = energy.gradient(X)
@@ -120,5 +120,5 @@ def test_imbalance_is_conserved_and_layers_grow_at_the_same_rate(dims):
         assert np.allclose(rates, expected, rtol=1e-12, atol=1e-14 * abs(expected)), (rates, expected)
     # Hence ||W_k||² - ||W_{k+1}||² is conserved along the integrated trajectory.
     diffs = [np.diff(net.layer_norms(W) ** 2) for W in Ws]
-    assert np.abs(np.array(diffs) - diffs[0]).max() <= 1e-8
+    assert np.abs(np.array(diffs) - diffs[0]).max() <= 1e-11  # measured <= 1.3e-13
     assert max(np.linalg.norm(a - b) for a, b in zip(Ws[-1], W0)) > 0.1  # the weights did move
