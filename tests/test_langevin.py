@@ -112,7 +112,7 @@ def test_drift_has_zero_probability_flux(m, n, N, widths):
         divA += (_A_matrix(X + E, N)[:, c] - _A_matrix(X - E, N)[:, c]) / (2 * h)
         grad_log[c] = (_log_target(X + E, N, beta, widths, T) - _log_target(X - E, N, beta, widths, T)) / (2 * h)
     residual = b - (divA + _A_matrix(X, N) @ grad_log) / beta
-    assert np.abs(residual).max() <= 1e-6 * np.abs(b).max()
+    assert np.abs(residual).max() <= 1e-8 * np.abs(b).max()  # central differences, h = 1e-5: measured <= 1.2e-10
 
 
 @pytest.mark.parametrize("m,n,N", [(3, 3, 2), (3, 3, 4), (2, 4, 3)])
@@ -213,7 +213,9 @@ def test_rle_converges_to_the_intrinsic_gradient_flow_as_beta_grows():
         )
         path = np.array(rec.metrics["X"])
         gaps.append(np.max(np.linalg.norm(path - ref, axis=(1, 2))))
-    assert gaps[0] > 3 * gaps[1] > 3 * gaps[2] / 1.0 and gaps[2] < 5e-3
+    # The noise is O(beta^-1/2): a factor 10 per factor 100 in beta (measured 9.0 and 11.0) down to the
+    # Euler floor O(h) (2.2e-3 at beta = 1e12).
+    assert gaps[0] > 5 * gaps[1] and gaps[1] > 5 * gaps[2] and gaps[2] < 5e-3, gaps
 
 
 def test_overparametrized_langevin_at_large_beta_follows_the_intrinsic_flow():
@@ -228,7 +230,7 @@ def test_overparametrized_langevin_at_large_beta_follows_the_intrinsic_flow():
 
     ref = solve_ivp(flow, (0, h * steps), X0.ravel(), rtol=1e-10, atol=1e-12).y[:, -1].reshape(2, 2)
     rec = OverparametrizedLangevin(step=h, n_steps=steps, beta=1e12).sample(0, loss=loss, start=X0, depth=N)
-    assert np.linalg.norm(rec.final_point - ref) < 5e-3
+    assert np.linalg.norm(rec.final_point - ref) < 2e-4  # Euler error O(h): measured 3.9e-5 (the flow moves 0.45)
     W = rec.final_weights
     assert np.allclose(W[2] @ W[1] @ W[0], rec.final_point)
 
