@@ -99,7 +99,8 @@ def test_balanced_start_intrinsic_flow_equals_factor_flow(flows, case):
     assert over.times == dense.times == list(GRID)  # both sampled on the flow-time grid
     # At every grid time (the solvers' dense outputs), ||phi(W(t)) - X(t)|| / ||X(t)||.
     gaps = [rel(a, b) for a, b in zip(over.metrics["X"], dense.metrics["X"])]
-    assert max(gaps) <= 1e-6, gaps
+    # Measured 2.6e-9 (full) and 2.6e-7 (bottleneck: the dense flow reads error-level singular values).
+    assert max(gaps) <= {"full": 1e-8, "bottleneck": 1e-6}[case], gaps
     assert rel(over.final_point, dense.final_point) <= 1e-6
     # The flow moved: the check is not vacuous.
     assert rel(over.final_point, runs["task"].X0) > 0.1
@@ -111,7 +112,7 @@ def test_lowrank_intrinsic_flow_equals_dense_on_bottleneck(flows):
     assert low.info["representation"] == "lowrank" and dense.info["representation"] == "dense"
     assert low.times == list(GRID)
     assert max(rel(a, b) for a, b in zip(low.metrics["X"], dense.metrics["X"])) <= 1e-6
-    assert max(rel(a, b) for a, b in zip(low.metrics["X"], over.metrics["X"])) <= 1e-6
+    assert max(rel(a, b) for a, b in zip(low.metrics["X"], over.metrics["X"])) <= 1e-8  # measured 7.5e-10
     assert rel(low.final_point, dense.final_point) <= 1e-6
     u, s, vt = low.final_point
     assert u.shape == (4, 2) and s.shape == (2,) and vt.shape == (2, 5)
@@ -160,7 +161,7 @@ def test_riemannian_gd_is_euler_of_intrinsic_flow(flows):
     task, reference = runs["task"], runs["dense"].final_point
     gaps = [rel(RiemannianGD(step=eta).run(task, Stopping(max_iterations=None, end_time=T)).final_point, reference) for eta in (0.01, 0.005, 0.0025)]
     ratios = [gaps[0] / gaps[1], gaps[1] / gaps[2]]
-    assert all(1.8 <= q <= 2.5 for q in ratios), (gaps, ratios)
+    assert all(1.9 <= q <= 2.1 for q in ratios), (gaps, ratios)  # measured 2.031, 2.015
     assert ratios[1] < ratios[0]  # tends to 2 as eta -> 0
 
 
