@@ -230,3 +230,16 @@ def test_benchmark_script_runs_at_tiny_sizes(monkeypatch, capsys):
     assert "step/dense" in capsys.readouterr().out
     with pytest.raises(ValueError, match="depths"):
         bench.main(["--depths", "1"])
+
+
+def test_kernel_matrix_takes_batch_axes():
+    """K[..., i, j] over leading batch axes equals the per-item matrix (depths 1 and 3, with zeros and ties)."""
+    rng = np.random.default_rng(7)
+    s = np.abs(rng.standard_normal((4, 2, 3)))
+    s[0, 0, 1] = s[0, 0, 0]  # a tie
+    s[1, 1, 2] = 0.0  # a zero
+    for depth in (1, 3):
+        K = kernel_matrix(s, s, depth)
+        assert K.shape == (4, 2, 3, 3)
+        for idx in np.ndindex(4, 2):
+            np.testing.assert_array_equal(K[idx], kernel_matrix(s[idx], s[idx], depth))

@@ -66,6 +66,8 @@ def kernel_matrix(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.ndar
         s_rows: Singular values attached to the left singular vectors ``u_i``
             (non-negative; zeros for padding).
         s_cols: Singular values attached to the right singular vectors ``v_j``.
+            Leading axes of ``s_rows`` and ``s_cols`` are batch axes and
+            broadcast: ``K[..., i, j] = K(s_rows[..., i], s_cols[..., j])``.
         depth: ``N >= 1``.
 
     Returns:
@@ -73,10 +75,10 @@ def kernel_matrix(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.ndar
         :math:`K_{ij} = \sum_{k=1}^N p_i^{N-k} p_j^{k-1}`, ``p = s^{2/N}``, ``0^0 = 1``.
     """
     n = _check_depth(depth)
-    a = np.asarray(s_rows, dtype=float)[:, None]
-    b = np.asarray(s_cols, dtype=float)[None, :]
+    a = np.asarray(s_rows, dtype=float)[..., :, None]
+    b = np.asarray(s_cols, dtype=float)[..., None, :]
     if n == 1:
-        return np.ones((a.shape[0], b.shape[1]))
+        return np.ones(np.broadcast_shapes(a.shape, b.shape))
     hi = np.maximum(a, b)
     lo = np.minimum(a, b)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -130,20 +130,15 @@ def entropy_constant(widths: Sequence[int], rank: int) -> float:
 def batched_kernel(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.ndarray:
     r""":func:`~dlngeo.geometry.kernel.kernel_matrix` for a batch: ``K[..., i, j] = K(s_rows[..., i], s_cols[..., j])``.
 
-    ``kernel_matrix`` is elementwise after forming the outer pair grid, so
-    passing the batch in the last axis (``(r, B)`` arrays) yields ``(r, c, B)``.
+    ``kernel_matrix`` takes leading batch axes itself; this wrapper only
+    insists that the two batches have the same shape.
     """
     a = np.asarray(s_rows, dtype=float)
     b = np.asarray(s_cols, dtype=float)
     lead = a.shape[:-1]
     if b.shape[:-1] != lead:
         raise ValueError(f"s_rows and s_cols batch shapes differ: {a.shape} vs {b.shape}")
-    if _check_depth(depth) == 1:  # K = 1 (kernel_matrix special-cases N = 1 without broadcasting)
-        return np.ones((*lead, a.shape[-1], b.shape[-1]))
-    a2 = a.reshape(-1, a.shape[-1]).T  # (r, B)
-    b2 = b.reshape(-1, b.shape[-1]).T  # (c, B)
-    K = kernel_matrix(a2, b2, depth)  # (r, c, B)
-    return np.moveaxis(K, -1, 0).reshape(*lead, a.shape[-1], b.shape[-1])
+    return kernel_matrix(a, b, depth)
 
 
 def _check_singular_values(s: Any) -> np.ndarray:
