@@ -42,14 +42,14 @@ def test_quadrature_matches_closed_form_and_scalar_ode():
         sol = solve_ivp(lambda _t, a: depth * a ** (2 - 2 / depth) * (s - a), (0, T), [a0],
                         t_eval=ts, method="DOP853", rtol=1e-13, atol=1e-16)
         exact = [saxe.mode_strength(t, a0, s, depth) for t in ts]
-        assert np.max(np.abs(sol.y[0] - exact)) <= 1e-9
+        assert np.max(np.abs(sol.y[0] - exact)) <= 1e-11  # measured 1.8e-13
 
 
 def test_intrinsic_flow_matches_exact_modes(flows):
     for depth, r in flows.items():
-        # The brief's bound is 1e-4; at rtol 1e-10 the flow is far inside it.
-        assert r["flow_error"] <= 1e-6, (depth, r["flow_error"])
-        assert r["off_diagonal"] <= 1e-8, (depth, r["off_diagonal"])
+        # The brief's bound is 1e-4; at rtol 1e-10 the flow is far inside it (measured <= 5.0e-9, N = 4).
+        assert r["flow_error"] <= 1e-7, (depth, r["flow_error"])
+        assert r["off_diagonal"] <= 1e-10, (depth, r["off_diagonal"])  # measured <= 2.2e-12
         # All modes learned by the end of the horizon (99 % of the weakest).
         assert np.all(r["flow"][-1] >= 0.99 * np.asarray(S))
 
