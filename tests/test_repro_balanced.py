@@ -50,9 +50,9 @@ def test_balanced_start_follows_the_riemannian_flow(depth3, scale):
     c = depth3[scale, True]
     assert c.imbalance <= 1e-14
     assert np.isfinite(c.t90)
-    assert c.velocity_gap_t90 <= 1e-10
-    # Same X0, integrated separately (DOP853, rtol 1e-11): equal to integration accuracy.
-    assert c.trajectory_gap.max() <= 1e-6
+    assert c.velocity_gap_t90 <= 1e-12  # measured <= 6.6e-14
+    # Same X0, integrated separately (DOP853, rtol 1e-11): equal to integration accuracy (measured <= 3.4e-9).
+    assert c.trajectory_gap.max() <= 1e-7
     assert c.loss[-1] == pytest.approx(0.5 * (0.5**2 + 0.2**2), rel=1e-8)
 
 
