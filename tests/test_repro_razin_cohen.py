@@ -50,7 +50,7 @@ def test_cartesian_and_log_sigma_coordinates_agree_and_det_stays_positive(N):
     X0 = small_init(0)
     a = end_to_end_flow(X0, N, t_end=1e4, samples=40)
     b = end_to_end_flow_svd(X0, N, t_end=1e4, samples=40)
-    assert np.max(np.abs(a.X - b.X)) <= 1e-6 * np.max(np.abs(b.X))
+    assert np.max(np.abs(a.X - b.X)) <= 1e-7 * np.max(np.abs(b.X))  # measured <= 4.7e-9
     assert np.all(a.det > 0)
     assert np.max(np.abs(a.det / b.det - 1)) <= 1e-4
 
@@ -61,7 +61,7 @@ def test_log_sigma_coordinates_integrate_the_end_to_end_flow():
     for N in (2, 3, 4):
         a = end_to_end_flow(X0, N, t_end=2.0, samples=20, rtol=1e-12, atol=1e-14)
         b = end_to_end_flow_svd(X0, N, t_end=2.0, samples=20, rtol=1e-12, atol=1e-14)
-        assert np.max(np.abs(a.X - b.X)) <= 1e-9
+        assert np.max(np.abs(a.X - b.X)) <= 1e-10  # measured <= 4.5e-12
 
 
 def test_bad_input():
