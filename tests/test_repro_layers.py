@@ -90,8 +90,8 @@ def test_phases_and_common_growth_rate(problem):
 
 def test_gradient_flow_invariants(problem):
     lin = lg.gradient_flow(problem, "linear", 8.0, n_records=40)
-    assert lin["G_drift"].max() <= 1e-8
-    assert lin["norm_diff_drift"].max() <= 1e-8
+    assert lin["G_drift"].max() <= 1e-10  # measured 1.9e-12
+    assert lin["norm_diff_drift"].max() <= 1e-10  # measured 1.3e-12
     assert lin["sq_norms"][-1, 0] - lin["sq_norms"][0, 0] >= 1.0  # the layers did grow
     # ReLU flow (fixed-step RK4: the right-hand side jumps at the kinks): the
     # matrix invariant moves by O(1e-2), its diagonal and trace stay put up to
