@@ -110,5 +110,5 @@ def test_group_rmsprop_is_a_time_change_of_gradient_descent():
         gd = train_deep_factorization(target, rows, cols, 2, init_scale=0.1, lr=lr, optimizer="gd", max_iterations=10_000, rng=2)
         assert gd.converged and ref.converged
         gaps.append(np.max(np.abs(gd.X - ref.X)))
-    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.1)
+    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.03)  # measured 1.984
     assert gaps[1] <= 0.05
