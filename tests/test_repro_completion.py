@@ -46,7 +46,7 @@ def test_all_runs_fit_the_observations(deep_runs):
 def test_depth3_beats_depth2_at_few_observations(deep_runs, seed):
     d2, d3 = deep_runs[seed, 2], deep_runs[seed, 3]
     # Depth 3 recovers the target (test MSE ~3e-5 at init 1e-3); depth 2 does not (~0.03-0.07).
-    assert d3.test_error <= 1e-3
+    assert d3.test_error <= 2e-4  # measured 2.6e-5, 3.1e-5, 3.7e-5 for seeds 0, 1, 2
     assert d2.test_error >= 1e-2
     assert d3.test_error <= 1e-2 * d2.test_error
     assert d3.effective_rank < d2.effective_rank - 0.5
