@@ -216,8 +216,12 @@ class _Sampler:
             callback(state, record)
 
     @staticmethod
-    def _finish(record: Record, X: np.ndarray, single: bool, start_time: float, it: int) -> Record:
-        record.final_point = X[0].copy() if single else X.copy()
+    def _finish(record: Record, X: Any, single: bool, start_time: float, it: int) -> Record:
+        """Final point (one chain or the stack; a tuple of stacks for low-rank points), counts, wall time."""
+        if isinstance(X, tuple):
+            record.final_point = tuple(a[0].copy() if single else a.copy() for a in X)
+        else:
+            record.final_point = X[0].copy() if single else X.copy()
         record.n_iterations = it
         record.wall_time_s = _time.perf_counter() - start_time
         if "singular_values" in record.info:
@@ -371,12 +375,7 @@ class RiemannianLangevin(_Sampler):
             if it % o["record_every"] == 0 or it == o["n_steps"]:
                 record_point(it)
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
-        record.final_point = (U[0].copy(), s[0].copy(), Vt[0].copy()) if single else (U.copy(), s.copy(), Vt.copy())
-        record.n_iterations = it
-        record.wall_time_s = _time.perf_counter() - t0
-        if "singular_values" in record.info:
-            record.info["singular_values"] = np.stack(record.info["singular_values"])
-        return record
+        return self._finish(record, (U, s, Vt), single, t0, it)
 
 
 class OverparametrizedLangevin(_Sampler):
