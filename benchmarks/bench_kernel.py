@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import dlngeo  # noqa: E402
 from dlngeo.geometry import metric_operator, metric_operator_tangent, riemannian_gradient_tangent
 
-
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 clock = CLOCKS["cpu"]
 
@@ -55,7 +54,9 @@ def best_time(fn: Callable[[], object], budget: float = 0.2, repeats: int = 3) -
     return min(times)
 
 
-def factor_step(net: dlngeo.DeepLinearNetwork, weights: list[np.ndarray], Y: np.ndarray, lr: float) -> None:
+def factor_step(
+    net: dlngeo.DeepLinearNetwork, weights: list[np.ndarray], Y: np.ndarray, lr: float
+) -> None:
     """One gradient-descent step on ½||phi(W) - Y||²: forward product, gradients, update (in place)."""
     X = net.product(weights)
     grads = net.gradients(weights, X - Y)
@@ -64,7 +65,13 @@ def factor_step(net: dlngeo.DeepLinearNetwork, weights: list[np.ndarray], Y: np.
 
 
 def run(
-    m: int, n: int, r: int, depths: Sequence[int], widths: Sequence[int], seed: int = 0, budget: float = 0.2
+    m: int,
+    n: int,
+    r: int,
+    depths: Sequence[int],
+    widths: Sequence[int],
+    seed: int = 0,
+    budget: float = 0.2,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     Y = rng.standard_normal((m, n))
@@ -88,7 +95,16 @@ def run(
             weights = [rng.standard_normal(shape) / np.sqrt(shape[1]) for shape in net.shapes]
             step = best_time(lambda: factor_step(net, weights, Y, 1e-6), 2.5 * budget, repeats=2)
             del weights
-            rows.append(dict(depth=depth, width=width, step=step, dense=dense, tangent=tangent, gradient=gradient))
+            rows.append(
+                dict(
+                    depth=depth,
+                    width=width,
+                    step=step,
+                    dense=dense,
+                    tangent=tangent,
+                    gradient=gradient,
+                )
+            )
             print(_format(rows[-1]), flush=True)
     return rows
 
@@ -119,9 +135,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--rank", type=int, default=8, help="rank r of the low-rank point")
     parser.add_argument("--depths", type=int, nargs="+", default=None)
     parser.add_argument("--widths", type=int, nargs="+", default=None)
-    parser.add_argument("--budget", type=float, default=0.2, help="seconds of repeats per measurement")
     parser.add_argument(
-        "--clock", choices=sorted(CLOCKS), default="cpu",
+        "--budget", type=float, default=0.2, help="seconds of repeats per measurement"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
         help="cpu: CPU time of this process (default; robust to other load on a shared machine); wall: elapsed time",
     )
     args = parser.parse_args(argv)
@@ -133,14 +153,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         if any(v < 1 for v in values):
             raise ValueError(f"{name} must be positive, got {values}")
     if min(depths) < 2:
-        raise ValueError(f"depths must be >= 2 (a factor network with a hidden layer), got {depths}")
+        raise ValueError(
+            f"depths must be >= 2 (a factor network with a hidden layer), got {depths}"
+        )
     threads = os.environ.get("OPENBLAS_NUM_THREADS")
     print(
         f"X: {args.m} x {args.n}, rank r = {args.rank}; numpy {np.__version__}, {platform.machine()}, "
         f"BLAS threads {threads}, {args.clock} time"
     )
-    print("factor step = product + DeepLinearNetwork.gradients + update (dims n, width, ..., width, m)")
-    print("A dense = metric_operator(X, Z, N) (one SVD); A tangent = metric_operator_tangent on (Up, M, Vp);")
+    print(
+        "factor step = product + DeepLinearNetwork.gradients + update (dims n, width, ..., width, m)"
+    )
+    print(
+        "A dense = metric_operator(X, Z, N) (one SVD); A tangent = metric_operator_tangent on (Up, M, Vp);"
+    )
     print("grad rank-r = riemannian_gradient_tangent(u, s, vt, E'(X)) with a dense m x n E'(X)")
     print(HEADER)
     print("-" * len(HEADER))

@@ -34,11 +34,27 @@ import time
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
-    parser.add_argument("--max-time", type=float, default=300.0, help="per-method time cap in seconds (default 300)")
-    parser.add_argument("--step", type=float, default=4.0, help="step of factor GD, dlngeo and PyTorch (default 4.0)")
+    parser.add_argument(
+        "--max-time", type=float, default=300.0, help="per-method time cap in seconds (default 300)"
+    )
+    parser.add_argument(
+        "--step",
+        type=float,
+        default=4.0,
+        help="step of factor GD, dlngeo and PyTorch (default 4.0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="run everything N times, report each method's fastest (default 1)")
-    parser.add_argument("--skip-slow", action="store_true", help="skip the factor gradient flow (an ODE solve, slowest)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run everything N times, report each method's fastest (default 1)",
+    )
+    parser.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="skip the factor gradient flow (an ODE solve, slowest)",
+    )
     return parser.parse_args()
 
 
@@ -57,19 +73,39 @@ LOSS = 1e-6
 def config(args: argparse.Namespace) -> dict:
     base = merge_config(
         DEFAULT_CONFIG,
-        {"seed": args.seed, "metrics": [], "stopping": {"loss_below": LOSS, "max_time": args.max_time, "max_iterations": 10**7}},
+        {
+            "seed": args.seed,
+            "metrics": [],
+            "stopping": {"loss_below": LOSS, "max_time": args.max_time, "max_iterations": 10**7},
+        },
     )
     methods = {
         "overparametrized_gd": {"step": args.step, "record_every": 1000},
         "overparametrized_flow": {"record_every": 1000},
-        "intrinsic_flow (dense)": {"solver": "intrinsic_flow", "representation": "dense", "record_every": 1000},
-        "intrinsic_flow (rank 5)": {"solver": "intrinsic_flow", "representation": "lowrank", "record_every": 1000},
+        "intrinsic_flow (dense)": {
+            "solver": "intrinsic_flow",
+            "representation": "dense",
+            "record_every": 1000,
+        },
+        "intrinsic_flow (rank 5)": {
+            "solver": "intrinsic_flow",
+            "representation": "lowrank",
+            "record_every": 1000,
+        },
         "riemannian_gd (g_N)": {"solver": "riemannian_gd", "step": args.step, "record_every": 1000},
         "riemannian_sd (g_N)": {"solver": "riemannian_sd", "record_every": 1000},
         "riemannian_cg (g_N)": {"solver": "riemannian_cg", "record_every": 1000},
-        "riemannian_cg (embedded)": {"solver": "riemannian_cg", "metric": "embedded", "record_every": 1000},
+        "riemannian_cg (embedded)": {
+            "solver": "riemannian_cg",
+            "metric": "embedded",
+            "record_every": 1000,
+        },
         "riemannian_tr (g_N)": {"solver": "riemannian_tr", "record_every": 1000},
-        "riemannian_tr (embedded)": {"solver": "riemannian_tr", "metric": "embedded", "record_every": 1000},
+        "riemannian_tr (embedded)": {
+            "solver": "riemannian_tr",
+            "metric": "embedded",
+            "record_every": 1000,
+        },
     }
     if args.skip_slow:
         del methods["overparametrized_flow"]
@@ -139,23 +175,44 @@ def main(args: argparse.Namespace) -> None:
         current = [] if result is None else [result]
         for label, record in comparison.records.items():
             current.append(
-                {"method": label, "time": record.wall_time_s, "iterations": record.n_iterations,
-                 "loss": record.final_loss, "reason": record.stop_reason}
+                {
+                    "method": label,
+                    "time": record.wall_time_s,
+                    "iterations": record.n_iterations,
+                    "loss": record.final_loss,
+                    "reason": record.stop_reason,
+                }
             )
-        rows = current if not rows else [min(a, b, key=lambda r: r["time"]) for a, b in zip(rows, current)]
+        rows = (
+            current
+            if not rows
+            else [min(a, b, key=lambda r: r["time"]) for a, b in zip(rows, current)]
+        )
         baseline = result
     if baseline is None:
-        print("PyTorch is not installed: baseline skipped, ratios are to dlngeo's overparametrized_gd")
-    reference = rows[0]["time"] if baseline is not None else next(r["time"] for r in rows if r["method"] == "overparametrized_gd")
+        print(
+            "PyTorch is not installed: baseline skipped, ratios are to dlngeo's overparametrized_gd"
+        )
+    reference = (
+        rows[0]["time"]
+        if baseline is not None
+        else next(r["time"] for r in rows if r["method"] == "overparametrized_gd")
+    )
     name = "PyTorch" if baseline is not None else "dlngeo GD"
     print()
-    print(f"{'method':<30} {'time (s)':>9} {'iterations':>10} {'final loss':>11}  {'stop reason':<12} {'time / ' + name:>16}")
+    print(
+        f"{'method':<30} {'time (s)':>9} {'iterations':>10} {'final loss':>11}  {'stop reason':<12} {'time / ' + name:>16}"
+    )
     for r in rows:
         ratio = r["time"] / reference if reference > 0 else float("nan")
-        print(f"{r['method']:<30} {r['time']:>9.3f} {r['iterations']:>10d} {r['loss']:>11.3e}  {r['reason']:<12} {ratio:>16.4f}")
+        print(
+            f"{r['method']:<30} {r['time']:>9.3f} {r['iterations']:>10d} {r['loss']:>11.3e}  {r['reason']:<12} {ratio:>16.4f}"
+        )
     if baseline is not None:
-        print(f"(torch {baseline['version']}; a ratio below 1 is faster than the baseline; "
-              "only methods with stop reason loss_below reached the loss)")
+        print(
+            f"(torch {baseline['version']}; a ratio below 1 is faster than the baseline; "
+            "only methods with stop reason loss_below reached the loss)"
+        )
 
 
 if __name__ == "__main__":

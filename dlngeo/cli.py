@@ -21,7 +21,8 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["COMMANDS", "command", "build_parser", "main"]
 
@@ -32,7 +33,9 @@ Configure = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {}
 
 
-def command(name: str, help: str, configure: Configure = lambda parser: None) -> Callable[[Run], Run]:
+def command(
+    name: str, help: str, configure: Configure = lambda parser: None
+) -> Callable[[Run], Run]:
     """Register ``run(args) -> int`` as the subcommand ``name``."""
 
     def decorate(run: Run) -> Run:
@@ -55,11 +58,17 @@ class _BadInput(Exception):
 
 # ------------------------------------------------------------------ plugins
 def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=("loss", "metric", "sampler", "solver"), help="only this kind")
+    parser.add_argument(
+        "--kind", choices=("loss", "metric", "sampler", "solver"), help="only this kind"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
-@command("plugins", "list every loss, metric, sampler and solver with the plugin and version providing it", _plugins_arguments)
+@command(
+    "plugins",
+    "list every loss, metric, sampler and solver with the plugin and version providing it",
+    _plugins_arguments,
+)
 def _plugins(args: argparse.Namespace) -> int:
     from .plugins import plugin_rows
 
@@ -79,22 +88,41 @@ def _plugins(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------ compare / run
 def _experiment_arguments(parser: argparse.ArgumentParser, *, configs_required: bool) -> None:
     parser.add_argument(
-        "configs", nargs="+" if configs_required else "*", metavar="CONFIG.toml",
+        "configs",
+        nargs="+" if configs_required else "*",
+        metavar="CONFIG.toml",
         help="TOML configs, merged in order (later files override earlier ones)",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key after the files, e.g. --set network.depth=4 (value read as TOML)",
     )
-    parser.add_argument("--out", default="dlngeo-out", metavar="DIR", help="output directory (default: ./dlngeo-out)")
+    parser.add_argument(
+        "--out",
+        default="dlngeo-out",
+        metavar="DIR",
+        help="output directory (default: ./dlngeo-out)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
-    parser.add_argument("--db", metavar="FILE", help="also append the results to this SQLite store (dlngeo.results.ResultsStore)")
+    parser.add_argument(
+        "--db",
+        metavar="FILE",
+        help="also append the results to this SQLite store (dlngeo.results.ResultsStore)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     _experiment_arguments(parser, configs_required=False)
-    parser.add_argument("--quick", action="store_true", help="the default comparison shrunk to a few seconds (30x30, rank 2)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the default comparison shrunk to a few seconds (30x30, rank 2)",
+    )
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,13 +155,21 @@ def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = F
     return 0
 
 
-@command("compare", "run methods side by side (default: deep matrix completion, Arora et al. 2019 setting)", _compare_arguments)
+@command(
+    "compare",
+    "run methods side by side (default: deep matrix completion, Arora et al. 2019 setting)",
+    _compare_arguments,
+)
 def _compare(args: argparse.Namespace) -> int:
     """Configs are layered over the default comparison (``dlngeo.experiment.DEFAULT_CONFIG``)."""
     return _run_experiment(args, None, quick=args.quick)
 
 
-@command("run", "run the methods of TOML configs (layered; --set overrides) and write results", _run_arguments)
+@command(
+    "run",
+    "run the methods of TOML configs (layered; --set overrides) and write results",
+    _run_arguments,
+)
 def _run(args: argparse.Namespace) -> int:
     """Configs are layered over nothing: together they must name the whole experiment."""
     return _run_experiment(args, {})
@@ -147,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlngeo", description="Deep linear networks as geometry.")
     parser.add_argument("--version", action="version", version=f"dlngeo {__version__}")
     parser.add_argument(
-        "-p", "--plugin", action="append", default=[], metavar="MODULE",
+        "-p",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
         help="import MODULE as a dlngeo plugin for this run (repeatable)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -156,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+def _show_warning(
+    message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
     text = " ".join(str(message).split())
     print(f"dlngeo: warning: {text}", file=sys.stderr)
 
@@ -172,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.command:
                 raise _BadInput(f"a command is required (one of: {', '.join(COMMANDS)})")
             if args.plugin and os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())  # as `python -m` does: `-p mymodule` finds ./mymodule.py
+                sys.path.insert(
+                    0, os.getcwd()
+                )  # as `python -m` does: `-p mymodule` finds ./mymodule.py
             for module in args.plugin:
                 load_plugin_module(module)
             return COMMANDS[args.command][2](args)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from . import __version__
 from .lowrank import to_dense
 
 __all__ = ["Comparison", "trajectory_gap"]
+
 
 @dataclass
 class Comparison:
@@ -81,13 +83,32 @@ class Comparison:
 
     def table(self) -> str:
         """The terminal table: method, final loss, iterations, evaluations, wall time, stop reason."""
-        header = ("method", "final loss", "iterations", "evaluations", "wall time (s)", "stop reason")
+        header = (
+            "method",
+            "final loss",
+            "iterations",
+            "evaluations",
+            "wall time (s)",
+            "stop reason",
+        )
         rows = []
         for label, record in self.records.items():
             evals = ", ".join(f"{k} {v}" for k, v in record.evaluations.items()) or "-"
-            rows.append((label, f"{record.final_loss:.3e}", str(record.n_iterations), evals, f"{record.wall_time_s:.2f}", record.stop_reason))
+            rows.append(
+                (
+                    label,
+                    f"{record.final_loss:.3e}",
+                    str(record.n_iterations),
+                    evals,
+                    f"{record.wall_time_s:.2f}",
+                    record.stop_reason,
+                )
+            )
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+        lines = [
+            "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+            "  ".join("-" * w for w in widths),
+        ]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
         for gap in self.trajectory_gap:
             if gap["gap"]:
@@ -144,7 +165,9 @@ class _Capture:
         if self.keep_points:
             self.points.append(np.array(to_dense(state.point), dtype=float, copy=True))
         if self.progress is not None and record is not None and record.metrics.get("loss"):
-            self.progress.set_postfix_str(f"{self.label}: loss {record.metrics['loss'][-1]:.2e}", refresh=False)
+            self.progress.set_postfix_str(
+                f"{self.label}: loss {record.metrics['loss'][-1]:.2e}", refresh=False
+            )
 
 
 def trajectory_gap(

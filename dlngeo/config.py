@@ -16,9 +16,10 @@ import copy
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .dynamics.base import Stopping
 
@@ -103,7 +104,14 @@ _SCHEMA: dict[str, Any] = {
     "inputs": {"count": int},
     "threads": int,
 }
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true or false"}
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+    bool: "true or false",
+}
 
 
 # --------------------------------------------------------------------------- layering
@@ -181,7 +189,9 @@ def _check_type(key: str, value: Any, types: Any) -> None:
         raise ConfigError(key, f"must be {want}, got {type(value).__name__} {value!r}")
 
 
-def _check_table(prefix: str, table: Any, spec: dict[str, Any], *, open_options: bool = False) -> None:
+def _check_table(
+    prefix: str, table: Any, spec: dict[str, Any], *, open_options: bool = False
+) -> None:
     _check_type(prefix, table, dict)
     for key, value in table.items():
         path = f"{prefix}.{key}"
@@ -215,7 +225,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_type("config", config, dict)
     for key, value in config.items():
         if key not in _SCHEMA:
-            raise ConfigError(key, f"unknown key (known top-level keys: {', '.join(sorted(_SCHEMA))})")
+            raise ConfigError(
+                key, f"unknown key (known top-level keys: {', '.join(sorted(_SCHEMA))})"
+            )
         spec = _SCHEMA[key]
         if isinstance(spec, dict):
             _check_table(key, value, spec)
@@ -232,17 +244,24 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         if key in config and "sampler" not in config[key]:
             raise ConfigError(f"{key}.sampler", "is required")
     if "threads" in config and config["threads"] < 0:
-        raise ConfigError("threads", f"must be >= 0 (0: the BLAS library's default), got {config['threads']}")
+        raise ConfigError(
+            "threads", f"must be >= 0 (0: the BLAS library's default), got {config['threads']}"
+        )
     if "seed" in config and config["seed"] < 0:
         raise ConfigError("seed", f"must be >= 0, got {config['seed']}")
     if "problem" in config and "shape" in config["problem"]:
         _int_list("problem.shape", config["problem"]["shape"], 2)
     dims = network_dims(config)
     if "rank" in config and not 1 <= config["rank"] <= min(dims):
-        raise ConfigError("rank", f"{config['rank']} must be between 1 and the narrowest width {min(dims)} of dims {dims}")
+        raise ConfigError(
+            "rank",
+            f"{config['rank']} must be between 1 and the narrowest width {min(dims)} of dims {dims}",
+        )
     for name, value in config.get("stopping", {}).items():
         if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"stopping.{name}", f"must be a non-negative finite number, got {value!r}")
+            raise ConfigError(
+                f"stopping.{name}", f"must be a non-negative finite number, got {value!r}"
+            )
     if isinstance(config.get("metrics"), list):
         for i, name in enumerate(config["metrics"]):
             _check_type(f"metrics[{i}]", name, str)
@@ -254,8 +273,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for label, options in config["methods"].items():
         _check_method(label, options)
     for i, pair in enumerate(config.get("gap", [])):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise ConfigError(f"gap[{i}]", f"must be a pair [overparametrized, intrinsic] of method labels, got {pair!r}")
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise ConfigError(
+                f"gap[{i}]",
+                f"must be a pair [overparametrized, intrinsic] of method labels, got {pair!r}",
+            )
         for p in pair:
             if p not in config["methods"]:
                 raise ConfigError(f"gap[{i}]", f"names {p!r}, which is not a method of [methods]")
@@ -276,12 +300,17 @@ def _check_method(label: str, options: Any) -> None:
         _check_table(f"{prefix}.stopping", options["stopping"], _STOPPING_KEYS)
         for name, value in options["stopping"].items():
             if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{prefix}.stopping.{name}", f"must be a non-negative finite number, got {value!r}")
+                raise ConfigError(
+                    f"{prefix}.stopping.{name}",
+                    f"must be a non-negative finite number, got {value!r}",
+                )
     for key in ("step", "lr", "learning_rate", "eta"):
         if key in options:
             value = options[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{prefix}.{key}", f"must be a number, got {type(value).__name__} {value!r}")
+                raise ConfigError(
+                    f"{prefix}.{key}", f"must be a number, got {type(value).__name__} {value!r}"
+                )
             if not value > 0 or not math.isfinite(value):
                 raise ConfigError(f"{prefix}.{key}", f"must be a positive step size, got {value!r}")
 
@@ -301,11 +330,20 @@ def network_dims(config: dict[str, Any]) -> list[int]:
         if len(dims) < 2:
             raise ConfigError("network.dims", f"needs at least 2 widths, got {dims!r}")
         if shape is not None and (dims[-1], dims[0]) != tuple(shape):
-            raise ConfigError("network.dims", f"output and input widths {dims[-1]}, {dims[0]} do not match problem.shape {shape}")
+            raise ConfigError(
+                "network.dims",
+                f"output and input widths {dims[-1]}, {dims[0]} do not match problem.shape {shape}",
+            )
         if "depth" in net and net["depth"] != len(dims) - 1:
-            raise ConfigError("network.depth", f"{net['depth']} does not match network.dims {dims} (depth {len(dims) - 1})")
+            raise ConfigError(
+                "network.depth",
+                f"{net['depth']} does not match network.dims {dims} (depth {len(dims) - 1})",
+            )
         if "width" in net and any(d != net["width"] for d in dims[1:-1]):
-            raise ConfigError("network.width", f"{net['width']} does not match the hidden widths of network.dims {dims}")
+            raise ConfigError(
+                "network.width",
+                f"{net['width']} does not match the hidden widths of network.dims {dims}",
+            )
         return dims
     if shape is None:
         raise ConfigError("problem.shape", "is required unless network.dims is given")

@@ -23,9 +23,10 @@ import inspect
 import re
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,9 @@ def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> Any:
         text = " ".join(str(exc).split())
         match = _UNKNOWN_OPTION.search(text)
         if match:
-            raise ConfigError(f"{table}.{match.group(1)}", f"unknown option of {kind} {name!r}") from None
+            raise ConfigError(
+                f"{table}.{match.group(1)}", f"unknown option of {kind} {name!r}"
+            ) from None
         if isinstance(exc, TypeError) and not text:
             raise
         first = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\b", text)
@@ -148,7 +151,15 @@ def build(config: dict[str, Any]) -> Plan:
     if rank is None and "rank" in config.get("target", {}):
         rank = min(int(config["target"]["rank"]), network.rank_bound)
     try:
-        task = Task(loss=loss, network=network, weights0=weights0, rank=rank, metrics=metrics, data=data, seed=seed)
+        task = Task(
+            loss=loss,
+            network=network,
+            weights0=weights0,
+            rank=rank,
+            metrics=metrics,
+            data=data,
+            seed=seed,
+        )
     except ValueError as exc:
         raise ConfigError("rank", str(exc)) from None
     stopping_options = dict(config.get("stopping", {}))
@@ -161,12 +172,18 @@ def build(config: dict[str, Any]) -> Plan:
         solver = options.get("solver", label)
         key = f"methods.{label}.solver" if "solver" in options else f"methods.{label}"
         method = _plugin("solver", key, solver, _options(options, "solver", "enabled", "stopping"))
-        method_stopping = _stopping(Stopping, f"methods.{label}.stopping", {**stopping_options, **options.get("stopping", {})})
+        method_stopping = _stopping(
+            Stopping,
+            f"methods.{label}.stopping",
+            {**stopping_options, **options.get("stopping", {})},
+        )
         methods[label] = (solver, method, method_stopping)
         method_options[label] = _options(options, "solver", "enabled", "stopping")
     if not methods:
         raise ConfigError("methods", "every method is disabled")
-    gap_pairs = [tuple(p) for p in config["gap"]] if "gap" in config else _default_gap_pairs(methods)
+    gap_pairs = (
+        [tuple(p) for p in config["gap"]] if "gap" in config else _default_gap_pairs(methods)
+    )
     gap_pairs = [p for p in gap_pairs if p[0] in methods and p[1] in methods]
     problem = {
         "loss": config["loss"]["name"],
@@ -179,8 +196,17 @@ def build(config: dict[str, Any]) -> Plan:
     }
     target = data.get("target")
     if target is not None:
-        problem["target_singular_values"] = np.linalg.svd(to_dense(target), compute_uv=False)[: int(task.rank)].tolist()
-    return Plan(task=task, stopping=stopping, methods=methods, options=method_options, gap_pairs=gap_pairs, problem=problem)
+        problem["target_singular_values"] = np.linalg.svd(to_dense(target), compute_uv=False)[
+            : int(task.rank)
+        ].tolist()
+    return Plan(
+        task=task,
+        stopping=stopping,
+        methods=methods,
+        options=method_options,
+        gap_pairs=gap_pairs,
+        problem=problem,
+    )
 
 
 def _stopping(cls: Any, key: str, options: dict[str, Any]) -> Any:
@@ -209,12 +235,18 @@ def _is_flow(solver: str, method: Any) -> bool:
 
 
 def _default_gap_pairs(methods: dict[str, tuple[str, Any, Any]]) -> list[tuple[str, str]]:
-    over = [label for label, (s, m, _) in methods.items() if getattr(m, "overparametrized", False) and _is_flow(s, m)]
+    over = [
+        label
+        for label, (s, m, _) in methods.items()
+        if getattr(m, "overparametrized", False) and _is_flow(s, m)
+    ]
     intrinsic = [label for label, (s, m, _) in methods.items() if s in _INTRINSIC_FLOWS]
     return [(a, b) for a in over for b in intrinsic]
 
 
-def _run_one(label: str, solver: str, method: Any, task: Any, stopping: Any, capture: _Capture) -> Any:
+def _run_one(
+    label: str, solver: str, method: Any, task: Any, stopping: Any, capture: _Capture
+) -> Any:
     """Run one method; a numerical blow-up that escapes the method is recorded as ``diverged``."""
     from .dynamics.record import Record
 
@@ -232,7 +264,9 @@ def _run_one(label: str, solver: str, method: Any, task: Any, stopping: Any, cap
         return record
 
 
-def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool = False) -> Comparison:
+def compare(
+    config: dict[str, Any] | str | Path | None = None, *, progress: bool = False
+) -> Comparison:
     """Run every enabled method of ``config`` on one task and compare them.
 
     Args:
@@ -258,13 +292,21 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan.methods), unit="method", desc="dlngeo compare", file=sys.stderr, leave=True)
+        bar = tqdm(
+            total=len(plan.methods),
+            unit="method",
+            desc="dlngeo compare",
+            file=sys.stderr,
+            leave=True,
+        )
     captures: dict[str, _Capture] = {}
     limits = _blas_threads(config, plan)
     # Overparametrized partners of a gap run first, so that a continuous
     # intrinsic flow can be sampled at exactly their flow times.
     first = [over for over, _ in plan.gap_pairs]
-    order = sorted(plan.methods, key=lambda label: (label not in first, list(plan.methods).index(label)))
+    order = sorted(
+        plan.methods, key=lambda label: (label not in first, list(plan.methods).index(label))
+    )
     try:
         limits.__enter__()
         for label in order:
@@ -277,7 +319,10 @@ def compare(config: dict[str, Any] | str | Path | None = None, *, progress: bool
             captures[label] = capture
             comparison.records[label] = record
             comparison.solvers[label] = solver
-            comparison.flow_time[label] = getattr(record, "time_kind", "flow" if _is_flow(solver, method) else "iteration") == "flow"
+            comparison.flow_time[label] = (
+                getattr(record, "time_kind", "flow" if _is_flow(solver, method) else "iteration")
+                == "flow"
+            )
             comparison.wall_times[label] = _align_walls(record.times, capture)
             if bar is not None:
                 bar.update(1)
@@ -319,7 +364,14 @@ def _blas_threads(config: dict[str, Any], plan: Plan) -> Any:
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
-def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[str, _Capture], records: dict[str, Any]) -> Any:
+def _aligned(
+    label: str,
+    solver: str,
+    method: Any,
+    plan: Plan,
+    captures: dict[str, _Capture],
+    records: dict[str, Any],
+) -> Any:
     """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
 
     Only when the config sets neither ``record_times`` nor ``record_every``
@@ -332,17 +384,24 @@ def _aligned(label: str, solver: str, method: Any, plan: Plan, captures: dict[st
     if solver not in _CONTINUOUS or "record_times" in options or "record_every" in options:
         return method
     partners = [
-        over for over, intrinsic in plan.gap_pairs
+        over
+        for over, intrinsic in plan.gap_pairs
         if intrinsic == label and over in captures and records[over].stop_reason != "diverged"
     ]
-    times = np.unique(np.concatenate([np.asarray(captures[p].times, dtype=float) for p in partners] or [np.zeros(0)]))
+    times = np.unique(
+        np.concatenate(
+            [np.asarray(captures[p].times, dtype=float) for p in partners] or [np.zeros(0)]
+        )
+    )
     times = times[np.isfinite(times)]
     if times.size == 0:
         return method
     last = float(times[-1])
     if last > 0:
         times = np.concatenate([times, last * 1.03 ** np.arange(1, 151)])
-    return _plugin("solver", f"methods.{label}", solver, {**options, "record_times": times.tolist()})
+    return _plugin(
+        "solver", f"methods.{label}", solver, {**options, "record_times": times.tolist()}
+    )
 
 
 def _align_walls(record_times: Iterable[float], capture: _Capture) -> list[float]:
@@ -366,7 +425,9 @@ def _sampler_options(table: dict[str, Any], shape: tuple[int, int]) -> dict[str,
     return options
 
 
-def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[int, int]) -> tuple[Any, dict[str, Any], Any]:
+def _build_loss(
+    config: dict[str, Any], rng: np.random.Generator, shape: tuple[int, int]
+) -> tuple[Any, dict[str, Any], Any]:
     """The loss and the problem data, from ``[target]``, ``[observations]``, ``[inputs]`` and ``[loss]``.
 
     The loss factory's parameters say what it needs (so a third-party loss
@@ -404,14 +465,26 @@ def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[i
     data: dict[str, Any] = {}
     target = visible = None
     if "target" in config:
-        sampler = _plugin("sampler", "target.sampler", config["target"]["sampler"], _sampler_options(config["target"], shape))
+        sampler = _plugin(
+            "sampler",
+            "target.sampler",
+            config["target"]["sampler"],
+            _sampler_options(config["target"], shape),
+        )
         target = _sample("target", sampler, rng)
         data["target"] = target
     observations = config.get("observations")
     if {"rows", "cols", "values"} <= params:
         if target is None or observations is None:
-            raise ConfigError("target" if target is None else "observations", f"is required by loss {name!r}")
-        sampler = _plugin("sampler", "observations.sampler", observations["sampler"], _sampler_options(observations, shape))
+            raise ConfigError(
+                "target" if target is None else "observations", f"is required by loss {name!r}"
+            )
+        sampler = _plugin(
+            "sampler",
+            "observations.sampler",
+            observations["sampler"],
+            _sampler_options(observations, shape),
+        )
         rows, cols = _sample("observations", sampler, rng)
         options.update(rows=rows, cols=cols, values=entries(target, rows, cols))
         if "shape" in params:
@@ -419,14 +492,24 @@ def _build_loss(config: dict[str, Any], rng: np.random.Generator, shape: tuple[i
         data.update(rows=rows, cols=cols)
     elif {"A", "y"} <= params:
         if target is None or observations is None:
-            raise ConfigError("target" if target is None else "observations", f"is required by loss {name!r}")
-        sampler = _plugin("sampler", "observations.sampler", observations["sampler"], _sampler_options(observations, shape))
+            raise ConfigError(
+                "target" if target is None else "observations", f"is required by loss {name!r}"
+            )
+        sampler = _plugin(
+            "sampler",
+            "observations.sampler",
+            observations["sampler"],
+            _sampler_options(observations, shape),
+        )
         A = _sample("observations", sampler, rng)
         dense = to_dense(target)
         options.update(A=A, y=np.einsum("kij,ij->k", np.asarray(A), dense))
     elif "target" in params or {"A", "B"} <= params:
         if observations is not None:
-            raise ConfigError("observations", f"loss {name!r} takes no observations (use [inputs] for regression data)")
+            raise ConfigError(
+                "observations",
+                f"loss {name!r} takes no observations (use [inputs] for regression data)",
+            )
         if target is None:
             raise ConfigError("target", f"is required by loss {name!r}")
         inputs = config.get("inputs")

@@ -23,7 +23,8 @@ declared in its ``pyproject.toml`` under ``[project.entry-points.dlngeo]``
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -18,13 +18,21 @@ turns any autograd-differentiable function of ``X`` into one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .lowrank import point_shape, to_dense
 
-__all__ = ["Loss", "AutogradLoss", "loss_from_autograd", "as_loss", "finite_array", "check_observations"]
+__all__ = [
+    "Loss",
+    "AutogradLoss",
+    "loss_from_autograd",
+    "as_loss",
+    "finite_array",
+    "check_observations",
+]
 
 
 class Loss:
@@ -52,7 +60,9 @@ class Loss:
         """``D E'(X)[Z]`` by a central difference of the gradient (step ``1e-6`` relative)."""
         Xd, Zd = to_dense(X), to_dense(Z)
         h = 1e-6 * max(1.0, float(np.linalg.norm(Xd))) / max(float(np.linalg.norm(Zd)), 1e-300)
-        return (to_dense(self.gradient(Xd + h * Zd)) - to_dense(self.gradient(Xd - h * Zd))) / (2 * h)
+        return (to_dense(self.gradient(Xd + h * Zd)) - to_dense(self.gradient(Xd - h * Zd))) / (
+            2 * h
+        )
 
     def value_and_gradient(self, X: Any) -> tuple[float, Any]:
         """Both at once; losses that share work override this."""
@@ -61,7 +71,9 @@ class Loss:
     def check_point(self, X: Any) -> None:
         """Raise ``ValueError`` naming ``X`` if its shape does not match ``shape``."""
         if self.shape is not None and tuple(point_shape(X)) != tuple(self.shape):
-            raise ValueError(f"X has shape {tuple(point_shape(X))}, loss {self.name!r} expects {self.shape}")
+            raise ValueError(
+                f"X has shape {tuple(point_shape(X))}, loss {self.name!r} expects {self.shape}"
+            )
 
     def __call__(self, X: Any) -> float:
         return self.value(X)
@@ -70,7 +82,12 @@ class Loss:
 class AutogradLoss(Loss):
     """A loss given by an autograd-differentiable function of the dense matrix ``X``."""
 
-    def __init__(self, fn: Callable[[Any], Any], shape: tuple[int, int] | None = None, name: str | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        shape: tuple[int, int] | None = None,
+        name: str | None = None,
+    ):
         import autograd
 
         if not callable(fn):
@@ -94,7 +111,9 @@ class AutogradLoss(Loss):
         return np.asarray(self._hvp(to_dense(X), to_dense(Z)), dtype=float)
 
 
-def loss_from_autograd(fn: Callable[[Any], Any], shape: tuple[int, int] | None = None, name: str | None = None) -> AutogradLoss:
+def loss_from_autograd(
+    fn: Callable[[Any], Any], shape: tuple[int, int] | None = None, name: str | None = None
+) -> AutogradLoss:
     """Wrap an autograd-differentiable ``fn(X) -> scalar`` as a :class:`Loss`.
 
     Gradient and Hessian-vector product come from autograd
@@ -134,7 +153,11 @@ def _index_array(value: Any, field: str) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{field} must be 1-dimensional, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not (np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))):
+        if not (
+            np.issubdtype(array.dtype, np.floating)
+            and np.all(np.isfinite(array))
+            and np.all(array == np.round(array))
+        ):
             raise ValueError(f"{field} must hold integer indices")
     return array.astype(np.int64)
 
@@ -169,7 +192,9 @@ def check_observations(
     for field, idx, bound in (("rows", rows, m), ("cols", cols, n)):
         bad = np.flatnonzero((idx < 0) | (idx >= bound))
         if bad.size:
-            raise ValueError(f"{field}[{bad[0]}] = {idx[bad[0]]} is out of range for shape {(m, n)}")
+            raise ValueError(
+                f"{field}[{bad[0]}] = {idx[bad[0]]} is out of range for shape {(m, n)}"
+            )
     linear = np.sort(rows * n + cols)
     dup = np.flatnonzero(linear[1:] == linear[:-1])
     if dup.size:

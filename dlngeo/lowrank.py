@@ -41,7 +41,7 @@ class Factored(NamedTuple):
         return self.left @ self.right.T
 
 
-Ambient = Union[np.ndarray, sp.spmatrix, sp.sparray, Factored]
+Ambient = Union[np.ndarray, sp.spmatrix, sp.sparray, Factored]  # noqa: UP007 (runtime alias)
 
 
 def is_lowrank_point(X: Any) -> bool:

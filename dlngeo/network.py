@@ -54,7 +54,9 @@ class DeepLinearNetwork:
         except TypeError:
             raise ValueError(f"dims must be a sequence of widths, got {dims!r}") from None
         if len(dims) < 2:
-            raise ValueError(f"dims must have at least 2 entries (input and output width), got {dims!r}")
+            raise ValueError(
+                f"dims must have at least 2 entries (input and output width), got {dims!r}"
+            )
         for d in dims:
             if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
                 raise ValueError(f"dims must be positive integers, got {dims!r}")
@@ -77,7 +79,9 @@ class DeepLinearNetwork:
     def check_weights(self, weights: Sequence[Any]) -> list[np.ndarray]:
         """Return the weights as float arrays, or raise ``ValueError`` naming ``weights``."""
         if not hasattr(weights, "__len__"):
-            raise ValueError(f"weights must be a sequence of {self.depth} matrices, got {type(weights).__name__}")
+            raise ValueError(
+                f"weights must be a sequence of {self.depth} matrices, got {type(weights).__name__}"
+            )
         if len(weights) != self.depth:
             raise ValueError(f"weights must have {self.depth} matrices, got {len(weights)}")
         out = []
@@ -97,7 +101,9 @@ class DeepLinearNetwork:
             X = W @ X
         return X
 
-    def _prefix_suffix(self, weights: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _prefix_suffix(
+        self, weights: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``B_k = W_{k-1}..W_1`` (None for k = 1) and ``A_k = W_N..W_{k+1}`` (None for k = N)."""
         n = self.depth
         prefix: list[Any] = [None] * n
@@ -138,14 +144,19 @@ class DeepLinearNetwork:
     def imbalance(self, weights: Sequence[Any]) -> list[np.ndarray]:
         """The ``N - 1`` matrices ``G_k = W_{k+1}^T W_{k+1} - W_k W_k^T`` (``d_k x d_k``)."""
         weights = self.check_weights(weights)
-        return [weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T for k in range(self.depth - 1)]
+        return [
+            weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T
+            for k in range(self.depth - 1)
+        ]
 
     def layer_norms(self, weights: Sequence[Any]) -> np.ndarray:
         """Frobenius norms ``||W_k||_F``, ``k = 1 .. N``."""
         return np.array([np.linalg.norm(W) for W in self.check_weights(weights)])
 
     # ------------------------------------------------------------- balanced
-    def balanced(self, X: Any, rng: np.random.Generator | int | None = None, rank: int | None = None) -> list[np.ndarray]:
+    def balanced(
+        self, X: Any, rng: np.random.Generator | int | None = None, rank: int | None = None
+    ) -> list[np.ndarray]:
         """A balanced factorization ``W_k = Q_k diag(s)^{1/N} Q_{k-1}^T`` of ``X``.
 
         ``Q_0 = V``, ``Q_N = U`` from the thin SVD of ``X``; the hidden ``Q_k``
@@ -176,7 +187,11 @@ class DeepLinearNetwork:
         if rank is None:
             tol = max(self.output_shape) * np.finfo(float).eps * (s.max() if s.size else 0.0)
             rank = int(np.sum(s > tol))
-        elif isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank <= s.size:
+        elif (
+            isinstance(rank, bool)
+            or not isinstance(rank, (int, np.integer))
+            or not 0 <= rank <= s.size
+        ):
             raise ValueError(f"rank must be an integer in [0, {s.size}], got {rank!r}")
         if rank > self.rank_bound:
             raise ValueError(

@@ -75,7 +75,9 @@ def _label(label: str, entry: dict[str, Any]) -> str:
     return f"{label} ({entry['stop_reason']})"
 
 
-def _metric_vs_time(document: dict[str, Any], key: str, path: Path, ylabel: str, title: str, logy: bool) -> None:
+def _metric_vs_time(
+    document: dict[str, Any], key: str, path: Path, ylabel: str, title: str, logy: bool
+) -> None:
     fig, (ax_flow, ax_wall) = plt.subplots(1, 2, figsize=(12, 4.5))
     flow = _flow_methods(document)
     drew_flow = drew_wall = False
@@ -89,14 +91,28 @@ def _metric_vs_time(document: dict[str, Any], key: str, path: Path, ylabel: str,
             drew_flow = True
         wall = _series(entry, "wall_time")
         if wall.size == y.size:
-            ax_wall.plot(wall, y, label=_label(label, entry), lw=1.6, marker="." if y.size < 60 else None)
+            ax_wall.plot(
+                wall, y, label=_label(label, entry), lw=1.6, marker="." if y.size < 60 else None
+            )
             drew_wall = True
     if drew_flow:
-        _finish(ax_flow, "flow time t  (t = step x iteration for discrete methods)", ylabel, f"{title} vs flow time", logy)
+        _finish(
+            ax_flow,
+            "flow time t  (t = step x iteration for discrete methods)",
+            ylabel,
+            f"{title} vs flow time",
+            logy,
+        )
     else:
         _empty(ax_flow, "no flow-time method in this comparison")
     if drew_wall:
-        _finish(ax_wall, "wall-clock time (s, log scale)", ylabel, f"{title} vs wall-clock time (all methods)", logy)
+        _finish(
+            ax_wall,
+            "wall-clock time (s, log scale)",
+            ylabel,
+            f"{title} vs wall-clock time (all methods)",
+            logy,
+        )
         ax_wall.set_xscale("log")
     else:
         _empty(ax_wall, f"no {key} recorded")
@@ -106,15 +122,24 @@ def _metric_vs_time(document: dict[str, Any], key: str, path: Path, ylabel: str,
 
 
 def _singular_values(document: dict[str, Any], path: Path) -> None:
-    methods = [m for m in _flow_methods(document) if document["methods"][m]["metrics"].get("singular_values")]
+    methods = [
+        m
+        for m in _flow_methods(document)
+        if document["methods"][m]["metrics"].get("singular_values")
+    ]
     if not methods:
-        methods = [m for m, e in document["methods"].items() if e["metrics"].get("singular_values")][:1]
+        methods = [
+            m for m, e in document["methods"].items() if e["metrics"].get("singular_values")
+        ][:1]
     panels = max(1, len(methods))
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
     target = document.get("problem", {}).get("target_singular_values")
     for ax, label in zip(axes[0], methods):
         entry = document["methods"][label]
-        rows = [np.array([np.nan if v is None else v for v in sv], dtype=float) for sv in entry["metrics"]["singular_values"]]
+        rows = [
+            np.array([np.nan if v is None else v for v in sv], dtype=float)
+            for sv in entry["metrics"]["singular_values"]
+        ]
         rank = int(document.get("problem", {}).get("rank") or _MAX_SINGULAR_VALUES)
         k = min(_MAX_SINGULAR_VALUES, rank + 3, min(len(r) for r in rows))
         S = np.array([r[:k] for r in rows])
@@ -125,7 +150,9 @@ def _singular_values(document: dict[str, Any], path: Path) -> None:
             ax.plot(t, S[:, i], color=colors[i], lw=1.5, label=f"$\\sigma_{{{i + 1}}}$")
         if target:
             for j, s in enumerate(target[:k]):
-                ax.axhline(s, color="grey", ls=":", lw=0.8, label="target $\\sigma_i$" if j == 0 else None)
+                ax.axhline(
+                    s, color="grey", ls=":", lw=0.8, label="target $\\sigma_i$" if j == 0 else None
+                )
         _finish(ax, xlabel, "singular value of X", f"{label}: leading singular values")
         if ax.get_legend() is not None:
             ax.legend(fontsize="x-small", ncol=2, framealpha=0.8, loc="upper left")
@@ -143,17 +170,36 @@ def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
     for gap in document["trajectory_gap"]:
         y = _positive(np.array([np.nan if v is None else v for v in gap["gap"]], dtype=float))
         if np.isfinite(y).any():
-            ax.plot(gap["time"], y, lw=1.6, label=f"{gap['overparametrized']} vs {gap['intrinsic']} ({gap['alignment']})")
+            ax.plot(
+                gap["time"],
+                y,
+                lw=1.6,
+                label=f"{gap['overparametrized']} vs {gap['intrinsic']} ({gap['alignment']})",
+            )
             drew = True
         zero = [t for t, g in zip(gap["time"], gap["gap"]) if g == 0]
         if zero:
-            note = (f"gap = 0 (not drawn on the log scale) at t = {', '.join(f'{t:g}' for t in zero[:3])}{' ...' if len(zero) > 3 else ''}")
+            note = f"gap = 0 (not drawn on the log scale) at t = {', '.join(f'{t:g}' for t in zero[:3])}{' ...' if len(zero) > 3 else ''}"
             if note not in notes:
                 notes.append(note)
     if drew:
-        _finish(ax, "flow time t", "$\\|\\phi(W(t)) - X(t)\\|_F\\, /\\, \\|X(t)\\|_F$", "trajectory gap: overparametrized vs intrinsic", logy=True)
+        _finish(
+            ax,
+            "flow time t",
+            "$\\|\\phi(W(t)) - X(t)\\|_F\\, /\\, \\|X(t)\\|_F$",
+            "trajectory gap: overparametrized vs intrinsic",
+            logy=True,
+        )
         if notes:
-            ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize="x-small", va="bottom", color="0.3")
+            ax.text(
+                0.01,
+                0.01,
+                "; ".join(notes),
+                transform=ax.transAxes,
+                fontsize="x-small",
+                va="bottom",
+                color="0.3",
+            )
     else:
         _empty(ax, "no overparametrized / intrinsic pair to compare")
     fig.tight_layout()
@@ -168,6 +214,12 @@ def plot_results(document: dict[str, Any], out_dir: str | Path) -> list[Path]:
     _metric_vs_time(document, "loss", paths[0], "training loss", "loss", logy=True)
     _singular_values(document, paths[1])
     _trajectory_gap(document, paths[2])
-    _metric_vs_time(document, "effective_rank", paths[3], r"effective rank  $\exp H(\sigma / \|\sigma\|_1)$", "effective rank", logy=False)
+    _metric_vs_time(
+        document,
+        "effective_rank",
+        paths[3],
+        r"effective rank  $\exp H(\sigma / \|\sigma\|_1)$",
+        "effective rank",
+        logy=False,
+    )
     return paths
-

@@ -32,9 +32,10 @@ import importlib.metadata as metadata
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -137,7 +138,9 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
-            _warn(f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {_error_text(exc)}")
+            _warn(
+                f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {_error_text(exc)}"
+            )
             continue
         version = ep.dist.version if getattr(ep, "dist", None) is not None else ""
         _register(pm, plugin, plugin_name, version)
@@ -208,7 +211,9 @@ def load_plugin_module(name: str) -> ModuleType:
     try:
         module = importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - reported as one line
-        raise ValueError(f"plugin module {name!r} could not be imported: {_error_text(exc)}") from None
+        raise ValueError(
+            f"plugin module {name!r} could not be imported: {_error_text(exc)}"
+        ) from None
     if pm.is_registered(module):
         return module
     register_plugin(module, name=name, version=_module_version(module))
@@ -258,13 +263,36 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, list[Entry]]]:
             plugin = impl.plugin_name
             pending: list[Entry] = []
 
-            def register(name: str, factory: Callable[..., Any], description: str = "", *, _kind=kind, _plugin=plugin, _pending=pending) -> None:
+            def register(
+                name: str,
+                factory: Callable[..., Any],
+                description: str = "",
+                *,
+                _kind=kind,
+                _plugin=plugin,
+                _pending=pending,
+            ) -> None:
                 if not isinstance(name, str) or not _NAME.match(name):
-                    raise ValueError(f"{_kind} name must be an identifier-like string, got {name!r}")
+                    raise ValueError(
+                        f"{_kind} name must be an identifier-like string, got {name!r}"
+                    )
                 if not callable(factory):
-                    raise ValueError(f"{_kind} {name!r}: factory must be callable, got {type(factory).__name__}")
-                summary = (description or (getattr(factory, "__doc__", None) or "")).strip().splitlines()
-                _pending.append(Entry(_kind, name, factory, summary[0].replace("``", "") if summary else "", _plugin, _versions.get(_plugin, "")))
+                    raise ValueError(
+                        f"{_kind} {name!r}: factory must be callable, got {type(factory).__name__}"
+                    )
+                summary = (
+                    (description or (getattr(factory, "__doc__", None) or "")).strip().splitlines()
+                )
+                _pending.append(
+                    Entry(
+                        _kind,
+                        name,
+                        factory,
+                        summary[0].replace("``", "") if summary else "",
+                        _plugin,
+                        _versions.get(_plugin, ""),
+                    )
+                )
 
             try:
                 impl.function(register=register)
@@ -366,5 +394,13 @@ def plugin_rows() -> list[dict[str, str]]:
             entries = registry[kind][name]
             for e in entries:
                 note = "CONFLICT: registered by several plugins. " if len(entries) > 1 else ""
-                rows.append({"kind": kind, "name": name, "plugin": e.plugin, "version": e.version, "description": note + e.description})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "plugin": e.plugin,
+                        "version": e.version,
+                        "description": note + e.description,
+                    }
+                )
     return rows

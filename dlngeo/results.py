@@ -55,7 +55,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEMA", "ResultsStore", "to_json_value", "write_results", "read_results", "check_results"]
+__all__ = [
+    "SCHEMA",
+    "ResultsStore",
+    "to_json_value",
+    "write_results",
+    "read_results",
+    "check_results",
+]
 
 SCHEMA = "dlngeo.comparison/1"
 
@@ -150,7 +157,10 @@ def check_results(document: dict[str, Any]) -> None:
             if not _is(entry[key], types):
                 _fail(f"methods.{label}.{key}", f"has type {type(entry[key]).__name__}")
         if entry["time_kind"] not in ("flow", "iteration"):
-            _fail(f"methods.{label}.time_kind", f"must be 'flow' or 'iteration', got {entry['time_kind']!r}")
+            _fail(
+                f"methods.{label}.time_kind",
+                f"must be 'flow' or 'iteration', got {entry['time_kind']!r}",
+            )
         series = entry["metrics"]
         for key in ("time", "iteration", "loss"):
             if not isinstance(series.get(key), list):
@@ -214,7 +224,7 @@ class ResultsStore:
         self._db.row_factory = sqlite3.Row
         self._db.executescript(_TABLES)
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -234,8 +244,14 @@ class ResultsStore:
                 "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    document["created"], problem.get("loss"), shape[0], shape[1], problem.get("depth"),
-                    problem.get("rank"), problem.get("seed"), problem.get("initial_loss"),
+                    document["created"],
+                    problem.get("loss"),
+                    shape[0],
+                    shape[1],
+                    problem.get("depth"),
+                    problem.get("rank"),
+                    problem.get("seed"),
+                    problem.get("initial_loss"),
                     json.dumps(document, allow_nan=False),
                 ),
             )
@@ -244,7 +260,15 @@ class ResultsStore:
                 "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (run_id, label, e["solver"], e["final_loss"], e["iterations"], e["wall_time_s"], e["stop_reason"])
+                    (
+                        run_id,
+                        label,
+                        e["solver"],
+                        e["final_loss"],
+                        e["iterations"],
+                        e["wall_time_s"],
+                        e["stop_reason"],
+                    )
                     for label, e in document["methods"].items()
                 ],
             )
@@ -252,7 +276,9 @@ class ResultsStore:
 
     def runs(self) -> list[dict[str, Any]]:
         """One dict per stored comparison (without the document), oldest first."""
-        rows = self._db.execute("SELECT id, created, loss, m, n, depth, rank, seed, initial_loss FROM runs ORDER BY id")
+        rows = self._db.execute(
+            "SELECT id, created, loss, m, n, depth, rank, seed, initial_loss FROM runs ORDER BY id"
+        )
         return [dict(r) for r in rows]
 
     def methods(self, run_id: int | None = None, solver: str | None = None) -> list[dict[str, Any]]:

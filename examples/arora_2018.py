@@ -33,8 +33,9 @@ Run::
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -62,7 +63,9 @@ VARIANTS = ("depth 1", "depth 2", "depth 3", "scalar layer")
 
 
 # -------------------------------------------------------------------- problem
-def make_problem(n: int = 100, d: int = 10, cond: float = 100.0, noise: float = 0.1, seed: int = 0) -> dict[str, Any]:
+def make_problem(
+    n: int = 100, d: int = 10, cond: float = 100.0, noise: float = 0.1, seed: int = 0
+) -> dict[str, Any]:
     """A synthetic regression set: ``y = x^T w* + noise``.
 
     Features ``x ~ N(0, diag(c))`` with ``c`` geometric from 1 to ``1/cond``
@@ -111,9 +114,13 @@ def optimum(loss: Any, d: int) -> tuple[np.ndarray, float]:
         return np.asarray(loss.gradient(w[None, :]))[0]
 
     def hess(w: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(loss.hessian_vector_product(w[None, :], e[None, :]))[0] for e in np.eye(d)])
+        return np.stack(
+            [np.asarray(loss.hessian_vector_product(w[None, :], e[None, :]))[0] for e in np.eye(d)]
+        )
 
-    res = optimize.minimize(fun, np.zeros(d), jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-13})
+    res = optimize.minimize(
+        fun, np.zeros(d), jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-13}
+    )
     return res.x[None, :], float(res.fun)
 
 
@@ -172,7 +179,12 @@ def descend(
 
 
 def best_step(
-    loss: Any, dims: tuple[int, ...], etas: Sequence[float], threshold: float, max_iter: int, **kwargs: Any
+    loss: Any,
+    dims: tuple[int, ...],
+    etas: Sequence[float],
+    threshold: float,
+    max_iter: int,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """The grid step that reaches ``threshold`` in the fewest iterations.
 
@@ -234,13 +246,25 @@ def run(
         threshold = E_star + tol * (E0 - E_star)
         res: dict[str, Any] = {"E_star": E_star, "E0": E0, "threshold": threshold}
         for v in VARIANTS:
-            res[v] = best_step(loss, variant_dims(v, d, hidden), etas, threshold, max_iter, init=init)
-        horizon = int(min(max_iter, 1.3 * max(res[v]["iterations"] for v in VARIANTS if np.isfinite(res[v]["iterations"]))))
+            res[v] = best_step(
+                loss, variant_dims(v, d, hidden), etas, threshold, max_iter, init=init
+            )
+        horizon = int(
+            min(
+                max_iter,
+                1.3
+                * max(res[v]["iterations"] for v in VARIANTS if np.isfinite(res[v]["iterations"])),
+            )
+        )
         for v in VARIANTS:
             if curves and np.isfinite(res[v]["iterations"]):
-                curve = descend(loss, variant_dims(v, d, hidden), res[v]["eta"], horizon, init=init)["losses"]
+                curve = descend(
+                    loss, variant_dims(v, d, hidden), res[v]["eta"], horizon, init=init
+                )["losses"]
                 res[v]["curve"] = (curve - E_star) / (E0 - E_star)
-        res["speedup"] = {v: res["depth 1"]["iterations"] / res[v]["iterations"] for v in VARIANTS[1:]}
+        res["speedup"] = {
+            v: res["depth 1"]["iterations"] / res[v]["iterations"] for v in VARIANTS[1:]
+        }
         out[p] = res
     return out
 
@@ -272,7 +296,12 @@ def asymmetry(J: np.ndarray) -> float:
     return float(np.linalg.norm(J - J.T) / np.linalg.norm(J))
 
 
-def jacobian_study(depths: Sequence[int] = (1, 2, 3, 4), shape: tuple[int, int] = (3, 2), h: float = 1e-5, seed: int = 3) -> dict[str, Any]:
+def jacobian_study(
+    depths: Sequence[int] = (1, 2, 3, 4),
+    shape: tuple[int, int] = (3, 2),
+    h: float = 1e-5,
+    seed: int = 3,
+) -> dict[str, Any]:
     r"""Asymmetry of the Jacobian of :math:`X \mapsto A_{N,X}(E'(X))` for an :math:`\ell_4` loss.
 
     A small case: ``X`` of ``shape`` (full rank, distinct singular values),
@@ -283,7 +312,9 @@ def jacobian_study(depths: Sequence[int] = (1, 2, 3, 4), shape: tuple[int, int] 
     """
     rng = np.random.default_rng(seed)
     m, n = shape
-    loss = dlngeo.create_loss("lp_regression", p=4, A=rng.standard_normal((n, 8)), B=rng.standard_normal((m, 8)))
+    loss = dlngeo.create_loss(
+        "lp_regression", p=4, A=rng.standard_normal((n, 8)), B=rng.standard_normal((m, 8))
+    )
     X = rng.standard_normal(shape)
     out: dict[str, Any] = {"depths": list(depths), "asymmetry": [], "fd_error": [], "X": X}
     for N in depths:
@@ -305,10 +336,18 @@ def plot(results: dict[str, Any], jac: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     ps = [k for k in results if isinstance(k, float)]
-    fig, axes = plt.subplots(1, len(ps) + 1, figsize=(5.0 * len(ps) + 4.2, 4.2),
-                             gridspec_kw={"width_ratios": [1.25] * len(ps) + [1.0]})
-    styles = {"depth 1": ("k", "-"), "depth 2": ("tab:blue", "-"), "depth 3": ("tab:red", "-"),
-              "scalar layer": ("tab:green", "--")}
+    fig, axes = plt.subplots(
+        1,
+        len(ps) + 1,
+        figsize=(5.0 * len(ps) + 4.2, 4.2),
+        gridspec_kw={"width_ratios": [1.25] * len(ps) + [1.0]},
+    )
+    styles = {
+        "depth 1": ("k", "-"),
+        "depth 2": ("tab:blue", "-"),
+        "depth 3": ("tab:red", "-"),
+        "scalar layer": ("tab:green", "--"),
+    }
     for ax, p in zip(axes, ps):
         r = results[p]
         for v in VARIANTS:
@@ -316,26 +355,41 @@ def plot(results: dict[str, Any], jac: dict[str, Any], path: Path) -> Path:
                 continue
             c, ls = styles[v]
             it = r[v]["iterations"]
-            ax.semilogy(np.maximum(r[v]["curve"], 1e-16), color=c, ls=ls, lw=1.8,
-                        label=f"{v}: {int(it)} it (eta {r[v]['eta']:.3g})")
+            ax.semilogy(
+                np.maximum(r[v]["curve"], 1e-16),
+                color=c,
+                ls=ls,
+                lw=1.8,
+                label=f"{v}: {int(it)} it (eta {r[v]['eta']:.3g})",
+            )
         ax.axhline(results["tol"], color="gray", lw=0.8, ls=":")
         ax.set_ylim(max(1e-9, results["tol"] * 1e-3), 2.0)
         ax.set_xlabel("iteration")
         ax.set_ylabel(r"excess loss $(E - E_*)/(E_0 - E_*)$")
         sp = ", ".join(f"{s:.1f}x" for s in r["speedup"].values())
-        ax.set_title(rf"$\ell_{{{p:g}}}$ regression: speed-up of depth 2, 3, scalar = {sp}", fontsize=9.5)
+        ax.set_title(
+            rf"$\ell_{{{p:g}}}$ regression: speed-up of depth 2, 3, scalar = {sp}", fontsize=9.5
+        )
         ax.legend(fontsize=7.5, loc="lower left")
         ax.grid(alpha=0.3)
     ax = axes[-1]
-    ax.semilogy(jac["depths"], jac["asymmetry"], "o-", color="tab:purple", label=r"$\|J - J^\top\| / \|J\|$")
-    ax.semilogy(jac["depths"], jac["fd_error"], "s--", color="gray", label="finite-difference error")
+    ax.semilogy(
+        jac["depths"], jac["asymmetry"], "o-", color="tab:purple", label=r"$\|J - J^\top\| / \|J\|$"
+    )
+    ax.semilogy(
+        jac["depths"], jac["fd_error"], "s--", color="gray", label="finite-difference error"
+    )
     ax.set_xticks(jac["depths"])
     ax.set_xlabel("depth N")
-    ax.set_title(r"Jacobian of $X \mapsto A_{N,X}(E'(X))$: not a gradient for $N \geq 2$", fontsize=9.5)
+    ax.set_title(
+        r"Jacobian of $X \mapsto A_{N,X}(E'(X))$: not a gradient for $N \geq 2$", fontsize=9.5
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.suptitle("Arora, Cohen & Hazan 2018: depth accelerates l4 regression, not l2; its update is no gradient",
-                 fontsize=11)
+    fig.suptitle(
+        "Arora, Cohen & Hazan 2018: depth accelerates l4 regression, not l2; its update is no gradient",
+        fontsize=11,
+    )
     fig.tight_layout()
     save_small_png(fig, path, dpi=100, colors=128)
     plt.close(fig)
@@ -349,15 +403,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(etas=etas)
     jac = jacobian_study()
     pr = results["problem"]
-    print(f"ACH18: n = {pr['inputs'].shape[1]}, d = {pr['inputs'].shape[0]}, best step from {len(results['etas'])} "
-          f"in [{results['etas'][0]:g}, {results['etas'][-1]:g}], iterations to excess loss <= {results['tol']:g}")
+    print(
+        f"ACH18: n = {pr['inputs'].shape[1]}, d = {pr['inputs'].shape[0]}, best step from {len(results['etas'])} "
+        f"in [{results['etas'][0]:g}, {results['etas'][-1]:g}], iterations to excess loss <= {results['tol']:g}"
+    )
     print(f"{'loss':>5} {'variant':>13} {'best eta':>9} {'iterations':>10} {'speed-up':>8}")
     for p in (k for k in results if isinstance(k, float)):
         r = results[p]
         for v in VARIANTS:
             sp = "" if v == "depth 1" else f"{r['speedup'][v]:.2f}x"
-            print(f"{'l' + format(p, 'g'):>5} {v:>13} {r[v]['eta']:9.3g} {r[v]['iterations']:10.0f} {sp:>8}")
-    print("Jacobian of X -> A_{N,X}(E'(X)) (3x2, l4 loss): relative asymmetry vs finite-difference error")
+            print(
+                f"{'l' + format(p, 'g'):>5} {v:>13} {r[v]['eta']:9.3g} {r[v]['iterations']:10.0f} {sp:>8}"
+            )
+    print(
+        "Jacobian of X -> A_{N,X}(E'(X)) (3x2, l4 loss): relative asymmetry vs finite-difference error"
+    )
     for N, a, e in zip(jac["depths"], jac["asymmetry"], jac["fd_error"]):
         print(f"  N = {N}: asymmetry {a:.2e}   fd error {e:.1e}")
     path = plot(results, jac, args.out / "arora_2018.png")

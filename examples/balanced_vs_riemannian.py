@@ -37,7 +37,9 @@ def _converged_mask(c: FlowComparison) -> np.ndarray:
     return c.loss > c.loss[-1] + 1e-3 * (c.loss[0] - c.loss[-1])
 
 
-def plot(curves: list[FlowComparison], scaling: dict[int, list[FlowComparison]], path: Path) -> None:
+def plot(
+    curves: list[FlowComparison], scaling: dict[int, list[FlowComparison]], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,8 +54,20 @@ def plot(curves: list[FlowComparison], scaling: dict[int, list[FlowComparison]],
         keep[0] = False  # t = 0 on a log axis
         ls = "--" if c.start == "balanced" else "-"
         lab = f"{c.start}, σ={c.scale:g}"
-        a1.loglog(c.times[keep], np.maximum(c.velocity_gap[keep], 1e-17), ls=ls, color=color[c.scale], label=lab)
-        a2.loglog(c.times[1:], np.maximum(c.trajectory_gap[1:], 1e-17), ls=ls, color=color[c.scale], label=lab)
+        a1.loglog(
+            c.times[keep],
+            np.maximum(c.velocity_gap[keep], 1e-17),
+            ls=ls,
+            color=color[c.scale],
+            label=lab,
+        )
+        a2.loglog(
+            c.times[1:],
+            np.maximum(c.trajectory_gap[1:], 1e-17),
+            ls=ls,
+            color=color[c.scale],
+            label=lab,
+        )
         if c.start == "unbalanced":
             a1.plot([c.t90], [c.velocity_gap_t90], "o", color=color[c.scale], ms=5)
     a1.set_title("velocity gap (depth 3); dots: loss down 90 %", fontsize=9)
@@ -76,8 +90,10 @@ def plot(curves: list[FlowComparison], scaling: dict[int, list[FlowComparison]],
     a3.set_title("the gap scales like the conserved imbalance", fontsize=9)
     a3.grid(alpha=0.3, which="both", lw=0.4)
     a3.legend(fontsize=8)
-    fig.suptitle("Balanced factor flow = Riemannian gradient flow on $(M_r, g_N)$; unbalanced: off by $O(\\sigma^2)$",
-                 fontsize=10)
+    fig.suptitle(
+        "Balanced factor flow = Riemannian gradient flow on $(M_r, g_N)$; unbalanced: off by $O(\\sigma^2)$",
+        fontsize=10,
+    )
     fig.tight_layout()
     save_small_png(fig, path, dpi=100)
     plt.close(fig)
@@ -98,21 +114,31 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     scaling = {
         3: [c for c in curves if c.start == "unbalanced"],
-        2: [compare_flows(d2["dims"], Y, s, d2["t_end"], balanced=False, samples=samples) for s in d2["scales"]],
+        2: [
+            compare_flows(d2["dims"], Y, s, d2["t_end"], balanced=False, samples=samples)
+            for s in d2["scales"]
+        ],
     }
-    scaling[2] += [compare_flows(d2["dims"], Y, s, d2["t_end"], balanced=True, samples=samples) for s in d2["scales"]]
+    scaling[2] += [
+        compare_flows(d2["dims"], Y, s, d2["t_end"], balanced=True, samples=samples)
+        for s in d2["scales"]
+    ]
 
     print(f"E = ||X - Y||^2/2, Y 5x6 with singular values {SINGULAR_VALUES}; hidden width r = 3")
-    print(f"{'depth':>5} {'start':>10} {'sigma':>6} {'||G||':>9} {'t90':>7} {'vgap(t90)':>10} {'ratio':>6} "
-          f"{'sigma^2 ratio':>13} {'max traj gap':>12} {'final traj gap':>14}")
+    print(
+        f"{'depth':>5} {'start':>10} {'sigma':>6} {'||G||':>9} {'t90':>7} {'vgap(t90)':>10} {'ratio':>6} "
+        f"{'sigma^2 ratio':>13} {'max traj gap':>12} {'final traj gap':>14}"
+    )
     for depth, cs in ((3, curves), (2, scaling[2])):
         prev = {}
         for c in cs:
             p = prev.get(c.start) if c.start == "unbalanced" else None
             ratio = f"{p.velocity_gap_t90 / c.velocity_gap_t90:6.2f}" if p else " " * 6
             pred = f"{(p.scale / c.scale) ** 2:13.2f}" if p else " " * 13
-            print(f"{depth:5d} {c.start:>10} {c.scale:6.2f} {c.imbalance:9.2e} {c.t90:7.2f} {c.velocity_gap_t90:10.2e} "
-                  f"{ratio} {pred} {c.trajectory_gap.max():12.2e} {c.trajectory_gap[-1]:14.2e}")
+            print(
+                f"{depth:5d} {c.start:>10} {c.scale:6.2f} {c.imbalance:9.2e} {c.t90:7.2f} {c.velocity_gap_t90:10.2e} "
+                f"{ratio} {pred} {c.trajectory_gap.max():12.2e} {c.trajectory_gap[-1]:14.2e}"
+            )
             prev[c.start] = c
     scaling[2] = [c for c in scaling[2] if c.start == "unbalanced"]
     name = "balanced_vs_riemannian_quick.png" if args.quick else "balanced_vs_riemannian.png"

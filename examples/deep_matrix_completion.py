@@ -26,13 +26,13 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from dlngeo.reproductions.figure_io import example_parser, save_small_png  # noqa: E402
 from dlngeo.reproductions.completion import (  # noqa: E402
     CompletionRun,
     completion_sweep,
     effective_rank,
     low_rank_target,
 )
+from dlngeo.reproductions.figure_io import example_parser, save_small_png  # noqa: E402
 
 FULL = dict(n=100, rank=5, counts=[1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000], seeds=[0, 1])
 QUICK = dict(n=30, rank=2, counts=[200, 250, 300, 400], seeds=[0, 1])
@@ -61,14 +61,21 @@ def summarize(runs: list[CompletionRun]) -> dict[tuple[str, int], tuple[float, f
     }
 
 
-def plot(summary, n: int, rank: int, init_scale: float, path: Path, target_erank: float | None = None) -> None:
+def plot(
+    summary, n: int, rank: int, init_scale: float, path: Path, target_erank: float | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = sorted({m for m, _ in summary}, key=lambda m: (m != "nuclear norm", m))
-    colors = {"nuclear norm": "0.45", "depth 2": "tab:blue", "depth 3": "tab:orange", "depth 4": "tab:red"}
+    colors = {
+        "nuclear norm": "0.45",
+        "depth 2": "tab:blue",
+        "depth 3": "tab:orange",
+        "depth 4": "tab:red",
+    }
     labels = {"nuclear norm": "depth 1 (min nuclear norm)"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for m in methods:
@@ -87,7 +94,9 @@ def plot(summary, n: int, rank: int, init_scale: float, path: Path, target_erank
         ax.grid(alpha=0.3)
     ax1.text(dof, ax1.get_ylim()[0], " dof", va="bottom", fontsize=8)
     if target_erank is not None:
-        ax2.axhline(target_erank, color="k", lw=0.8, ls="--", label=f"effective rank of $M^*$ (rank {rank})")
+        ax2.axhline(
+            target_erank, color="k", lw=0.8, ls="--", label=f"effective rank of $M^*$ (rank {rank})"
+        )
         ax2.legend(fontsize=8)
     ax1.set_ylabel("test error (mean sq. over all entries)")
     ax2.set_ylabel("effective rank")
@@ -106,14 +115,28 @@ def read_csv(path: Path) -> list[CompletionRun]:
     runs = []
     for line in path.read_text().splitlines()[1:]:
         method, depth, count, seed, err, er, train, its, conv = line.split(",")
-        runs.append(CompletionRun(method, int(depth), int(count), None, float(train), float(err), float(er),
-                                  int(its), bool(int(conv)), None if seed == "None" else int(seed)))
+        runs.append(
+            CompletionRun(
+                method,
+                int(depth),
+                int(count),
+                None,
+                float(train),
+                float(err),
+                float(er),
+                int(its),
+                bool(int(conv)),
+                None if seed == "None" else int(seed),
+            )
+        )
     return runs
 
 
 def write_csv(runs: list[CompletionRun], path: Path) -> None:
     """One line per run (without the matrices), so the figure can be re-made without re-running."""
-    lines = ["method,depth,observations,seed,test_error,effective_rank,train_loss,iterations,converged"]
+    lines = [
+        "method,depth,observations,seed,test_error,effective_rank,train_loss,iterations,converged"
+    ]
     for r in runs:
         lines.append(
             f"{r.method},{r.depth},{r.observations},{r.seed},{r.test_error:.6e},{r.effective_rank:.6f},"
@@ -125,11 +148,26 @@ def write_csv(runs: list[CompletionRun], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = example_parser(__doc__, __file__, "n = 30, rank 2, 2 seeds (about a minute)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="GroupRMSprop learning rate (paper: 1e-3)")
-    parser.add_argument("--init-scale", type=float, default=1e-3, help="end-to-end init scale (paper: 1e-3)")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="GroupRMSprop learning rate (paper: 1e-3)"
+    )
+    parser.add_argument(
+        "--init-scale", type=float, default=1e-3, help="end-to-end init scale (paper: 1e-3)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1)")
-    parser.add_argument("--from-csv", type=Path, nargs="+", default=None, help="re-plot from CSV files of earlier runs")
-    parser.add_argument("--max-iterations", type=int, default=None, help="step budget (default 200000; 40000 with --quick)")
+    parser.add_argument(
+        "--from-csv",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="re-plot from CSV files of earlier runs",
+    )
+    parser.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        help="step budget (default 200000; 40000 with --quick)",
+    )
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.seeds:
@@ -137,7 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
     max_iterations = args.max_iterations or (40_000 if args.quick else 200_000)
     nuclear = _nuclear_available()
     if not nuclear:
-        print("cvxpy not installed (pip install 'dlngeo[convex]'): skipping the nuclear-norm baseline")
+        print(
+            "cvxpy not installed (pip install 'dlngeo[convex]'): skipping the nuclear-norm baseline"
+        )
     start = time.perf_counter()
 
     def progress(run: CompletionRun) -> None:
@@ -156,15 +196,26 @@ def main(argv: list[str] | None = None) -> dict:
         runs = run_sweep(cfg, nuclear, args, max_iterations, progress)
     summary = summarize(runs)
     methods = sorted({m for m, _ in summary}, key=lambda m: (m != "nuclear norm", m))
-    print(f"\ngeometric-mean test error / mean effective rank over {len(cfg['seeds'])} seed(s); n={cfg['n']}, rank={cfg['rank']}")
+    print(
+        f"\ngeometric-mean test error / mean effective rank over {len(cfg['seeds'])} seed(s); n={cfg['n']}, rank={cfg['rank']}"
+    )
     print("|Omega| " + "".join(f"{m:>22s}" for m in methods))
     for c in cfg["counts"]:
-        print(f"{c:7d} " + "".join(f"{summary[m, c][0]:13.2e} /{summary[m, c][1]:6.2f}" for m in methods))
+        print(
+            f"{c:7d} "
+            + "".join(f"{summary[m, c][0]:13.2e} /{summary[m, c][1]:6.2f}" for m in methods)
+        )
     name = "deep_matrix_completion_quick" if args.quick else "deep_matrix_completion"
     write_csv(runs, args.out / f"{name}.csv")
     path = args.out / f"{name}.png"
-    target_erank = float(np.mean([effective_rank(low_rank_target(cfg["n"], cfg["rank"], np.random.default_rng(s)))
-                                  for s in cfg["seeds"]]))
+    target_erank = float(
+        np.mean(
+            [
+                effective_rank(low_rank_target(cfg["n"], cfg["rank"], np.random.default_rng(s)))
+                for s in cfg["seeds"]
+            ]
+        )
+    )
     print(f"effective rank of the target M*: {target_erank:.3f} (mean over seeds)")
     plot(summary, cfg["n"], cfg["rank"], args.init_scale, path, target_erank)
     print(f"figure: {path}  ({time.perf_counter() - start:.0f} s)")

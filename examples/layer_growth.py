@@ -35,8 +35,9 @@ Run::
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import integrate, signal
@@ -44,7 +45,15 @@ from scipy import integrate, signal
 import dlngeo
 from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
-__all__ = ["make_problem", "loss_and_gradients", "gradient_descent", "gradient_flow", "phases", "run", "plot"]
+__all__ = [
+    "make_problem",
+    "loss_and_gradients",
+    "gradient_descent",
+    "gradient_flow",
+    "phases",
+    "run",
+    "plot",
+]
 
 ACTIVATIONS = ("linear", "relu")
 
@@ -69,9 +78,13 @@ def make_problem(
     if len(dims) < 3:
         raise ValueError(f"dims must have at least 3 widths (one hidden layer), got {dims!r}")
     if n_samples < dims[0]:
-        raise ValueError(f"n_samples must be >= the input width {dims[0]} to whiten, got {n_samples}")
+        raise ValueError(
+            f"n_samples must be >= the input width {dims[0]} to whiten, got {n_samples}"
+        )
     if len(s) > min(dims[0], dims[-1]):
-        raise ValueError(f"s has {len(s)} values, more than min(d_0, d_N) = {min(dims[0], dims[-1])}")
+        raise ValueError(
+            f"s has {len(s)} values, more than min(d_0, d_N) = {min(dims[0], dims[-1])}"
+        )
     if not init_scale > 0:
         raise ValueError(f"init_scale must be positive, got {init_scale!r}")
     rng = np.random.default_rng(seed)
@@ -81,7 +94,8 @@ def make_problem(
     V = np.linalg.qr(rng.standard_normal((dims[0], len(s))))[0]
     teacher = (U * s) @ V.T
     weights0 = [
-        init_scale / np.sqrt(dims[k]) * rng.standard_normal((dims[k + 1], dims[k])) for k in range(len(dims) - 1)
+        init_scale / np.sqrt(dims[k]) * rng.standard_normal((dims[k + 1], dims[k]))
+        for k in range(len(dims) - 1)
     ]
     return {
         "network": dlngeo.DeepLinearNetwork(dims),
@@ -115,7 +129,9 @@ def loss_and_gradients(
     if activation == "linear" and network is not None:
         X = network.product(weights)
         residual = X @ inputs - targets
-        return 0.5 * float(np.sum(residual**2)) / n, network.gradients(weights, residual @ inputs.T / n)
+        return 0.5 * float(np.sum(residual**2)) / n, network.gradients(
+            weights, residual @ inputs.T / n
+        )
     hs, zs = [inputs], []
     for k, W in enumerate(weights):
         z = W @ hs[-1]
@@ -139,10 +155,15 @@ def _sq_norms(weights: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _imbalance(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T for k in range(len(weights) - 1)]
+    return [
+        weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T
+        for k in range(len(weights) - 1)
+    ]
 
 
-def _invariant_drifts(weights: Sequence[np.ndarray], G0: list[np.ndarray], D0: np.ndarray) -> tuple[float, float, float]:
+def _invariant_drifts(
+    weights: Sequence[np.ndarray], G0: list[np.ndarray], D0: np.ndarray
+) -> tuple[float, float, float]:
     """Max over k of: ``|G_k - G_k(0)|`` (entries), its diagonal part, ``|Δ(‖W_{k+1}‖² - ‖W_k‖²)|``."""
     G = _imbalance(weights)
     full = max(float(np.abs(g - g0).max()) for g, g0 in zip(G, G0))
@@ -173,7 +194,10 @@ def gradient_descent(
     G0, D0 = _imbalance(W), np.diff(_sq_norms(W))
     n_steps = int(round(T / eta))
     record_at = set(np.unique(np.linspace(0, n_steps - 1, n_records).astype(int)).tolist())
-    rec: dict[str, list[Any]] = {k: [] for k in ("times", "loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")}
+    rec: dict[str, list[Any]] = {
+        k: []
+        for k in ("times", "loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")
+    }
     worst_res, worst_rhs = 0.0, 0.0
     norms = _sq_norms(W)
     for step in range(n_steps):
@@ -182,7 +206,7 @@ def gradient_descent(
         new = _sq_norms(W)
         g2 = _sq_norms(grads)
         lhs = -np.diff(new) + np.diff(norms)  # Δ(‖W_k‖² - ‖W_{k+1}‖²)
-        rhs = -eta**2 * np.diff(g2)
+        rhs = -(eta**2) * np.diff(g2)
         worst_res = max(worst_res, float(np.abs(lhs - rhs).max()))
         worst_rhs = max(worst_rhs, float(np.abs(rhs).max()))
         if step in record_at:
@@ -236,16 +260,20 @@ def gradient_flow(
     sizes = np.cumsum([0] + [a * b for a, b in shapes])
 
     def unpack(v: np.ndarray) -> list[np.ndarray]:
-        return [v[sizes[k]:sizes[k + 1]].reshape(shapes[k]) for k in range(len(shapes))]
+        return [v[sizes[k] : sizes[k + 1]].reshape(shapes[k]) for k in range(len(shapes))]
 
     def rhs(_t: float, v: np.ndarray) -> np.ndarray:
-        return -np.concatenate([g.ravel() for g in loss_and_gradients(unpack(v), x, y, activation, net)[1]])
+        return -np.concatenate(
+            [g.ravel() for g in loss_and_gradients(unpack(v), x, y, activation, net)[1]]
+        )
 
     W0 = problem["weights0"]
     v0 = np.concatenate([w.ravel() for w in W0])
     if step is None:
         times = np.linspace(0.0, T, n_records)
-        sol = integrate.solve_ivp(rhs, (0.0, T), v0, method="DOP853", t_eval=times, rtol=rtol, atol=atol)
+        sol = integrate.solve_ivp(
+            rhs, (0.0, T), v0, method="DOP853", t_eval=times, rtol=rtol, atol=atol
+        )
         if not sol.success:
             raise RuntimeError(f"solve_ivp failed: {sol.message}")
         states, nfev = sol.y.T, int(sol.nfev)
@@ -265,7 +293,9 @@ def gradient_flow(
             v = v + (step / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
             nfev += 4
     G0, D0 = _imbalance(W0), np.diff(_sq_norms(W0))
-    rec: dict[str, list[Any]] = {k: [] for k in ("loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")}
+    rec: dict[str, list[Any]] = {
+        k: [] for k in ("loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")
+    }
     for v in states:
         W = unpack(v)
         loss, grads = loss_and_gradients(W, x, y, activation, net)
@@ -283,7 +313,9 @@ def gradient_flow(
     return out
 
 
-def phases(times: np.ndarray, rate: np.ndarray, level: float = 0.02, prominence: float = 0.5) -> dict[str, Any]:
+def phases(
+    times: np.ndarray, rate: np.ndarray, level: float = 0.02, prominence: float = 0.5
+) -> dict[str, Any]:
     """Phases of learning from the common growth rate ``d‖W_k‖²/dt``.
 
     Bursts are the peaks of ``log(rate)`` (``scipy.signal.find_peaks`` with
@@ -335,11 +367,23 @@ def run(
     problem = make_problem(seed=seed, **(problem_kwargs or {}))
     out: dict[str, Any] = {"problem": problem, "eta": eta, "T": T}
     for act in ACTIVATIONS:
-        runs = [gradient_descent(problem, act, eta / f, T, n_records if f == 1 else max(n_records // 4, 2)) for f in (1, 2, 4)]
-        flow = gradient_flow(problem, act, T, n_records=min(n_records, 200),
-                             step=None if act == "linear" else relu_flow_step)
+        runs = [
+            gradient_descent(
+                problem, act, eta / f, T, n_records if f == 1 else max(n_records // 4, 2)
+            )
+            for f in (1, 2, 4)
+        ]
+        flow = gradient_flow(
+            problem,
+            act,
+            T,
+            n_records=min(n_records, 200),
+            step=None if act == "linear" else relu_flow_step,
+        )
         ratios = {
-            key: np.array([runs[i + 1][f"final_{key}_drift"] / runs[i][f"final_{key}_drift"] for i in (0, 1)])
+            key: np.array(
+                [runs[i + 1][f"final_{key}_drift"] / runs[i][f"final_{key}_drift"] for i in (0, 1)]
+            )
             for key in ("G", "diagG", "norm_diff")
         }
         out[act] = {
@@ -381,25 +425,42 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
         ax = axes[row, 1]
         for k in range(depth):
-            ax.semilogy(t, np.maximum(gd["rates"][:, k], 1e-8), color=colors[k], lw=2.6 - 0.7 * k, label=rf"$d\|W_{k + 1}\|^2/dt$")
+            ax.semilogy(
+                t,
+                np.maximum(gd["rates"][:, k], 1e-8),
+                color=colors[k],
+                lw=2.6 - 0.7 * k,
+                label=rf"$d\|W_{k + 1}\|^2/dt$",
+            )
         ax.set_ylim(bottom=max(1e-4, 1e-4 * gd["rates"].max()))
         for tp in ph["peak_times"]:
             ax.axvline(tp, color="k", lw=0.6, ls="--")
         ax.axvspan(t[0], ph["plateau_end"], color="tab:blue", alpha=0.1, label="plateau")
         ax.axvspan(ph["saturation_start"], t[-1], color="tab:green", alpha=0.1, label="saturation")
-        ax.set_title(f"{act}: growth rates, one per layer ({len(ph['peak_times'])} bursts, dashed)", fontsize=10)
+        ax.set_title(
+            f"{act}: growth rates, one per layer ({len(ph['peak_times'])} bursts, dashed)",
+            fontsize=10,
+        )
         ax.legend(fontsize=7, loc="lower right")
 
         ax = axes[row, 2]
-        styles = {"G_drift": ("tab:red", r"$G_k$ (matrix)"),
-                  "diagG_drift": ("tab:purple", r"diag $G_k$ (per unit)"),
-                  "norm_diff_drift": ("tab:green", r"$\|W_{k+1}\|^2 - \|W_k\|^2$")}
+        styles = {
+            "G_drift": ("tab:red", r"$G_k$ (matrix)"),
+            "diagG_drift": ("tab:purple", r"diag $G_k$ (per unit)"),
+            "norm_diff_drift": ("tab:green", r"$\|W_{k+1}\|^2 - \|W_k\|^2$"),
+        }
         fl = results[act]["flow"]
         for key, (c, label) in styles.items():
             for name, ls in (("gd", "-"), ("gd_half", "--")):
                 r = results[act][name]
-                ax.semilogy(r["times"][1:], np.maximum(r[key][1:], 1e-17), ls=ls, color=c, lw=1.6,
-                            label=label if name == "gd" else None)
+                ax.semilogy(
+                    r["times"][1:],
+                    np.maximum(r[key][1:], 1e-17),
+                    ls=ls,
+                    color=c,
+                    lw=1.6,
+                    label=label if name == "gd" else None,
+                )
             ax.semilogy(fl["times"][1:], np.maximum(fl[key][1:], 1e-17), ls=":", color=c, lw=2.2)
         ax.plot([], [], "-", color="gray", label=f"GD eta = {eta:g}")
         ax.plot([], [], "--", color="gray", label=f"GD eta = {eta / 2:g}")
@@ -410,8 +471,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("time t = eta k")
-    fig.suptitle("Layers grow at one rate, in phases; ReLU keeps the per-unit (scalar) balance and breaks the matrix one",
-                 fontsize=11)
+    fig.suptitle(
+        "Layers grow at one rate, in phases; ReLU keeps the per-unit (scalar) balance and breaks the matrix one",
+        fontsize=11,
+    )
     fig.tight_layout()
     save_small_png(fig, path, dpi=100, colors=128)
     plt.close(fig)
@@ -423,25 +486,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(**(dict(eta=5e-3, n_records=200) if args.quick else {}))
     eta, T = results["eta"], results["T"]
-    print(f"Layer growth: depth {len(results['problem']['weights0'])}, dims {results['problem']['network'].dims}, T = {T:g}")
-    print("Drift of each invariant over [0, T] (max over k, entries), GD at eta and its ratio when eta halves (twice);")
-    print("step-id: worst residual of the exact per-step identity, relative to its largest right-hand side.")
-    print(f"{'':7} {'invariant':<22} {'GD eta=' + format(eta, 'g'):>12} {'ratios eta/2, eta/4':>20} {'flow (ODE)':>11}")
-    names = {"G": "G_k (matrix)", "diagG": "diag G_k (per unit)", "norm_diff": "|W_k+1|^2 - |W_k|^2"}
+    print(
+        f"Layer growth: depth {len(results['problem']['weights0'])}, dims {results['problem']['network'].dims}, T = {T:g}"
+    )
+    print(
+        "Drift of each invariant over [0, T] (max over k, entries), GD at eta and its ratio when eta halves (twice);"
+    )
+    print(
+        "step-id: worst residual of the exact per-step identity, relative to its largest right-hand side."
+    )
+    print(
+        f"{'':7} {'invariant':<22} {'GD eta=' + format(eta, 'g'):>12} {'ratios eta/2, eta/4':>20} {'flow (ODE)':>11}"
+    )
+    names = {
+        "G": "G_k (matrix)",
+        "diagG": "diag G_k (per unit)",
+        "norm_diff": "|W_k+1|^2 - |W_k|^2",
+    }
     for act in ACTIVATIONS:
         r = results[act]
         fl = r["flow"]
         for key, label in names.items():
             ratios = ", ".join(f"{x:.2f}" for x in r["drift_ratios"][key])
-            print(f"{act:7} {label:<22} {r['gd'][f'final_{key}_drift']:12.2e} {ratios:>20} {fl[f'{key}_drift'].max():11.1e}")
-        print(f"{act:7} {'step-id residual':<22} {r['gd']['step_identity_residual']:12.1e}"
-              f"   (flow: {fl['method']}, {fl['nfev']} evaluations)")
+            print(
+                f"{act:7} {label:<22} {r['gd'][f'final_{key}_drift']:12.2e} {ratios:>20} {fl[f'{key}_drift'].max():11.1e}"
+            )
+        print(
+            f"{act:7} {'step-id residual':<22} {r['gd']['step_identity_residual']:12.1e}"
+            f"   (flow: {fl['method']}, {fl['nfev']} evaluations)"
+        )
     for act in ACTIVATIONS:
         ph = results[act]["phases"]
         peaks = ", ".join(f"{t:.2f}" for t in ph["peak_times"])
         spread = np.ptp(results[act]["gd"]["rates"], axis=1).max()
-        print(f"{act:7} phases: plateau to t = {ph['plateau_end']:.2f}; bursts at t = {peaks};"
-              f" saturation from t = {ph['saturation_start']:.2f}; max spread of layer rates {spread:.1e}")
+        print(
+            f"{act:7} phases: plateau to t = {ph['plateau_end']:.2f}; bursts at t = {peaks};"
+            f" saturation from t = {ph['saturation_start']:.2f}; max spread of layer rates {spread:.1e}"
+        )
     path = plot(results, args.out / "layer_growth.png")
     print(f"figure: {path}")
     return 0

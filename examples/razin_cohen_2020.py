@@ -24,7 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from dlngeo.reproductions.figure_io import example_parser, save_small_png
-from dlngeo.reproductions.razin_cohen import RazinCohenRun, end_to_end_flow, end_to_end_flow_svd, small_init
+from dlngeo.reproductions.razin_cohen import (
+    RazinCohenRun,
+    end_to_end_flow,
+    end_to_end_flow_svd,
+    small_init,
+)
 
 
 def at(run: RazinCohenRun, t: float) -> int:
@@ -53,7 +58,14 @@ def plot(runs: dict[int, RazinCohenRun], cartesian2: RazinCohenRun | None, path:
         a4.loglog(t, run.loss[sl], color=c, ls=ls)
     if cartesian2 is not None:
         t = cartesian2.times[1:]
-        a1.loglog(t, np.abs(cartesian2.w11[1:]), color="k", lw=0.8, alpha=0.6, label="depth 2, Cartesian: det sign lost")
+        a1.loglog(
+            t,
+            np.abs(cartesian2.w11[1:]),
+            color="k",
+            lw=0.8,
+            alpha=0.6,
+            label="depth 2, Cartesian: det sign lost",
+        )
         a4.loglog(t, np.maximum(cartesian2.loss[1:], 1e-30), color="k", lw=0.8, alpha=0.6)
     a1.set_ylabel(r"$|w_{11}|$ (unobserved entry)")
     a2.set_ylabel(r"$\|X\|_*$ (solid/dashed), $\|X\|_F$ (dotted)")
@@ -86,8 +98,10 @@ def main(argv: list[str] | None = None) -> dict[int, RazinCohenRun]:
     cartesian = {N: end_to_end_flow(X0, N, t_end=t_end) for N in (2, 3, 4)}
 
     print(f"X0 = {X0.round(5).tolist()}, det X0 = {np.linalg.det(X0):.2e}; t_end = {t_end:g}")
-    print(f"{'depth':>5} {'coords':>9} {'|w11|(1e2)':>11} {'|w11|(1e4)':>11} {'|w11|(end)':>11} {'loss(end)':>10} "
-          f"{'2*loss*w11^2':>12} {'log|det|':>9} {'min det':>9} {'erank':>8} {'nuclear':>9} {'Frobenius':>9}")
+    print(
+        f"{'depth':>5} {'coords':>9} {'|w11|(1e2)':>11} {'|w11|(1e4)':>11} {'|w11|(end)':>11} {'loss(end)':>10} "
+        f"{'2*loss*w11^2':>12} {'log|det|':>9} {'min det':>9} {'erank':>8} {'nuclear':>9} {'Frobenius':>9}"
+    )
     for N in (2, 3, 4):
         for name, run in (("log-sigma", runs[N]), ("Cartesian", cartesian[N])):
             w = np.abs(run.w11)
@@ -97,12 +111,16 @@ def main(argv: list[str] | None = None) -> dict[int, RazinCohenRun]:
                 f"{run.loss[-1]:10.3e} {2 * run.loss[-1] * w[-1] ** 2:12.6f} {run.log_abs_det[-1]:9.1f} "
                 f"{min_det:9.2e} {run.effective_rank[-1]:8.5f} {run.nuclear[-1]:9.3f} {run.frobenius[-1]:9.3f}"
             )
-    print("log-sigma coordinates: det > 0 exactly (det = sigma_1 sigma_2, signs fixed); min det is printed for Cartesian runs.")
+    print(
+        "log-sigma coordinates: det > 0 exactly (det = sigma_1 sigma_2, signs fixed); min det is printed for Cartesian runs."
+    )
     c2 = cartesian[2]
     flipped = np.nonzero(c2.det < 0)[0]
     if flipped.size:
-        print(f"depth 2, Cartesian: det turns negative at t ~ {c2.times[flipped[0]]:.3g} and the run stops at a finite "
-              f"solution (|w11| = {abs(c2.w11[-1]):.2f}, det = {c2.det[-1]:.3f}): inconclusive in double precision.")
+        print(
+            f"depth 2, Cartesian: det turns negative at t ~ {c2.times[flipped[0]]:.3g} and the run stops at a finite "
+            f"solution (|w11| = {abs(c2.w11[-1]):.2f}, det = {c2.det[-1]:.3f}): inconclusive in double precision."
+        )
     name = "razin_cohen_2020_quick.png" if args.quick else "razin_cohen_2020.png"
     path = args.out / name
     plot(runs, c2, path)

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import integrate, optimize
@@ -168,7 +169,16 @@ def make_problem(
     X0 = a0 * U @ V.T
     net = dlngeo.DeepLinearNetwork((n,) + (hidden,) * (depth - 1) + (m,))
     weights0 = net.balanced(X0, rng=rng)
-    return {"Y": Y, "U": U, "V": V, "X0": X0, "network": net, "weights0": weights0, "s": s, "a0": a0}
+    return {
+        "Y": Y,
+        "U": U,
+        "V": V,
+        "X0": X0,
+        "network": net,
+        "weights0": weights0,
+        "s": s,
+        "a0": a0,
+    }
 
 
 def _modes(X: np.ndarray, U: np.ndarray, V: np.ndarray) -> np.ndarray:
@@ -177,7 +187,12 @@ def _modes(X: np.ndarray, U: np.ndarray, V: np.ndarray) -> np.ndarray:
 
 
 def intrinsic_flow(
-    X0: np.ndarray, Y: np.ndarray, depth: int, times: np.ndarray, rtol: float = 1e-10, atol: float = 1e-12
+    X0: np.ndarray,
+    Y: np.ndarray,
+    depth: int,
+    times: np.ndarray,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
 ) -> np.ndarray:
     r"""``X(t)`` of :math:`\dot X = -A_{N,X}(X - Y)` at ``times`` (array ``len(times) x m x n``).
 
@@ -353,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = dict(n_times=80, eta=4e-3) if args.quick else {}
     results = run(**kwargs)
     print("Saxe et al. 2014: mode strengths vs the exact solution (max |a_sim - a_exact|)")
-    print(f"{'N':>2} {'flow err':>9} {'GD err':>9} {'eta':>7} {'off-diag':>9}   t_half per mode (exact / flow)")
+    print(
+        f"{'N':>2} {'flow err':>9} {'GD err':>9} {'eta':>7} {'off-diag':>9}   t_half per mode (exact / flow)"
+    )
     for depth, r in results.items():
         halves = "  ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(r["t_half_theory"], r["t_half_flow"]))
         print(

@@ -64,7 +64,9 @@ def free_energy_contours(path: Path) -> None:
         F = E - T * S
         F = F - F.min()
         cs = ax.contourf(s1, s2, F, levels=levels, cmap="viridis", extend="max")
-        ax.plot(argmins[:, 0], argmins[:, 1], "r-", lw=1.2, label=r"argmin $F$, $1/\beta \in [0, 3]$")
+        ax.plot(
+            argmins[:, 0], argmins[:, 1], "r-", lw=1.2, label=r"argmin $F$, $1/\beta \in [0, 3]$"
+        )
         i = np.unravel_index(np.argmin(F), F.shape)
         ax.plot(*target, "w*", ms=11, mec="k", label="target (argmin E)")
         ax.plot(s1[i], s2[i], "ro", ms=6, mec="k", label="argmin F")
@@ -75,8 +77,11 @@ def free_energy_contours(path: Path) -> None:
     fig.colorbar(cs, ax=axes, shrink=0.85, label=r"$F - \min F$")
     axes[0].set_ylabel(r"$\sigma_2$")
     axes[0].legend(loc="upper left", fontsize=6.5)
-    fig.suptitle(r"Free energy $F_\beta = E - S/\beta$ on $X = \mathrm{diag}(\sigma_1, \sigma_2)$, "
-                 r"$E = \frac{1}{2}\|X - \mathrm{diag}(1.5, 0.8)\|^2$, depth 3", fontsize=11)
+    fig.suptitle(
+        r"Free energy $F_\beta = E - S/\beta$ on $X = \mathrm{diag}(\sigma_1, \sigma_2)$, "
+        r"$E = \frac{1}{2}\|X - \mathrm{diag}(1.5, 0.8)\|^2$, depth 3",
+        fontsize=11,
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -91,30 +96,50 @@ def sample_histograms(path: Path, chains: int) -> None:
     energy = lambda s: np.sum(s**2, axis=-1)  # noqa: E731
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
     for row, N in enumerate((2, 3)):
-        law = SingularValueLaw(beta=1.0, depth=N, shape=(2, 2), energy=energy, upper=5.5, n_grid=200)
-        wrong = SingularValueLaw(beta=1.0, depth=N, shape=(2, 2), energy=energy, upper=5.5, n_grid=200, entropic=False)
+        law = SingularValueLaw(
+            beta=1.0, depth=N, shape=(2, 2), energy=energy, upper=5.5, n_grid=200
+        )
+        wrong = SingularValueLaw(
+            beta=1.0, depth=N, shape=(2, 2), energy=energy, upper=5.5, n_grid=200, entropic=False
+        )
         rng = np.random.default_rng(N)
         s0 = wrong.sample(rng, chains)  # start from the wrong law: the samplers must move
         X0 = _haar(rng, chains, 2) @ (s0[:, :, None] * _haar(rng, chains, 2))
         t0 = time.perf_counter()
         mala = RiemannianMALA(step=0.01, n_steps=400, record_every=400).sample(
-            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
+            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains
+        )
         rle = RiemannianLangevin(step=1e-3, n_steps=2000, record_every=2000).sample(
-            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
-        rle_matrix = RiemannianLangevin(step=1e-3, n_steps=2000, record_every=2000, scheme="matrix").sample(
-            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
-        print(f"  depth {N}: MALA acceptance {mala.info['acceptance_rate']:.2f}, {time.perf_counter() - t0:.1f} s")
+            1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains
+        )
+        rle_matrix = RiemannianLangevin(
+            step=1e-3, n_steps=2000, record_every=2000, scheme="matrix"
+        ).sample(1, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
+        print(
+            f"  depth {N}: MALA acceptance {mala.info['acceptance_rate']:.2f}, {time.perf_counter() - t0:.1f} s"
+        )
         for col, which in enumerate(("max", "min")):
             ax = axes[row, col]
             k = 0 if which == "max" else -1
             bins = np.linspace(0, 2.6, 40) if which == "max" else np.linspace(0, 1.2, 40)
-            runs = ((mala, "C0", "riemannian_mala"), (rle, "C1", "riemannian_langevin (h = 1e-3)"),
-                    (rle_matrix, "C3", "riemannian_langevin, scheme='matrix'"))
+            runs = (
+                (mala, "C0", "riemannian_mala"),
+                (rle, "C1", "riemannian_langevin (h = 1e-3)"),
+                (rle_matrix, "C3", "riemannian_langevin, scheme='matrix'"),
+            )
             for rec, color, label in runs:
                 s = np.linalg.svd(rec.final_point, compute_uv=False)[:, k]
-                ax.hist(s, bins=bins, density=True, histtype="step", lw=1.6, color=color, label=label)
+                ax.hist(
+                    s, bins=bins, density=True, histtype="step", lw=1.6, color=color, label=label
+                )
             x, p = law.pdf(which)
-            ax.plot(x, p, "k-", lw=1.2, label=r"law $\propto e^{-\beta E + S}\,d\mathrm{vol}_{g_N}$ (quadrature)")
+            ax.plot(
+                x,
+                p,
+                "k-",
+                lw=1.2,
+                label=r"law $\propto e^{-\beta E + S}\,d\mathrm{vol}_{g_N}$ (quadrature)",
+            )
             x, p = wrong.pdf(which)
             ax.plot(x, p, "k--", lw=1.0, label=r"without $e^{S}$")
             ax.set_xlim(bins[0], bins[-1])
@@ -123,9 +148,11 @@ def sample_histograms(path: Path, chains: int) -> None:
             ax.set_xlabel(f"$\\sigma_{{\\{which}}}$")
             ax.set_ylabel("density")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(r"Equilibrium singular values of a 2x2 $X$, $E = \|X\|_F^2$, $\beta = 1$ "
-                 r"(the plain Euler step in $X$ is biased near $\det X = 0$: $\sigma_{\min}$ at depth 3)",
-                 fontsize=10)
+    fig.suptitle(
+        r"Equilibrium singular values of a 2x2 $X$, $E = \|X\|_F^2$, $\beta = 1$ "
+        r"(the plain Euler step in $X$ is biased near $\det X = 0$: $\sigma_{\min}$ at depth 3)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -133,33 +160,68 @@ def sample_histograms(path: Path, chains: int) -> None:
 def entropy_vs_depth(path: Path) -> None:
     """The X-dependent part of S against depth for a few spectra, and its large-depth limit."""
     depths = np.arange(1, 31)
-    spectra = {"(2, 1, 0.5)": np.array([2.0, 1.0, 0.5]), "(1, 1, 1)": np.ones(3), "(2, 1, 0.05)": np.array([2.0, 1.0, 0.05])}
+    spectra = {
+        "(2, 1, 0.5)": np.array([2.0, 1.0, 0.5]),
+        "(1, 1, 1)": np.ones(3),
+        "(2, 1, 0.05)": np.array([2.0, 1.0, 0.05]),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for k, (label, s) in enumerate(spectra.items()):
-        square = np.array([entropy_from_singular_values(s, N) - (N - 1) * log_orthogonal_group_volume(3) for N in depths])
+        square = np.array(
+            [
+                entropy_from_singular_values(s, N) - (N - 1) * log_orthogonal_group_volume(3)
+                for N in depths
+            ]
+        )
         axes[0].plot(depths, square, "o-", ms=3, color=f"C{k}", label=f"$\\sigma$ = {label}")
         sq = s**2
-        lm = [np.exp(0.5 * (np.log(a) + np.log(b))) if a == b else (a - b) / (np.log(a) - np.log(b))
-              for a, b in ((sq[0], sq[1]), (sq[0], sq[2]), (sq[1], sq[2]))]
-        axes[0].plot(depths, 1.5 * np.log(depths) + 0.5 * np.sum(np.log(lm)), ":", color=f"C{k}", lw=1)
+        lm = [
+            np.exp(0.5 * (np.log(a) + np.log(b))) if a == b else (a - b) / (np.log(a) - np.log(b))
+            for a, b in ((sq[0], sq[1]), (sq[0], sq[2]), (sq[1], sq[2]))
+        ]
+        axes[0].plot(
+            depths, 1.5 * np.log(depths) + 0.5 * np.sum(np.log(lm)), ":", color=f"C{k}", lw=1
+        )
     axes[0].plot([], [], "k:", lw=1, label=r"$\frac{3}{2}\log N + \frac{1}{2}\sum\log$ logmean")
     axes[0].set_xlabel("depth N")
     axes[0].set_ylabel("nats")
     axes[0].set_title(r"$S(X) - (N-1)\log c_3 = \frac{1}{2}\sum_{i<j}\log K_{ij}$ (widths 3)")
     axes[0].legend(fontsize=8)
     s = spectra["(2, 1, 0.5)"]
-    S = np.array([entropy_from_singular_values(s, N) - (N - 1) * log_orthogonal_group_volume(3) for N in depths])
+    S = np.array(
+        [
+            entropy_from_singular_values(s, N) - (N - 1) * log_orthogonal_group_volume(3)
+            for N in depths
+        ]
+    )
     pairs = len(s) * (len(s) - 1) // 2
     per_layer = S[1:] - 0.5 * pairs * np.log(depths[1:])  # 1/2 sum log(K_ij / N)
     sq = s**2
-    logmean = [(a - b) / (np.log(a) - np.log(b)) for a, b in ((sq[0], sq[1]), (sq[0], sq[2]), (sq[1], sq[2]))]
-    axes[1].plot(depths[1:], per_layer, "o-", ms=3, label=r"$\frac{1}{2}\sum_{i<j}\log(K_{ij}/N)$, $\sigma$ = (2, 1, 0.5)")
-    axes[1].axhline(0.5 * np.sum(np.log(logmean)), color="k", ls="--", lw=1,
-                    label=r"$N\to\infty$: $\frac{1}{2}\sum_{i<j}\log$ logmean$(\sigma_i^2, \sigma_j^2)$")
+    logmean = [
+        (a - b) / (np.log(a) - np.log(b))
+        for a, b in ((sq[0], sq[1]), (sq[0], sq[2]), (sq[1], sq[2]))
+    ]
+    axes[1].plot(
+        depths[1:],
+        per_layer,
+        "o-",
+        ms=3,
+        label=r"$\frac{1}{2}\sum_{i<j}\log(K_{ij}/N)$, $\sigma$ = (2, 1, 0.5)",
+    )
+    axes[1].axhline(
+        0.5 * np.sum(np.log(logmean)),
+        color="k",
+        ls="--",
+        lw=1,
+        label=r"$N\to\infty$: $\frac{1}{2}\sum_{i<j}\log$ logmean$(\sigma_i^2, \sigma_j^2)$",
+    )
     axes[1].set_xlabel("depth N")
     axes[1].set_title(r"$K_{ij}/N \to$ logarithmic mean (MATH-NOTES 3.5)")
     axes[1].legend(fontsize=8)
-    fig.suptitle("Entropy of the balanced fibre against depth (the group-volume constant grows linearly and is removed)", fontsize=10)
+    fig.suptitle(
+        "Entropy of the balanced fibre against depth (the group-volume constant grows linearly and is removed)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -64,7 +64,9 @@ class _Data(Loss):
             self.A = finite_array(A, "A", ndim=2)
             self.B = finite_array(B, "B", ndim=2)
             if self.A.shape[1] != self.B.shape[1]:
-                raise ValueError(f"B has {self.B.shape[1]} columns (samples), A has {self.A.shape[1]}")
+                raise ValueError(
+                    f"B has {self.B.shape[1]} columns (samples), A has {self.A.shape[1]}"
+                )
             self.target = None
             self.batch = self.A.shape[1]
             self.shape = (self.B.shape[0], self.A.shape[0])
@@ -180,7 +182,9 @@ class MatrixCompletion(Loss):
     name = "matrix_completion"
 
     def __init__(self, rows: Any, cols: Any, values: Any, shape: Any, normalization: str = "mean"):
-        self.rows, self.cols, self.values, self.shape = check_observations(rows, cols, values, shape)
+        self.rows, self.cols, self.values, self.shape = check_observations(
+            rows, cols, values, shape
+        )
         self.normalization = _normalization(normalization)
         count = self.rows.size
         self.scale = 2.0 / count if normalization == "mean" else 1.0
@@ -188,7 +192,9 @@ class MatrixCompletion(Loss):
         # CSR structure of Omega, built once: the gradient only fills in data.
         self._order = np.lexsort((self.cols, self.rows))
         self._indices = self.cols[self._order]
-        self._indptr = np.concatenate(([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0]))))
+        self._indptr = np.concatenate(
+            ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
+        )
 
     def _sparse(self, data: np.ndarray) -> sp.csr_array:
         return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
@@ -251,7 +257,9 @@ class MatrixSensing(Loss):
         if target is not None:
             target = finite_array(target, "target", ndim=2)
             if target.shape != self.shape:
-                raise ValueError(f"target has shape {target.shape}, A has matrices of shape {self.shape}")
+                raise ValueError(
+                    f"target has shape {target.shape}, A has matrices of shape {self.shape}"
+                )
             y = self._flat @ target.ravel()
         self.y = finite_array(y, "y", ndim=1)
         if self.y.size != k:
@@ -286,7 +294,21 @@ class MatrixSensing(Loss):
 
 @hookimpl
 def dlngeo_register_losses(register):
-    register("regression", Regression, description="E = ||XA - B||^2/(2b), or ||X - Y||^2/2 whitened")
-    register("lp_regression", LpRegression, description="E = sum |XA - B|^p/(p b), p >= 1 (Arora-Cohen-Hazan 2018: p = 4)")
-    register("matrix_completion", MatrixCompletion, description="squared error on observed entries; O(|Omega| r) on a low-rank point")
-    register("matrix_sensing", MatrixSensing, description="squared error of <A_i, X> against y_i (Gaussian A_i)")
+    register(
+        "regression", Regression, description="E = ||XA - B||^2/(2b), or ||X - Y||^2/2 whitened"
+    )
+    register(
+        "lp_regression",
+        LpRegression,
+        description="E = sum |XA - B|^p/(p b), p >= 1 (Arora-Cohen-Hazan 2018: p = 4)",
+    )
+    register(
+        "matrix_completion",
+        MatrixCompletion,
+        description="squared error on observed entries; O(|Omega| r) on a low-rank point",
+    )
+    register(
+        "matrix_sensing",
+        MatrixSensing,
+        description="squared error of <A_i, X> against y_i (Gaussian A_i)",
+    )

@@ -136,7 +136,9 @@ class SchattenQuasiNorm(Metric):
     name = "schatten_quasi_norm"
 
     def __init__(self, depth: int | None = None):
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1):
+        if depth is not None and (
+            isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1
+        ):
             raise ValueError(f"depth must be a positive integer or None, got {depth!r}")
         self.depth = depth
 
@@ -165,7 +167,9 @@ class Imbalance(Metric):
         weights = _weights(state)
         if len(weights) < 2:
             return np.zeros(0)
-        network = state.network or DeepLinearNetwork([weights[0].shape[1]] + [W.shape[0] for W in weights])
+        network = state.network or DeepLinearNetwork(
+            [weights[0].shape[1]] + [W.shape[0] for W in weights]
+        )
         return np.array([np.linalg.norm(G) for G in network.imbalance(weights)])
 
 
@@ -190,7 +194,11 @@ class DistanceToTarget(Metric):
         target = _target(state, "distance_to_target")
         d = frobenius_distance(state.point, target)
         if self.relative:
-            scale = float(np.linalg.norm(target[1])) if is_lowrank_point(target) else float(np.linalg.norm(target))
+            scale = (
+                float(np.linalg.norm(target[1]))
+                if is_lowrank_point(target)
+                else float(np.linalg.norm(target))
+            )
             return d / scale if scale > 0 else float("inf") if d > 0 else 0.0
         return d
 
@@ -224,10 +232,14 @@ class HeldOutError(Metric):
     def _observed(self, state: Any) -> tuple[np.ndarray, np.ndarray]:
         data = state.data or {}
         if data.get("rows") is not None and data.get("cols") is not None:
-            return np.asarray(data["rows"], dtype=np.int64), np.asarray(data["cols"], dtype=np.int64)
+            return np.asarray(data["rows"], dtype=np.int64), np.asarray(
+                data["cols"], dtype=np.int64
+            )
         if hasattr(state.loss, "rows") and hasattr(state.loss, "cols"):
             return state.loss.rows, state.loss.cols
-        raise ValueError("test_error needs the observed set: state.data['rows'/'cols'] or a completion loss")
+        raise ValueError(
+            "test_error needs the observed set: state.data['rows'/'cols'] or a completion loss"
+        )
 
     def __call__(self, state: Any) -> float:
         X, target = state.point, _target(state, "test_error")
@@ -251,7 +263,17 @@ class HeldOutError(Metric):
         return float(mse if self.squared else np.sqrt(mse))
 
 
-_METRICS = (LossValue, SingularValues, EffectiveRank, SchattenQuasiNorm, NuclearNorm, Imbalance, LayerNorms, DistanceToTarget, HeldOutError)
+_METRICS = (
+    LossValue,
+    SingularValues,
+    EffectiveRank,
+    SchattenQuasiNorm,
+    NuclearNorm,
+    Imbalance,
+    LayerNorms,
+    DistanceToTarget,
+    HeldOutError,
+)
 
 
 @hookimpl

@@ -44,7 +44,16 @@ from dlngeo.lowrank import is_lowrank_point, point_shape
 from dlngeo.network import DeepLinearNetwork
 from dlngeo.validation import positive_integer, positive_number
 
-__all__ = ["Gaussian", "Balanced", "Orthogonal", "Identity", "Spectral", "LowRankTarget", "UniformMask", "GaussianSensing"]
+__all__ = [
+    "Gaussian",
+    "Balanced",
+    "Orthogonal",
+    "Identity",
+    "Spectral",
+    "LowRankTarget",
+    "UniformMask",
+    "GaussianSensing",
+]
 
 
 # ---------------------------------------------------------------- validation
@@ -100,10 +109,15 @@ class Gaussian(Sampler):
         self.init_scale = _positive(init_scale, "init_scale")
         self.width = _count(width, "width", allow_none=True)
 
-    def sample(self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None) -> list[np.ndarray]:
+    def sample(
+        self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None
+    ) -> list[np.ndarray]:
         rng, network = np.random.default_rng(rng), _network(network)
         root = self.init_scale ** (1.0 / network.depth)
-        return [rng.standard_normal(shape) * (root / np.sqrt(self.width or shape[1])) for shape in network.shapes]
+        return [
+            rng.standard_normal(shape) * (root / np.sqrt(self.width or shape[1]))
+            for shape in network.shapes
+        ]
 
 
 class Balanced(Sampler):
@@ -116,14 +130,18 @@ class Balanced(Sampler):
         self.init_scale = _positive(init_scale, "init_scale")
         self.rank = _count(rank, "rank", allow_none=True)
 
-    def sample(self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None) -> list[np.ndarray]:
+    def sample(
+        self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None
+    ) -> list[np.ndarray]:
         rng, network = np.random.default_rng(rng), _network(network)
         if self.X is not None:
             return network.balanced(self.X, rng=rng, rank=self.rank)
         m, n = network.output_shape
         rank = self.rank or network.rank_bound
         if rank > network.rank_bound:
-            raise ValueError(f"rank {rank} exceeds the narrowest width {network.rank_bound} of dims {network.dims}")
+            raise ValueError(
+                f"rank {rank} exceeds the narrowest width {network.rank_bound} of dims {network.dims}"
+            )
         X = rng.standard_normal((m, rank)) @ rng.standard_normal((n, rank)).T
         X *= self.init_scale * np.sqrt(m) / np.linalg.norm(X)
         return network.balanced(X, rng=rng, rank=rank)
@@ -137,7 +155,9 @@ class Orthogonal(Sampler):
     def __init__(self, init_scale: float = 1e-3):
         self.init_scale = _positive(init_scale, "init_scale")
 
-    def sample(self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None) -> list[np.ndarray]:
+    def sample(
+        self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None
+    ) -> list[np.ndarray]:
         rng, network = np.random.default_rng(rng), _network(network)
         gain = (self.init_scale * np.sqrt(network.dims[0])) ** (1.0 / network.depth)
         return [gain * _stiefel(rng, *shape) for shape in network.shapes]
@@ -151,7 +171,9 @@ class Identity(Sampler):
     def __init__(self, init_scale: float = 1.0):
         self.init_scale = _positive(init_scale, "init_scale")
 
-    def sample(self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None) -> list[np.ndarray]:
+    def sample(
+        self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None
+    ) -> list[np.ndarray]:
         network = _network(network)
         root = self.init_scale ** (1.0 / network.depth)
         return [root * np.eye(*shape) for shape in network.shapes]
@@ -177,12 +199,16 @@ class Spectral(Sampler):
             return (loss.y @ np.reshape(loss.A, (k, m * n))).reshape(m, n) * (m * n / k)
         raise ValueError("target: a spectral start needs a target, or a completion or sensing loss")
 
-    def sample(self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None) -> list[np.ndarray]:
+    def sample(
+        self, rng: Any, network: DeepLinearNetwork, target: Any = None, loss: Any = None
+    ) -> list[np.ndarray]:
         rng, network = np.random.default_rng(rng), _network(network)
         shape = network.output_shape
         if target is not None:
             if tuple(point_shape(target)) != shape:
-                raise ValueError(f"target has shape {point_shape(target)}, the network maps to {shape}")
+                raise ValueError(
+                    f"target has shape {point_shape(target)}, the network maps to {shape}"
+                )
             matrix = target
         else:
             if self.rank is None:
@@ -192,7 +218,9 @@ class Spectral(Sampler):
         values = self.init_scale * (s if self.weighted else np.ones_like(s))
         return network.balanced((u, values, vt), rng=rng, rank=s.size)
 
-    def _top(self, matrix: Any, rng: np.random.Generator, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _top(
+        self, matrix: Any, rng: np.random.Generator, bound: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if is_lowrank_point(matrix):
             u, s, vt = (np.asarray(a, dtype=float) for a in matrix)
             order = np.argsort(-s)
@@ -200,7 +228,11 @@ class Spectral(Sampler):
         else:
             rank = min(self.rank or bound, bound)
             small = min(matrix.shape)
-            if sp.issparse(matrix) and rank < small - 1 and matrix.shape[0] * matrix.shape[1] > 4_000_000:
+            if (
+                sp.issparse(matrix)
+                and rank < small - 1
+                and matrix.shape[0] * matrix.shape[1] > 4_000_000
+            ):
                 v0 = rng.standard_normal(small)
                 u, s, vt = spla.svds(matrix, k=rank, v0=v0)
                 order = np.argsort(-s)
@@ -260,7 +292,9 @@ class UniformMask(Sampler):
         self.shape = _shape(shape)
         self.size = _count(size, "size")
         if self.size > self.shape[0] * self.shape[1]:
-            raise ValueError(f"size {self.size} exceeds the {self.shape[0] * self.shape[1]} entries of shape {self.shape}")
+            raise ValueError(
+                f"size {self.size} exceeds the {self.shape[0] * self.shape[1]} entries of shape {self.shape}"
+            )
 
     def sample(self, rng: Any) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(rng)
@@ -286,7 +320,16 @@ class GaussianSensing(Sampler):
         return rng.standard_normal((self.count, m, n)) / np.sqrt(m * n)
 
 
-_SAMPLERS = (Gaussian, Balanced, Orthogonal, Identity, Spectral, LowRankTarget, UniformMask, GaussianSensing)
+_SAMPLERS = (
+    Gaussian,
+    Balanced,
+    Orthogonal,
+    Identity,
+    Spectral,
+    LowRankTarget,
+    UniformMask,
+    GaussianSensing,
+)
 
 
 @hookimpl

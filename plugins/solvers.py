@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dlngeo.dynamics.intrinsic import IntrinsicFlow
 from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD
@@ -34,14 +35,18 @@ from dlngeo.hookspecs import hookimpl
 __all__ = ["SOLVERS", "solver_factory"]
 
 
-def solver_factory(name: str, build: Callable[..., Any], options: tuple[str, ...]) -> Callable[..., Any]:
+def solver_factory(
+    name: str, build: Callable[..., Any], options: tuple[str, ...]
+) -> Callable[..., Any]:
     """``factory(**options)`` that rejects unknown option names with a ``ValueError`` naming them."""
 
     @functools.wraps(build)
     def factory(**kwargs: Any) -> Any:
         unknown = sorted(set(kwargs) - set(options))
         if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} for solver {name!r}; options: {', '.join(options)}")
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for solver {name!r}; options: {', '.join(options)}"
+            )
         return build(**kwargs)
 
     factory.options = options  # type: ignore[attr-defined]
@@ -60,7 +65,14 @@ def _pymanopt(solver: str) -> Callable[..., Any]:
 _PYMANOPT_OPTIONS = {
     "riemannian_sd": ("metric", "record_every", "initial_step_size"),
     "riemannian_cg": ("metric", "record_every", "initial_step_size", "beta_rule"),
-    "riemannian_tr": ("metric", "record_every", "trust_radius", "initial_radius", "max_inner", "min_inner"),
+    "riemannian_tr": (
+        "metric",
+        "record_every",
+        "trust_radius",
+        "initial_radius",
+        "max_inner",
+        "min_inner",
+    ),
 }
 
 #: name -> (builder, option names, description)
@@ -86,7 +98,11 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         "constant-step Riemannian GD on (M_r, g_N): Euler for the intrinsic flow; t = step * k",
     ),
     **{
-        name: (_pymanopt(name), options, f"pymanopt {label} on DLNFixedRank (metric='dln') or FixedRank ('embedded')")
+        name: (
+            _pymanopt(name),
+            options,
+            f"pymanopt {label} on DLNFixedRank (metric='dln') or FixedRank ('embedded')",
+        )
         for (name, options), label in zip(
             _PYMANOPT_OPTIONS.items(), ("SteepestDescent", "ConjugateGradient", "TrustRegions")
         )

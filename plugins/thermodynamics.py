@@ -57,7 +57,9 @@ class Entropy:
 
     name = "entropy"
 
-    def __init__(self, widths: Sequence[int] | None = None, depth: int | None = None, rank: int | None = None):
+    def __init__(
+        self, widths: Sequence[int] | None = None, depth: int | None = None, rank: int | None = None
+    ):
         self.widths = None if widths is None else [int(w) for w in widths]
         self.depth = _check_optional_int(depth, "depth")
         self.rank = _check_optional_int(rank, "rank")
@@ -71,7 +73,11 @@ class Entropy:
             return point
         if is_lowrank_point(point):
             u, s, vt = point
-            return (np.asarray(u)[:, : self.rank], np.asarray(s)[: self.rank], np.asarray(vt)[: self.rank])
+            return (
+                np.asarray(u)[:, : self.rank],
+                np.asarray(s)[: self.rank],
+                np.asarray(vt)[: self.rank],
+            )
         u, s, vt = np.linalg.svd(np.asarray(point, dtype=float), full_matrices=False)
         return (u[:, : self.rank], s[: self.rank], vt[: self.rank])
 
@@ -84,8 +90,13 @@ class FreeEnergy(Entropy):
 
     name = "free_energy"
 
-    def __init__(self, beta: float | None = None, widths: Sequence[int] | None = None, depth: int | None = None,
-                 rank: int | None = None):
+    def __init__(
+        self,
+        beta: float | None = None,
+        widths: Sequence[int] | None = None,
+        depth: int | None = None,
+        rank: int | None = None,
+    ):
         if beta is None:
             raise ValueError("free_energy metric needs the option beta (inverse temperature > 0)")
         self.beta = check_beta(beta)
@@ -97,7 +108,9 @@ class FreeEnergy(Entropy):
     def __call__(self, state: Any) -> float:
         if state.loss is None:
             raise ValueError("free_energy metric needs state.loss")
-        return free_energy(self._point(state), state.loss, self.beta, self.depth or state.depth, widths=self.widths)
+        return free_energy(
+            self._point(state), state.loss, self.beta, self.depth or state.depth, widths=self.widths
+        )
 
 
 class LangevinMethod(Method):
@@ -105,12 +118,23 @@ class LangevinMethod(Method):
 
     flow_time = True
 
-    def __init__(self, sampler: type, beta: float = 1.0, step: float = 1e-3, drift: str = "full",
-                 record_every: int | None = None, scheme: str = "layer"):
+    def __init__(
+        self,
+        sampler: type,
+        beta: float = 1.0,
+        step: float = 1e-3,
+        drift: str = "full",
+        record_every: int | None = None,
+        scheme: str = "layer",
+    ):
         extra = {"scheme": scheme} if sampler is RiemannianLangevin else {}
         if scheme != "layer" and sampler is not RiemannianLangevin:
-            raise ValueError(f"scheme applies to riemannian_langevin only, got scheme={scheme!r} for {sampler.name}")
-        self.sampler = sampler(beta=beta, step=step, drift=drift, record_every=record_every, **extra)
+            raise ValueError(
+                f"scheme applies to riemannian_langevin only, got scheme={scheme!r} for {sampler.name}"
+            )
+        self.sampler = sampler(
+            beta=beta, step=step, drift=drift, record_every=record_every, **extra
+        )
         self.name = sampler.name
         self.overparametrized = sampler is OverparametrizedLangevin
 
@@ -124,25 +148,46 @@ class LangevinMethod(Method):
         if stopping.end_time is not None:
             n_steps = min(n_steps, int(np.ceil(stopping.end_time / step - 1e-9)))
         every = self.sampler.options["record_every"] or max(1, n_steps // 100)
-        common = dict(loss=task.loss, depth=task.depth, metrics=task.metrics, callback=callback,
-                      n_steps=int(n_steps), record_every=int(min(every, max(1, n_steps))),
-                      widths=list(task.network.dims[1:-1]))
+        common = dict(
+            loss=task.loss,
+            depth=task.depth,
+            metrics=task.metrics,
+            callback=callback,
+            n_steps=int(n_steps),
+            record_every=int(min(every, max(1, n_steps))),
+            widths=list(task.network.dims[1:-1]),
+        )
         if self.overparametrized:
             record = self.sampler.sample(task.seed, weights=task.weights0, **common)
         elif isinstance(self.sampler, RiemannianLangevin) and task.rank < min(task.X0.shape):
-            u, s, vt = np.linalg.svd(task.X0, full_matrices=False)  # run on M_rank from the top-rank part
-            record = self.sampler.sample(task.seed, start=(u[:, : task.rank], s[: task.rank], vt[: task.rank]), **common)
+            u, s, vt = np.linalg.svd(
+                task.X0, full_matrices=False
+            )  # run on M_rank from the top-rank part
+            record = self.sampler.sample(
+                task.seed, start=(u[:, : task.rank], s[: task.rank], vt[: task.rank]), **common
+            )
         else:
             record = self.sampler.sample(task.seed, start=task.X0, **common)
-        if record.stop_reason == "max_iterations" and stopping.end_time is not None and n_steps * step >= stopping.end_time * (1 - 1e-12):
+        if (
+            record.stop_reason == "max_iterations"
+            and stopping.end_time is not None
+            and n_steps * step >= stopping.end_time * (1 - 1e-12)
+        ):
             record.stop_reason = "end_time"
         return record
 
 
 def _solver_factory(sampler: type):
-    def factory(beta: float = 1.0, step: float = 1e-3, drift: str = "full", record_every: int | None = None,
-                scheme: str = "layer") -> LangevinMethod:
-        return LangevinMethod(sampler, beta=beta, step=step, drift=drift, record_every=record_every, scheme=scheme)
+    def factory(
+        beta: float = 1.0,
+        step: float = 1e-3,
+        drift: str = "full",
+        record_every: int | None = None,
+        scheme: str = "layer",
+    ) -> LangevinMethod:
+        return LangevinMethod(
+            sampler, beta=beta, step=step, drift=drift, record_every=record_every, scheme=scheme
+        )
 
     factory.__doc__ = sampler.__doc__
     factory.options = ("beta", "step", "drift", "record_every", "scheme")  # type: ignore[attr-defined]
@@ -152,7 +197,11 @@ def _solver_factory(sampler: type):
 @hookimpl
 def dlngeo_register_solvers(register):
     for cls in (RiemannianLangevin, RiemannianMALA, OverparametrizedLangevin):
-        register(cls.name, _solver_factory(cls), description=f"[langevin] {cls.__doc__.strip().splitlines()[0]}")
+        register(
+            cls.name,
+            _solver_factory(cls),
+            description=f"[langevin] {cls.__doc__.strip().splitlines()[0]}",
+        )
 
 
 @hookimpl

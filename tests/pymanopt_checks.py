@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def identify_linear_piece(x: np.ndarray, y: np.ndarray, window_length: int) -> tuple[np.ndarray, np.ndarray]:
+def identify_linear_piece(
+    x: np.ndarray, y: np.ndarray, window_length: int
+) -> tuple[np.ndarray, np.ndarray]:
     """pymanopt's ``identify_linear_piece`` with the numpy-2 fix (``.item()`` on the residual)."""
     residues = np.zeros(len(x) - window_length)
     polys = np.zeros((2, len(residues)))
@@ -76,9 +78,13 @@ def fitted_slope(problem: Any, x: Any, d: Any, *, hessian: bool) -> float:
     from pymanopt.tools.diagnostics import check_directional_derivative
 
     with numpy2_diagnostics(), contextlib.redirect_stdout(io.StringIO()) as out:
-        h, error, segment, poly = check_directional_derivative(problem, x, d, use_quadratic_model=hessian)
+        h, error, segment, poly = check_directional_derivative(
+            problem, x, d, use_quadratic_model=hessian
+        )
     if "model is exact" in out.getvalue():
-        raise AssertionError("the Taylor model is exact along this curve: pick a non-polynomial cost")
+        raise AssertionError(
+            "the Taylor model is exact along this curve: pick a non-polynomial cost"
+        )
     return float(poly[0])
 
 

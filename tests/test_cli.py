@@ -37,19 +37,28 @@ def test_compare_default_quick_end_to_end(tmp_path, capsys):
         assert label in stdout
     assert "stop reason" in stdout and "trajectory gap" in stdout
     assert keep.read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt", "results.json", *FIGURES])  # nothing else
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["notes.txt", "results.json", *FIGURES]
+    )  # nothing else
 
     document = json.loads((out / "results.json").read_text())
     check_results(document)
     assert document["schema"] == "dlngeo.comparison/1"
     assert document["problem"]["shape"] == [30, 30] and document["problem"]["depth"] == 3
-    assert list(document["methods"]) == ["overparametrized_gd", "intrinsic_flow", "riemannian_cg", "riemannian_tr"]
+    assert list(document["methods"]) == [
+        "overparametrized_gd",
+        "intrinsic_flow",
+        "riemannian_cg",
+        "riemannian_tr",
+    ]
     for label, entry in document["methods"].items():
         assert isinstance(entry["final_loss"], float) and entry["final_loss"] <= 1e-6, label
         assert isinstance(entry["iterations"], int) and entry["iterations"] > 0
         assert isinstance(entry["wall_time_s"], float) and entry["wall_time_s"] > 0
         assert entry["stop_reason"] == "loss_below", (label, entry["stop_reason"])
-        assert all(isinstance(v, int) for v in entry["evaluations"].values()) and entry["evaluations"]
+        assert (
+            all(isinstance(v, int) for v in entry["evaluations"].values()) and entry["evaluations"]
+        )
         metrics = entry["metrics"]
         n = len(metrics["time"])
         assert n >= 2
@@ -66,17 +75,38 @@ def test_compare_default_quick_end_to_end(tmp_path, capsys):
 
 def test_run_layers_configs_and_set(tmp_path, capsys):
     extra = tmp_path / "extra.toml"
-    extra.write_text("seed = 2\ngap = []\n[methods.riemannian_tr]\n[methods.cg]\nsolver = 'riemannian_cg'\nmetric = 'embedded'\n")
+    extra.write_text(
+        "seed = 2\ngap = []\n[methods.riemannian_tr]\n[methods.cg]\nsolver = 'riemannian_cg'\nmetric = 'embedded'\n"
+    )
     out = tmp_path / "o"
     code = main(
-        ["run", str(EXAMPLES / "regression.toml"), str(extra), "--set", "problem.shape=[5, 4]", "--set", "target.rank=2",
-         "--set", "stopping.loss_below=1e-10", "--set", "stopping.max_time=10.0", "--out", str(out), "--no-progress", "--no-plots",
-         "--db", str(tmp_path / "runs.sqlite")]
+        [
+            "run",
+            str(EXAMPLES / "regression.toml"),
+            str(extra),
+            "--set",
+            "problem.shape=[5, 4]",
+            "--set",
+            "target.rank=2",
+            "--set",
+            "stopping.loss_below=1e-10",
+            "--set",
+            "stopping.max_time=10.0",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plots",
+            "--db",
+            str(tmp_path / "runs.sqlite"),
+        ]
     )
     assert code == 0, capsys.readouterr().err
     document = json.loads((out / "results.json").read_text())
     assert document["config"]["seed"] == 2
-    assert list(document["methods"]) == ["riemannian_tr", "cg"]  # the file's [methods] replaced the earlier list
+    assert list(document["methods"]) == [
+        "riemannian_tr",
+        "cg",
+    ]  # the file's [methods] replaced the earlier list
     assert document["methods"]["cg"]["solver"] == "riemannian_cg"
     assert document["problem"]["shape"] == [5, 4]
     assert {m["stop_reason"] for m in document["methods"].values()} == {"loss_below"}
@@ -103,7 +133,10 @@ def test_every_example_config_builds(example):
         (["--set", "network.width=4", "--set", "rank=5"], "rank"),
         (["--set", "methods.overparametrized_gd.step=-1"], "methods.overparametrized_gd.step"),
         (["--set", "loss.name=matrix_complet"], "loss.name"),
-        (["--set", "methods.riemannian_tr.trust_radius=-2.0"], "methods.riemannian_tr.trust_radius"),
+        (
+            ["--set", "methods.riemannian_tr.trust_radius=-2.0"],
+            "methods.riemannian_tr.trust_radius",
+        ),
     ],
 )
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, capsys, args, key):
@@ -132,18 +165,44 @@ def test_run_needs_a_config_and_a_missing_file_is_named(tmp_path, capsys):
 def test_console_exit_code_is_2_in_a_real_process(tmp_path):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "dlngeo.cli", "compare", "--set", "network.dpth=3", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "dlngeo.cli",
+            "compare",
+            "--set",
+            "network.dpth=3",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dlngeo: error:")]
-    assert errors == ["dlngeo: error: network.dpth: unknown key (known keys of [network]: depth, dims, width)"]
+    assert errors == [
+        "dlngeo: error: network.dpth: unknown key (known keys of [network]: depth, dims, width)"
+    ]
 
 
 def test_a_diverging_method_is_reported_and_the_run_succeeds(tmp_path, capsys):
     out = tmp_path / "d"
-    code = main(["compare", "--quick", "--no-progress", "--no-plots", "--out", str(out),
-                 "--set", "methods.overparametrized_gd.step=1e3", "--set", "methods.intrinsic_flow.enabled=false"])
+    code = main(
+        [
+            "compare",
+            "--quick",
+            "--no-progress",
+            "--no-plots",
+            "--out",
+            str(out),
+            "--set",
+            "methods.overparametrized_gd.step=1e3",
+            "--set",
+            "methods.intrinsic_flow.enabled=false",
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     gd_line = next(line for line in table.splitlines() if line.startswith("overparametrized_gd"))

@@ -9,7 +9,11 @@ import dlngeo
 from dlngeo.dynamics.base import Stopping, Task
 from dlngeo.dynamics.driver import check_record_options
 from dlngeo.dynamics.intrinsic import IntrinsicFlow, lowrank_start, truncate
-from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD, factor_loss_and_gradients
+from dlngeo.dynamics.overparametrized import (
+    OverparametrizedFlow,
+    OverparametrizedGD,
+    factor_loss_and_gradients,
+)
 from dlngeo.dynamics.record import STOP_REASONS
 from dlngeo.dynamics.riemannian import RiemannianGD
 from dlngeo.losses import Loss
@@ -82,9 +86,19 @@ def flows():
         stopping = Stopping(max_iterations=None, end_time=T)
         out[key] = {
             "task": task,
-            "over": OverparametrizedFlow(integrator="DOP853", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
-            "dense": IntrinsicFlow(representation="dense", integrator="DOP853", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
-            "lowrank": IntrinsicFlow(representation="lowrank", rtol=1e-10, atol=1e-12, record_times=GRID).run(task, stopping),
+            "over": OverparametrizedFlow(
+                integrator="DOP853", rtol=1e-10, atol=1e-12, record_times=GRID
+            ).run(task, stopping),
+            "dense": IntrinsicFlow(
+                representation="dense",
+                integrator="DOP853",
+                rtol=1e-10,
+                atol=1e-12,
+                record_times=GRID,
+            ).run(task, stopping),
+            "lowrank": IntrinsicFlow(
+                representation="lowrank", rtol=1e-10, atol=1e-12, record_times=GRID
+            ).run(task, stopping),
         }
     return out
 
@@ -112,7 +126,9 @@ def test_lowrank_intrinsic_flow_equals_dense_on_bottleneck(flows):
     assert low.info["representation"] == "lowrank" and dense.info["representation"] == "dense"
     assert low.times == list(GRID)
     assert max(rel(a, b) for a, b in zip(low.metrics["X"], dense.metrics["X"])) <= 1e-6
-    assert max(rel(a, b) for a, b in zip(low.metrics["X"], over.metrics["X"])) <= 1e-8  # measured 7.5e-10
+    assert (
+        max(rel(a, b) for a, b in zip(low.metrics["X"], over.metrics["X"])) <= 1e-8
+    )  # measured 7.5e-10
     assert rel(low.final_point, dense.final_point) <= 1e-6
     u, s, vt = low.final_point
     assert u.shape == (4, 2) and s.shape == (2,) and vt.shape == (2, 5)
@@ -159,7 +175,13 @@ def test_gradient_descent_tracks_flow_to_first_order(flows):
 def test_riemannian_gd_is_euler_of_intrinsic_flow(flows):
     runs = flows["bottleneck"]
     task, reference = runs["task"], runs["dense"].final_point
-    gaps = [rel(RiemannianGD(step=eta).run(task, Stopping(max_iterations=None, end_time=T)).final_point, reference) for eta in (0.01, 0.005, 0.0025)]
+    gaps = [
+        rel(
+            RiemannianGD(step=eta).run(task, Stopping(max_iterations=None, end_time=T)).final_point,
+            reference,
+        )
+        for eta in (0.01, 0.005, 0.0025)
+    ]
     ratios = [gaps[0] / gaps[1], gaps[1] / gaps[2]]
     assert all(1.9 <= q <= 2.1 for q in ratios), (gaps, ratios)  # measured 2.031, 2.015
     assert ratios[1] < ratios[0]  # tends to 2 as eta -> 0
@@ -172,7 +194,11 @@ def test_gd_conserves_imbalance_to_second_order():
     G0 = net.imbalance(task.weights0)
     drift = []
     for eta in (0.01, 0.005):
-        W = OverparametrizedGD(step=eta).run(task, Stopping(max_iterations=None, end_time=0.5)).final_weights
+        W = (
+            OverparametrizedGD(step=eta)
+            .run(task, Stopping(max_iterations=None, end_time=0.5))
+            .final_weights
+        )
         drift.append(max(np.linalg.norm(a - b) for a, b in zip(net.imbalance(W), G0)))
     assert 1.8 <= drift[0] / drift[1] <= 2.2
 
@@ -192,7 +218,9 @@ def test_sgd_with_exact_sampler_and_no_noise_is_gd():
     task = make_task(*FULL)
     stopping = Stopping(max_iterations=20)
     gd = OverparametrizedGD(step=0.01).run(task, stopping)
-    exact = OverparametrizedGD(step=0.01, gradient_sampler=lambda loss, X, rng: loss.gradient(X)).run(task, stopping)
+    exact = OverparametrizedGD(
+        step=0.01, gradient_sampler=lambda loss, X, rng: loss.gradient(X)
+    ).run(task, stopping)
     for a, b in zip(gd.final_weights, exact.final_weights):
         np.testing.assert_array_equal(a, b)
 
@@ -228,7 +256,9 @@ def test_stop_reason_codes():
     r = gd.run(task, Stopping(max_iterations=None, stall_window=5, stall_tolerance=1e-3))
     assert r.stop_reason == "stalled"
     assert gd.run(task, Stopping(max_iterations=None, max_time=0.0)).stop_reason == "max_time"
-    r = IntrinsicFlow(representation="lowrank").run(task, Stopping(max_iterations=None, end_time=0.3))
+    r = IntrinsicFlow(representation="lowrank").run(
+        task, Stopping(max_iterations=None, end_time=0.3)
+    )
     assert r.stop_reason == "end_time" and r.times[-1] == pytest.approx(0.3, rel=1e-12)
     r = OverparametrizedFlow(end_time=0.3).run(task, Stopping(max_iterations=None))
     assert r.stop_reason == "end_time" and r.times[-1] == pytest.approx(0.3, rel=1e-12)
@@ -249,14 +279,20 @@ def test_huge_step_diverges_without_raising(method):
     record = method.run(task, Stopping(max_iterations=10_000))
     assert record.stop_reason == "diverged"
     assert record.n_iterations < 10_000
-    assert len(record.times) == len(record.metrics["loss"]) == len(record.metrics["top_singular_value"])
+    assert (
+        len(record.times)
+        == len(record.metrics["loss"])
+        == len(record.metrics["top_singular_value"])
+    )
 
 
 @pytest.mark.parametrize("representation", ["dense", "lowrank"])
 def test_blowing_up_flow_stops_with_diverged(representation):
     task = make_task(*FULL)
     task.loss = Repulsive()
-    record = IntrinsicFlow(representation=representation, rtol=1e-4, atol=1e-8).run(task, Stopping(max_iterations=100_000, end_time=100.0))
+    record = IntrinsicFlow(representation=representation, rtol=1e-4, atol=1e-8).run(
+        task, Stopping(max_iterations=100_000, end_time=100.0)
+    )
     assert record.stop_reason == "diverged"
     assert record.times[-1] < 100.0
 
@@ -264,7 +300,9 @@ def test_blowing_up_flow_stops_with_diverged(representation):
 def test_factor_flow_blow_up_stops_with_diverged():
     task = make_task(*FULL)
     task.loss = Repulsive()
-    record = OverparametrizedFlow(rtol=1e-4, atol=1e-8).run(task, Stopping(max_iterations=100_000, end_time=100.0))
+    record = OverparametrizedFlow(rtol=1e-4, atol=1e-8).run(
+        task, Stopping(max_iterations=100_000, end_time=100.0)
+    )
     assert record.stop_reason == "diverged"
 
 
@@ -272,7 +310,11 @@ def test_record_every_and_callback():
     task = make_task(*FULL)
     seen = []
     record = OverparametrizedGD(step=0.01, record_every=10).run(
-        task, Stopping(max_iterations=45), callback=lambda state, rec: seen.append((state.iteration, state.time, state.weights is not None))
+        task,
+        Stopping(max_iterations=45),
+        callback=lambda state, rec: seen.append(
+            (state.iteration, state.time, state.weights is not None)
+        ),
     )
     assert record.iterations == [0, 10, 20, 30, 40, 45]
     assert [s[0] for s in seen] == record.iterations
@@ -286,7 +328,9 @@ def test_record_every_and_callback():
 
 def test_record_times_on_discrete_method_take_first_iterate_after():
     task = make_task(*FULL)
-    record = OverparametrizedGD(step=0.03, record_times=[0.0, 0.1, 0.5]).run(task, Stopping(max_iterations=None, end_time=0.6))
+    record = OverparametrizedGD(step=0.03, record_times=[0.0, 0.1, 0.5]).run(
+        task, Stopping(max_iterations=None, end_time=0.6)
+    )
     assert record.iterations == [0, 4, 17, 20]
     np.testing.assert_allclose(record.times, [0.0, 0.12, 0.51, 0.6])
 
@@ -301,7 +345,9 @@ def test_record_options_are_validated():
 def test_lowrank_start_from_factors_without_the_product():
     task = make_task((30, 40, 3, 50, 20), 3, balanced=False, scale=0.5)
     (u, s, vt), truncation = lowrank_start(task)
-    np.testing.assert_allclose((u * s) @ vt, task.X0, rtol=1e-12, atol=1e-13 * np.linalg.norm(task.X0))
+    np.testing.assert_allclose(
+        (u * s) @ vt, task.X0, rtol=1e-12, atol=1e-13 * np.linalg.norm(task.X0)
+    )
     assert truncation <= 1e-14
     (u2, s2, vt2), truncation2 = lowrank_start(task, rank=2)
     u_, s_, vt_ = np.linalg.svd(task.X0)
@@ -324,11 +370,22 @@ def test_projected_runge_kutta_keeps_its_order(integrator, order):
     task = make_task(*BOTTLENECK)
     stopping = Stopping(max_iterations=None, end_time=1.0)
     # Reference: the factor flow from the balanced start (smooth, and exact by ACH18 Thm 1).
-    reference = OverparametrizedFlow(integrator="DOP853", rtol=1e-13, atol=1e-15).run(task, stopping).final_point
+    reference = (
+        OverparametrizedFlow(integrator="DOP853", rtol=1e-13, atol=1e-15)
+        .run(task, stopping)
+        .final_point
+    )
     errors = []
     for steps in (10, 20, 40):
         h = 1.0 / steps
-        record = IntrinsicFlow(representation="lowrank", integrator=integrator, rtol=1e6, atol=1e6, first_step=h, max_step=h).run(task, stopping)
+        record = IntrinsicFlow(
+            representation="lowrank",
+            integrator=integrator,
+            rtol=1e6,
+            atol=1e6,
+            first_step=h,
+            max_step=h,
+        ).run(task, stopping)
         assert record.info["rejected_steps"] == 0 and steps <= record.n_iterations <= steps + 1
         errors.append(rel(record.final_point, reference))
     slopes = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))

@@ -31,7 +31,9 @@ def test_orthogonal_group_volume_literature_values():
     assert np.exp(log_orthogonal_group_volume(3)) == pytest.approx(446.647309, rel=1e-8)
     # St(d, 1) is the unit sphere S^{d-1}.
     for d in (2, 3, 5):
-        assert np.exp(log_stiefel_volume(d, 1)) == pytest.approx(2 * pi ** (d / 2) / gamma(d / 2), rel=1e-14)
+        assert np.exp(log_stiefel_volume(d, 1)) == pytest.approx(
+            2 * pi ** (d / 2) / gamma(d / 2), rel=1e-14
+        )
 
 
 # --------------------------------------------------- closed form vs Gram det
@@ -78,7 +80,9 @@ def test_dense_rectangular_default_widths_match_gram():
     X = rng.standard_normal((3, 5))  # rank 3, default hidden widths min(m, n) = 3
     for N in (2, 3):
         assert entropy(X, N) == pytest.approx(log_orbit_volume_gram(X, N, rng=1), rel=1e-12)
-    assert entropy(X, 3, widths=[4, 6]) == pytest.approx(log_orbit_volume_gram(X, 3, widths=[4, 6], rng=2), rel=1e-12)
+    assert entropy(X, 3, widths=[4, 6]) == pytest.approx(
+        log_orbit_volume_gram(X, 3, widths=[4, 6], rng=2), rel=1e-12
+    )
 
 
 def test_gram_volume_does_not_depend_on_the_frames():
@@ -125,7 +129,9 @@ def test_entropy_finite_and_continuous_at_coinciding_singular_values(N):
     S0 = entropy(U @ np.diag([1.5, 1.5, 1.5]) @ V.T, N)
     assert np.isfinite(S0)
     # the Gram determinant is well defined there too
-    assert S0 == pytest.approx(log_orbit_volume_gram((U, np.array([1.5, 1.5, 1.5]), V.T), N, rng=1), rel=1e-10)
+    assert S0 == pytest.approx(
+        log_orbit_volume_gram((U, np.array([1.5, 1.5, 1.5]), V.T), N, rng=1), rel=1e-10
+    )
     for eps in (1e-4, 1e-8, 1e-12):
         S = entropy_from_singular_values(np.array([1.5 + eps, 1.5, 1.5 - eps]), N, [3] * (N - 1))
         # S is symmetric in the singular values, so its gradient at s = (1.5, 1.5, 1.5) is along
@@ -137,7 +143,9 @@ def test_entropy_boundary_values():
     # Square, one zero singular value: finite, the limit from the full-rank side.
     S_zero = entropy_from_singular_values(np.array([2.0, 1.0, 0.0]), 3)
     S_near = entropy_from_singular_values(np.array([2.0, 1.0, 1e-12]), 3)
-    assert np.isfinite(S_zero) and S_near == pytest.approx(S_zero, abs=1e-7)  # ~ s^(2/N) = 1e-8 (measured 8e-9)
+    assert np.isfinite(S_zero) and S_near == pytest.approx(
+        S_zero, abs=1e-7
+    )  # ~ s^(2/N) = 1e-8 (measured 8e-9)
     # Two zero singular values: K = 0, S = -inf.
     assert entropy_from_singular_values(np.array([2.0, 0.0, 0.0]), 3) == -np.inf
     # Excess hidden width: s^{(d_k - r)/N} -> 0, S = -inf; decreasing to it like (excess/N) log s.
@@ -150,12 +158,15 @@ def test_entropy_boundary_values():
 
 
 # ------------------------------------------------------------ entropic force
-@pytest.mark.parametrize("N,widths,s", [
-    (2, None, [2.0, 1.1, 0.5]),
-    (3, None, [2.0, 1.1, 0.5]),
-    (5, [4, 3, 6, 3], [1.7, 1.2, 0.3]),
-    (4, [3, 3, 5], [0.9, 0.8]),
-])
+@pytest.mark.parametrize(
+    "N,widths,s",
+    [
+        (2, None, [2.0, 1.1, 0.5]),
+        (3, None, [2.0, 1.1, 0.5]),
+        (5, [4, 3, 6, 3], [1.7, 1.2, 0.3]),
+        (4, [3, 3, 5], [0.9, 0.8]),
+    ],
+)
 def test_entropic_force_is_K_diag_times_gradient(N, widths, s):
     s = np.array(s)
     f = entropic_force(s, N, widths)
@@ -164,7 +175,10 @@ def test_entropic_force_is_K_diag_times_gradient(N, widths, s):
     for a in range(s.size):
         e = np.zeros_like(s)
         e[a] = h
-        dS = (entropy_from_singular_values(s + e, N, widths) - entropy_from_singular_values(s - e, N, widths)) / (2 * h)
+        dS = (
+            entropy_from_singular_values(s + e, N, widths)
+            - entropy_from_singular_values(s - e, N, widths)
+        ) / (2 * h)
         assert f[a] == pytest.approx(K[a, a] * dS, rel=1e-7)
 
 
@@ -174,7 +188,11 @@ def test_entropic_force_matches_mathnotes_formula_and_is_stable():
     f = entropic_force(s, N)
     p = s ** (2 / N)
     ref = [
-        sum(N * s[i] ** (3 - 2 / N) / (s[i] ** 2 - s[j] ** 2) - s[i] / (p[i] - p[j]) for j in range(3) if j != i)
+        sum(
+            N * s[i] ** (3 - 2 / N) / (s[i] ** 2 - s[j] ** 2) - s[i] / (p[i] - p[j])
+            for j in range(3)
+            if j != i
+        )
         for i in range(3)
     ]
     np.testing.assert_allclose(f, ref, rtol=1e-12)
@@ -204,7 +222,9 @@ def test_free_energy_is_energy_minus_entropy_over_beta():
     X = np.array([[1.0, 0.3], [-0.2, 0.8]])
     loss = loss_from_autograd(lambda Y: 0.5 * (Y**2).sum())
     for beta in (0.5, 2.0, 1e6):
-        assert free_energy(X, loss, beta, 3) == pytest.approx(loss.value(X) - entropy(X, 3) / beta, rel=1e-14)
+        assert free_energy(X, loss, beta, 3) == pytest.approx(
+            loss.value(X) - entropy(X, 3) / beta, rel=1e-14
+        )
 
 
 # ----------------------------------------------------------------- bad input
@@ -240,9 +260,10 @@ def _collect(hook):
 
 
 def test_plugin_registers_entropy_and_free_energy_metrics():
+    from dlngeo_plugins import thermodynamics as plugin
+
     from dlngeo.state import State
     from dlngeo.thermodynamics.langevin import QuadraticEnergy
-    from dlngeo_plugins import thermodynamics as plugin
 
     got = _collect(plugin.dlngeo_register_metrics)
     assert set(got) == {"entropy", "free_energy"}
@@ -250,11 +271,15 @@ def test_plugin_registers_entropy_and_free_energy_metrics():
     state = State(point=X, depth=3, loss=QuadraticEnergy(0.5))
     assert got["entropy"]()(state) == entropy(X, 3)
     assert got["entropy"](widths=[4, 5])(state) == entropy(X, 3, widths=[4, 5])
-    assert got["free_energy"](beta=4.0)(state) == pytest.approx(0.5 * np.sum(X**2) - entropy(X, 3) / 4.0, rel=1e-14)
+    assert got["free_energy"](beta=4.0)(state) == pytest.approx(
+        0.5 * np.sum(X**2) - entropy(X, 3) / 4.0, rel=1e-14
+    )
     # rank option: a dense rank-1 matrix evaluated on M_1
     u = np.array([[0.6], [0.8]])
     low = State(point=(u * 1.5) @ np.array([[1.0, 0.0]]), depth=2)
-    assert got["entropy"](rank=1)(low) == pytest.approx(entropy((u, np.array([1.5]), np.array([[1.0, 0.0]])), 2), rel=1e-12)
+    assert got["entropy"](rank=1)(low) == pytest.approx(
+        entropy((u, np.array([1.5]), np.array([[1.0, 0.0]])), 2), rel=1e-12
+    )
     with pytest.raises(ValueError, match="beta"):
         got["free_energy"]()
     with pytest.raises(ValueError, match="beta"):
@@ -269,4 +294,6 @@ def test_entropy_metric_through_the_plugin_manager():
 
     X = np.diag([1.7, 0.4, 0.2])
     assert dlngeo.create_metric("entropy")(State(point=X, depth=4)) == entropy(X, 4)
-    assert dlngeo.create_metric("free_energy", beta=2.0)(State(point=X, depth=4, loss=lambda Y: 0.0)) == pytest.approx(-entropy(X, 4) / 2.0, rel=1e-14)
+    assert dlngeo.create_metric("free_energy", beta=2.0)(
+        State(point=X, depth=4, loss=lambda Y: 0.0)
+    ) == pytest.approx(-entropy(X, 4) / 2.0, rel=1e-14)

@@ -54,7 +54,11 @@ def test_layers_later_files_and_set_override_earlier(tmp_path):
     b = tmp_path / "b.toml"
     a.write_text('seed = 1\n[network]\ndepth = 2\nwidth = 7\n[loss]\nname = "regression"\n')
     b.write_text("[network]\ndepth = 4\n")
-    config = load_config([a, b], ["seed=5", "stopping.max_time=2.5", 'loss.name="matrix_sensing"', "metrics=['loss']"], base={})
+    config = load_config(
+        [a, b],
+        ["seed=5", "stopping.max_time=2.5", 'loss.name="matrix_sensing"', "metrics=['loss']"],
+        base={},
+    )
     assert config["seed"] == 5
     assert config["network"] == {"depth": 4, "width": 7}  # merged table by table
     assert config["stopping"] == {"max_time": 2.5}
@@ -107,10 +111,18 @@ def test_missing_or_broken_config_file_names_it(tmp_path):
         ('loss.name="matrix_complet"', "loss.name", "did you mean 'matrix_completion'"),
         ('init.sampler="gausian"', "init.sampler", "did you mean 'gaussian'"),
         ('metrics=["effective_rnk"]', "metrics.effective_rnk", "did you mean 'effective_rank'"),
-        ("methods.riemannian_tr.solver=\"riemannian_trr\"", "methods.riemannian_tr.solver", "did you mean"),
-        ("methods.riemann_cg.metric=\"dln\"", "methods.riemann_cg", "unknown solver"),
-        ("methods.riemannian_cg.metrik=\"dln\"", "methods.riemannian_cg.metrik", "unknown option"),
-        ('methods.riemannian_cg.metric="flat"', "methods.riemannian_cg.metric", "metric must be one of"),
+        (
+            'methods.riemannian_tr.solver="riemannian_trr"',
+            "methods.riemannian_tr.solver",
+            "did you mean",
+        ),
+        ('methods.riemann_cg.metric="dln"', "methods.riemann_cg", "unknown solver"),
+        ('methods.riemannian_cg.metrik="dln"', "methods.riemannian_cg.metrik", "unknown option"),
+        (
+            'methods.riemannian_cg.metric="flat"',
+            "methods.riemannian_cg.metric",
+            "metric must be one of",
+        ),
         ("observations.size=-5", "observations.size", ""),
         ("init.init_scale=-1.0", "init.init_scale", ""),
         ("threads=-1", "threads", "must be >= 0"),
@@ -128,24 +140,37 @@ def test_bad_config_is_one_line_naming_the_key(override, key, words):
 
 def test_rank_above_narrowest_width_with_dims():
     config = load_config([], ["network.dims=[100, 4, 4, 100]", "rank=5"])  # default depth 3 agrees
-    with pytest.raises(ConfigError, match=r"^rank: 5 must be between 1 and the narrowest width 4 of dims \[100, 4, 4, 100\]$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^rank: 5 must be between 1 and the narrowest width 4 of dims \[100, 4, 4, 100\]$",
+    ):
         validate_config(config)
     config = load_config([], ["network.dims=[100, 4, 100]"])
-    with pytest.raises(ConfigError, match=r"^network.depth: 3 does not match network.dims \[100, 4, 100\] \(depth 2\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^network.depth: 3 does not match network.dims \[100, 4, 100\] \(depth 2\)$",
+    ):
         validate_config(config)
 
 
 def test_dims_must_match_the_problem_shape():
     config = load_config([], ["network.dims=[90, 100, 100]"])
     del config["network"]["depth"]
-    with pytest.raises(ConfigError, match="^network.dims: output and input widths 100, 90 do not match"):
+    with pytest.raises(
+        ConfigError, match="^network.dims: output and input widths 100, 90 do not match"
+    ):
         validate_config(config)
 
 
 # ------------------------------------------------------------------ compare
 def test_same_start_and_exact_gap_alignment_and_records():
     comparison = compare(tiny())
-    assert list(comparison.records) == ["overparametrized_gd", "intrinsic_flow", "riemannian_cg", "riemannian_tr"]
+    assert list(comparison.records) == [
+        "overparametrized_gd",
+        "intrinsic_flow",
+        "riemannian_cg",
+        "riemannian_tr",
+    ]
     for label, record in comparison.records.items():
         assert record.stop_reason == "loss_below", (label, record.stop_reason)
         assert record.final_loss <= 1e-5
@@ -155,7 +180,9 @@ def test_same_start_and_exact_gap_alignment_and_records():
     assert gap["alignment"] == "exact"  # the flow was sampled at GD's flow times
     assert gap["time"][0] == 0.0 and gap["gap"][0] == 0.0  # exactly the same end-to-end start
     gd_times = comparison.records["overparametrized_gd"].times
-    assert gap["time"] == [t for t in gd_times if t <= comparison.records["intrinsic_flow"].times[-1] * (1 + 1e-9)]
+    assert gap["time"] == [
+        t for t in gd_times if t <= comparison.records["intrinsic_flow"].times[-1] * (1 + 1e-9)
+    ]
     # The initial loss is the same for every method that starts at phi(W(0)).
     initial = comparison.problem["initial_loss"]
     for label in ("overparametrized_gd", "intrinsic_flow"):
@@ -174,7 +201,10 @@ def test_balanced_start_gd_tracks_the_flow_with_gap_of_order_step():
     (MATH.md §3), so factor GD with step eta is O(eta) away from it: halving eta halves the gap."""
 
     def run(step: float) -> float:
-        config = tiny(init={"sampler": "balanced", "init_scale": 0.5}, stopping={"end_time": 4.0, "loss_below": 0.0, "max_iterations": 10**6})
+        config = tiny(
+            init={"sampler": "balanced", "init_scale": 0.5},
+            stopping={"end_time": 4.0, "loss_below": 0.0, "max_iterations": 10**6},
+        )
         config["methods"] = {
             "overparametrized_gd": {"step": step, "record_every": int(round(0.25 / step))},
             "intrinsic_flow": {"representation": "dense", "rtol": 1e-11, "atol": 1e-13},
@@ -213,7 +243,10 @@ def test_same_seed_same_bits_and_seed_changes_the_problem():
     config = tiny()
     config["methods"] = {"overparametrized_gd": {"step": 1.0, "record_every": 10}}
     a, b = compare(config), compare(config)
-    assert a.records["overparametrized_gd"].metrics["loss"] == b.records["overparametrized_gd"].metrics["loss"]
+    assert (
+        a.records["overparametrized_gd"].metrics["loss"]
+        == b.records["overparametrized_gd"].metrics["loss"]
+    )
     c = compare(merge_config(config, {"seed": 1}))
     assert c.problem["initial_loss"] != a.problem["initial_loss"]
 
@@ -224,11 +257,20 @@ def test_trajectory_gap_exact_and_interpolated():
     X = lambda t: A + t * B  # linear in t: linear interpolation is exact  # noqa: E731
     over_t = [0.0, 0.5, 1.0, 1.5, 3.0]
     over_p = [X(t) + (t * 1e-3) * A for t in over_t]
-    exact = trajectory_gap(over_t, over_p, [0.0, 0.5, 1.0, 1.5, 2.0], [X(t) for t in [0.0, 0.5, 1.0, 1.5, 2.0]])
-    assert exact["alignment"] == "exact" and exact["time"] == [0.0, 0.5, 1.0, 1.5]  # 3.0 is past the flow's end
+    exact = trajectory_gap(
+        over_t, over_p, [0.0, 0.5, 1.0, 1.5, 2.0], [X(t) for t in [0.0, 0.5, 1.0, 1.5, 2.0]]
+    )
+    assert exact["alignment"] == "exact" and exact["time"] == [
+        0.0,
+        0.5,
+        1.0,
+        1.5,
+    ]  # 3.0 is past the flow's end
     expected = [np.linalg.norm(t * 1e-3 * A) / np.linalg.norm(X(t)) for t in exact["time"]]
     np.testing.assert_allclose(exact["gap"], expected, rtol=1e-12)
-    interp = trajectory_gap(over_t, over_p, [0.0, 0.4, 1.2, 2.0], [X(t) for t in [0.0, 0.4, 1.2, 2.0]])
+    interp = trajectory_gap(
+        over_t, over_p, [0.0, 0.4, 1.2, 2.0], [X(t) for t in [0.0, 0.4, 1.2, 2.0]]
+    )
     assert interp["alignment"] == "interpolated"
     np.testing.assert_allclose(interp["gap"], expected, rtol=1e-9)
 
@@ -278,7 +320,10 @@ def test_results_store_round_trip_and_queries(tmp_path):
     from dlngeo.results import ResultsStore
 
     config = tiny()
-    config["methods"] = {"riemannian_tr": {}, "cg": {"solver": "riemannian_cg", "metric": "embedded"}}
+    config["methods"] = {
+        "riemannian_tr": {},
+        "cg": {"solver": "riemannian_cg", "metric": "embedded"},
+    }
     first = compare(config).to_dict()
     second = compare(merge_config(config, {"seed": 4})).to_dict()
     path = tmp_path / "store.sqlite"
@@ -311,9 +356,15 @@ def test_spectral_init_sees_the_observations_not_the_hidden_target():
     u0 = np.linalg.svd(X0)[0][:, :2]
     observed = completion.loss.observed_matrix().toarray()
     u_obs = np.linalg.svd(observed)[0][:, :2]
-    assert np.linalg.svd(u_obs.T @ u0, compute_uv=False).min() == pytest.approx(1.0, abs=1e-12)  # from the observations (measured 6e-16)
-    assert np.linalg.svd(u_t.T @ u0, compute_uv=False).min() < 1 - 1e-2  # not the target's directions (measured 1 - 0.073)
-    config = tiny(init={"sampler": "spectral", "init_scale": 1e-2, "rank": 2}, loss={"name": "regression"})
+    assert np.linalg.svd(u_obs.T @ u0, compute_uv=False).min() == pytest.approx(
+        1.0, abs=1e-12
+    )  # from the observations (measured 6e-16)
+    assert (
+        np.linalg.svd(u_t.T @ u0, compute_uv=False).min() < 1 - 1e-2
+    )  # not the target's directions (measured 1 - 0.073)
+    config = tiny(
+        init={"sampler": "spectral", "init_scale": 1e-2, "rank": 2}, loss={"name": "regression"}
+    )
     del config["observations"]
     regression = build(config).task
     u_t = np.linalg.svd(regression.data["target"])[0][:, :2]

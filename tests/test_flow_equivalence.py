@@ -42,10 +42,19 @@ def _factor_flow(net, energy, W0, t_eval):
 
     def rhs(t, y):
         W = unpack(y)
-        return -np.concatenate([g.ravel() for g in net.gradients(W, energy.gradient(net.product(W)))])
+        return -np.concatenate(
+            [g.ravel() for g in net.gradients(W, energy.gradient(net.product(W)))]
+        )
 
-    sol = solve_ivp(rhs, (0.0, t_eval[-1]), np.concatenate([w.ravel() for w in W0]), method="DOP853",
-                    rtol=RTOL, atol=ATOL, t_eval=t_eval)
+    sol = solve_ivp(
+        rhs,
+        (0.0, t_eval[-1]),
+        np.concatenate([w.ravel() for w in W0]),
+        method="DOP853",
+        rtol=RTOL,
+        atol=ATOL,
+        t_eval=t_eval,
+    )
     assert sol.success
     return [unpack(y) for y in sol.y.T]
 
@@ -64,7 +73,9 @@ def _intrinsic_flow(energy, X0, depth, t_eval, rank=None):
         X = y.reshape(shape)
         return -metric_operator(X, energy.gradient(X), depth, rank=rank).ravel()
 
-    sol = solve_ivp(rhs, (0.0, t_eval[-1]), X0.ravel(), method="DOP853", rtol=RTOL, atol=ATOL, t_eval=t_eval)
+    sol = solve_ivp(
+        rhs, (0.0, t_eval[-1]), X0.ravel(), method="DOP853", rtol=RTOL, atol=ATOL, t_eval=t_eval
+    )
     assert sol.success
     return [y.reshape(shape) for y in sol.y.T]
 
@@ -95,7 +106,9 @@ def test_factor_flow_equals_intrinsic_flow(case, depth):
     # The run went somewhere: X(T) is far from X(0) compared to the gap.
     assert np.linalg.norm(Xs[-1] - X0) >= 0.1 * np.linalg.norm(X0)
     # The rank of a bottlenecked product never exceeds the narrowest width.
-    assert np.linalg.svd(net.product(Ws[-1]), compute_uv=False)[r:].max(initial=0.0) <= 1e-12 * np.linalg.norm(Xs[-1])
+    assert np.linalg.svd(net.product(Ws[-1]), compute_uv=False)[r:].max(
+        initial=0.0
+    ) <= 1e-12 * np.linalg.norm(Xs[-1])
 
 
 @pytest.mark.parametrize("dims", [(4, 5, 5, 3), (4, 2, 4, 4, 5), (3, 6, 2, 5, 4, 3, 3)])
@@ -117,7 +130,10 @@ def test_imbalance_is_conserved_and_layers_grow_at_the_same_rate(dims):
         E_prime = energy.gradient(X)
         rates = [-2.0 * np.sum(w * g) for w, g in zip(W, net.gradients(W, E_prime))]
         expected = -2.0 * np.sum(X * E_prime)
-        assert np.allclose(rates, expected, rtol=1e-12, atol=1e-14 * abs(expected)), (rates, expected)
+        assert np.allclose(rates, expected, rtol=1e-12, atol=1e-14 * abs(expected)), (
+            rates,
+            expected,
+        )
     # Hence ||W_k||² - ||W_{k+1}||² is conserved along the integrated trajectory.
     diffs = [np.diff(net.layer_norms(W) ** 2) for W in Ws]
     assert np.abs(np.array(diffs) - diffs[0]).max() <= 1e-11  # measured <= 1.3e-13

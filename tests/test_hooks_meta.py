@@ -18,7 +18,11 @@ TESTS = Path(__file__).resolve().parent
 
 def hookspec_names(module=hookspecs):
     """Names of the functions marked with ``@hookspec`` (pluggy sets ``dlngeo_spec`` on them)."""
-    return sorted(name for name, f in inspect.getmembers(module, inspect.isfunction) if hasattr(f, "dlngeo_spec"))
+    return sorted(
+        name
+        for name, f in inspect.getmembers(module, inspect.isfunction)
+        if hasattr(f, "dlngeo_spec")
+    )
 
 
 def defined_test_functions(folder=TESTS):
@@ -26,11 +30,11 @@ def defined_test_functions(folder=TESTS):
     names = set()
     for path in folder.glob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith(
+                "test_"
+            ):
                 names.add(node.name)
     return names
-
-
 
 
 def untested_hooks(specs, tests):
@@ -54,7 +58,9 @@ def test_every_hookspec_has_a_test():
 def test_the_meta_test_catches_a_hook_without_test(tmp_path):
     (tmp_path / "test_fake.py").write_text("def test_hook_dlngeo_register_losses():\n    pass\n")
     tests = defined_test_functions(tmp_path)
-    assert untested_hooks(["dlngeo_register_losses", "dlngeo_register_widgets"], tests) == ["dlngeo_register_widgets"]
+    assert untested_hooks(["dlngeo_register_losses", "dlngeo_register_widgets"], tests) == [
+        "dlngeo_register_widgets"
+    ]
 
 
 @pytest.mark.parametrize("name", hookspec_names())

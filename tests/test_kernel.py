@@ -23,14 +23,17 @@ def _psd_power(P, a):
     tol = max(P.shape) * np.finfo(float).eps * max(lam.max(), 1e-300) * 10
     lam = np.where(lam > tol, lam, 0.0)
     with np.errstate(divide="ignore"):
-        powered = np.ones_like(lam) if a == 0 else np.where(lam > 0, lam ** a, 0.0)
+        powered = np.ones_like(lam) if a == 0 else np.where(lam > 0, lam**a, 0.0)
     return (Q * powered) @ Q.T
 
 
 def defining_sum(X, Z, depth):
     """``sum_k (XX^T)^{(N-k)/N} Z (X^TX)^{(k-1)/N}``, straight from the definition."""
     left, right = X @ X.T, X.T @ X
-    return sum(_psd_power(left, (depth - k) / depth) @ Z @ _psd_power(right, (k - 1) / depth) for k in range(1, depth + 1))
+    return sum(
+        _psd_power(left, (depth - k) / depth) @ Z @ _psd_power(right, (k - 1) / depth)
+        for k in range(1, depth + 1)
+    )
 
 
 def _low_rank(rng, m, n, r, s=None):
@@ -89,7 +92,9 @@ def test_range_and_kernel_are_tangent_and_normal_space(depth):
     scale = np.linalg.norm(AZ)
     assert np.linalg.norm(normal(AZ)) <= 1e-14 * scale  # maps into T_X M_r
     assert np.linalg.norm(metric_operator(X, normal(Z), depth)) <= 1e-14 * scale  # kills N_X
-    assert np.linalg.norm(metric_operator(X, Z - normal(Z), depth) - AZ) <= 1e-14 * scale  # A P_T = A
+    assert (
+        np.linalg.norm(metric_operator(X, Z - normal(Z), depth) - AZ) <= 1e-14 * scale
+    )  # A P_T = A
     # N = 1 is the identity on everything, normal space included.
     assert np.linalg.norm(metric_operator(X, Z, 1) - Z) <= 1e-14 * np.linalg.norm(Z)
 
@@ -105,20 +110,32 @@ def test_powers_inverse_and_square_root(depth):
     inv = metric_operator(X, Z, depth, power=-1)
     assert np.linalg.norm(metric_operator(X, inv, depth) - PtZ) <= 1e-13 * np.linalg.norm(Z)
     root = metric_operator(X, Z, depth, power=0.5)
-    assert np.linalg.norm(metric_operator(X, root, depth, power=0.5) - metric_operator(X, Z, depth)) <= 1e-13 * np.linalg.norm(Z)
+    assert np.linalg.norm(
+        metric_operator(X, root, depth, power=0.5) - metric_operator(X, Z, depth)
+    ) <= 1e-13 * np.linalg.norm(Z)
     # Self-adjoint and positive on the tangent space.
     W = rng.standard_normal((6, 5))
-    assert abs(np.sum(W * metric_operator(X, Z, depth)) - np.sum(metric_operator(X, W, depth) * Z)) <= 1e-13
+    assert (
+        abs(np.sum(W * metric_operator(X, Z, depth)) - np.sum(metric_operator(X, W, depth) * Z))
+        <= 1e-13
+    )
     assert np.sum(PtZ * metric_operator(X, Z, depth)) > 0
 
 
 def test_no_nan_at_zero_and_repeated_singular_values():
     for depth in DEPTHS:
-        for X in (np.zeros((3, 4)), np.eye(4), np.diag([2.0, 2.0, 0.0]), np.diag([1e-300, 1.0, 1.0])):
+        for X in (
+            np.zeros((3, 4)),
+            np.eye(4),
+            np.diag([2.0, 2.0, 0.0]),
+            np.diag([1e-300, 1.0, 1.0]),
+        ):
             Z = np.arange(X.size, dtype=float).reshape(X.shape)
             out = metric_operator(X, Z, depth)
             assert np.all(np.isfinite(out))
-            assert np.linalg.norm(out - defining_sum(X, Z, depth)) <= 1e-13 * max(1.0, np.linalg.norm(out))
+            assert np.linalg.norm(out - defining_sum(X, Z, depth)) <= 1e-13 * max(
+                1.0, np.linalg.norm(out)
+            )
     # The zero matrix: A = 0 for N >= 2 (every term has a positive power of 0), identity for N = 1.
     assert np.array_equal(metric_operator(np.zeros((2, 3)), np.ones((2, 3)), 3), np.zeros((2, 3)))
     assert np.array_equal(metric_operator(np.zeros((2, 3)), np.ones((2, 3)), 1), np.ones((2, 3)))
@@ -136,8 +153,12 @@ def test_kernel_matrix_is_the_geometric_sum(depth):
         # 0**0 = 1 by numpy's convention, as the formula needs.
         exact += np.outer(p ** (depth - k), p ** (k - 1))
     assert np.all(np.isfinite(K))
-    assert np.all(np.abs(K - exact) <= 2e-15 * depth * np.abs(exact) + 1e-300), np.max(np.abs(K - exact) / np.maximum(exact, 1e-300))
-    np.testing.assert_allclose(np.diag(K)[:4], depth * s[:4] ** (2.0 * (depth - 1) / depth), rtol=1e-14)
+    assert np.all(np.abs(K - exact) <= 2e-15 * depth * np.abs(exact) + 1e-300), np.max(
+        np.abs(K - exact) / np.maximum(exact, 1e-300)
+    )
+    np.testing.assert_allclose(
+        np.diag(K)[:4], depth * s[:4] ** (2.0 * (depth - 1) / depth), rtol=1e-14
+    )
     assert K[4, 4] == (1.0 if depth == 1 else 0.0)
 
 
@@ -161,7 +182,9 @@ def test_tangent_coordinates_agree_with_the_dense_operator(depth):
     xi = (Up, M, Vp)
     xi_dense = tangent_to_factored((u, s, vt), xi).to_dense()
     for power in (1.0, -1.0, 0.5):
-        out = tangent_to_factored((u, s, vt), metric_operator_tangent(s, *xi, depth, power)).to_dense()
+        out = tangent_to_factored(
+            (u, s, vt), metric_operator_tangent(s, *xi, depth, power)
+        ).to_dense()
         ref = metric_operator(X, xi_dense, depth, power)
         assert np.linalg.norm(out - ref) <= 1e-13 * np.linalg.norm(ref)
     eta = riemannian_gradient_tangent(u, s, vt, rng.standard_normal((7, 5)), depth)
@@ -170,7 +193,9 @@ def test_tangent_coordinates_agree_with_the_dense_operator(depth):
     assert abs(g - np.sum(xi_dense * metric_operator(X, eta_dense, depth, -1))) <= 1e-13 * abs(g)
     assert abs(g - tangent_inner_product(s, eta, xi, depth)) <= 1e-13 * abs(g)
     # g_N(grad, xi) = <G, xi>: the defining property of the Riemannian gradient (MATH.md §3).
-    assert abs(tangent_inner_product(s, (Up, M, Vp), eta, depth) - np.sum(G * eta_dense)) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(eta_dense)
+    assert abs(
+        tangent_inner_product(s, (Up, M, Vp), eta, depth) - np.sum(G * eta_dense)
+    ) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(eta_dense)
 
 
 @pytest.mark.parametrize("depth", [2, 6])
@@ -224,7 +249,24 @@ def test_benchmark_script_runs_at_tiny_sizes(monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("bench_kernel", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.main(["--m", "6", "--n", "5", "--rank", "2", "--depths", "2", "3", "--widths", "4", "8", "--budget", "0.002"])
+    rows = bench.main(
+        [
+            "--m",
+            "6",
+            "--n",
+            "5",
+            "--rank",
+            "2",
+            "--depths",
+            "2",
+            "3",
+            "--widths",
+            "4",
+            "8",
+            "--budget",
+            "0.002",
+        ]
+    )
     assert [(r["depth"], r["width"]) for r in rows] == [(2, 4), (2, 8), (3, 4), (3, 8)]
     assert all(r[key] > 0 for r in rows for key in ("step", "dense", "tangent", "gradient"))
     assert "step/dense" in capsys.readouterr().out

@@ -9,7 +9,11 @@ from scipy.stats import kstest
 from dlngeo.geometry.kernel import kernel_matrix, metric_operator, metric_operator_svd
 from dlngeo.thermodynamics import entropy
 from dlngeo.thermodynamics.equilibrium import SingularValueLaw, log_density_singular_values
-from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, QuadraticEnergy, RiemannianLangevin
+from dlngeo.thermodynamics.langevin import (
+    OverparametrizedLangevin,
+    QuadraticEnergy,
+    RiemannianLangevin,
+)
 from dlngeo.thermodynamics.mala import RiemannianMALA
 from dlngeo.thermodynamics.rle import Geometry, rle_drift
 
@@ -27,8 +31,13 @@ def _draw(law, rng, C, d):
 
 def _law(d, N, entropic=True):
     return SingularValueLaw(
-        beta=1.0, depth=N, shape=(d, d), energy=lambda s: np.sum(s**2, -1), upper=5.5,
-        n_grid=100 if d == 2 else 48, entropic=entropic,
+        beta=1.0,
+        depth=N,
+        shape=(d, d),
+        energy=lambda s: np.sum(s**2, -1),
+        upper=5.5,
+        n_grid=100 if d == 2 else 48,
+        entropic=entropic,
     )
 
 
@@ -54,7 +63,9 @@ def test_layer_step_carries_a_valid_svd_of_the_new_point():
     for shape in [(3, 3), (2, 4), (4, 2)]:
         X = rng.standard_normal((50, *shape))
         if shape[0] == shape[1]:
-            X[0] = np.diag([1.0, 1.0 + 1e-12, 0.5])  # a near coincidence: the chain takes the matrix step
+            X[0] = np.diag(
+                [1.0, 1.0 + 1e-12, 0.5]
+            )  # a near coincidence: the chain takes the matrix step
         geo = Geometry(X, 3)
         xi = geo.to_basis(rng.standard_normal(X.shape))
         b = drift_basis(geo, 2 * X, 1.0, 3, None, "full")
@@ -64,8 +75,12 @@ def test_layer_step_carries_a_valid_svd_of_the_new_point():
         U, s, Vt = carry_svd(geo, X_new, frames)
         r = min(shape)
         np.testing.assert_allclose((U[:, :, :r] * s[:, None, :]) @ Vt[:, :r, :], X_new, atol=1e-12)
-        np.testing.assert_allclose(np.swapaxes(U, 1, 2) @ U, np.broadcast_to(np.eye(shape[0]), U.shape), atol=1e-12)
-        np.testing.assert_allclose(Vt @ np.swapaxes(Vt, 1, 2), np.broadcast_to(np.eye(shape[1]), Vt.shape), atol=1e-12)
+        np.testing.assert_allclose(
+            np.swapaxes(U, 1, 2) @ U, np.broadcast_to(np.eye(shape[0]), U.shape), atol=1e-12
+        )
+        np.testing.assert_allclose(
+            Vt @ np.swapaxes(Vt, 1, 2), np.broadcast_to(np.eye(shape[1]), Vt.shape), atol=1e-12
+        )
         assert np.all(s >= 0) and np.all(np.diff(s, axis=1) <= 0)
         np.testing.assert_allclose(s, np.linalg.svd(X_new, compute_uv=False), atol=1e-12)
 
@@ -81,7 +96,11 @@ def _log_target(X, N, beta, widths, T):
     s = np.linalg.svd(X, compute_uv=False)
     rows = np.concatenate((s, np.zeros(m - s.size)))
     cols = np.concatenate((s, np.zeros(n - s.size)))
-    return -beta * _energy(X, T)[0] + entropy(X, N, widths=widths) - 0.5 * np.sum(np.log(kernel_matrix(rows, cols, N)))
+    return (
+        -beta * _energy(X, T)[0]
+        + entropy(X, N, widths=widths)
+        - 0.5 * np.sum(np.log(kernel_matrix(rows, cols, N)))
+    )
 
 
 def _A_matrix(X, N):
@@ -94,7 +113,17 @@ def _A_matrix(X, N):
     return np.array(cols).T
 
 
-@pytest.mark.parametrize("m,n,N,widths", [(2, 2, 2, None), (2, 2, 3, None), (3, 3, 3, None), (2, 3, 3, None), (3, 2, 4, None), (2, 3, 2, [4])])
+@pytest.mark.parametrize(
+    "m,n,N,widths",
+    [
+        (2, 2, 2, None),
+        (2, 2, 3, None),
+        (3, 3, 3, None),
+        (2, 3, 3, None),
+        (3, 2, 4, None),
+        (2, 3, 2, [4]),
+    ],
+)
 def test_drift_has_zero_probability_flux(m, n, N, widths):
     """b = beta^-1 (div A + A grad log pi): the Fokker-Planck flux of the target law vanishes."""
     beta = 1.3
@@ -110,9 +139,13 @@ def test_drift_has_zero_probability_flux(m, n, N, widths):
         E[c] = h
         E = E.reshape(m, n)
         divA += (_A_matrix(X + E, N)[:, c] - _A_matrix(X - E, N)[:, c]) / (2 * h)
-        grad_log[c] = (_log_target(X + E, N, beta, widths, T) - _log_target(X - E, N, beta, widths, T)) / (2 * h)
+        grad_log[c] = (
+            _log_target(X + E, N, beta, widths, T) - _log_target(X - E, N, beta, widths, T)
+        ) / (2 * h)
     residual = b - (divA + _A_matrix(X, N) @ grad_log) / beta
-    assert np.abs(residual).max() <= 1e-8 * np.abs(b).max()  # central differences, h = 1e-5: measured <= 1.2e-10
+    assert (
+        np.abs(residual).max() <= 1e-8 * np.abs(b).max()
+    )  # central differences, h = 1e-5: measured <= 1.2e-10
 
 
 @pytest.mark.parametrize("m,n,N", [(3, 3, 2), (3, 3, 4), (2, 4, 3)])
@@ -153,9 +186,9 @@ def _rle_pvalues(d, N, drift, seed, scheme="layer", chains=600, steps=500):
     """KS p-values of (s_max, s_min) after ``steps`` RLE steps of 1e-3 from (approximately) the law."""
     law = _law(d, N)
     X0 = _draw(law, np.random.default_rng(seed), chains, d)
-    rec = RiemannianLangevin(step=1e-3, n_steps=steps, record_every=steps, drift=drift, scheme=scheme).sample(
-        seed, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains
-    )
+    rec = RiemannianLangevin(
+        step=1e-3, n_steps=steps, record_every=steps, drift=drift, scheme=scheme
+    ).sample(seed, loss=QuadraticEnergy(1.0), start=X0, depth=N, beta=1.0, chains=chains)
     s = np.linalg.svd(rec.final_point, compute_uv=False)
     return kstest(s[:, 0], law.cdf_max).pvalue, kstest(s[:, -1], law.cdf_min).pvalue
 
@@ -169,12 +202,23 @@ def test_small_step_rle_keeps_the_singular_value_law(d, N):
 def test_rle_with_wider_hidden_layers_keeps_its_law():
     """Hidden widths above the rank add (d_k - r) log s / N to S: a repulsion from s = 0."""
     widths = [3, 2]
-    law = SingularValueLaw(beta=1.0, depth=3, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=5.0, n_grid=150, widths=widths)
+    law = SingularValueLaw(
+        beta=1.0,
+        depth=3,
+        shape=(2, 2),
+        energy=lambda s: np.sum(s**2, -1),
+        upper=5.0,
+        n_grid=150,
+        widths=widths,
+    )
     X0 = _draw(law, np.random.default_rng(0), 600, 2)
     rec = RiemannianLangevin(widths=widths, step=1e-3, n_steps=500, record_every=500).sample(
-        0, loss=QuadraticEnergy(1.0), start=X0, depth=3, beta=1.0, chains=600)
+        0, loss=QuadraticEnergy(1.0), start=X0, depth=3, beta=1.0, chains=600
+    )
     s = np.linalg.svd(rec.final_point, compute_uv=False)
-    assert kstest(s[:, 0], law.cdf_max).pvalue > 0.01 and kstest(s[:, -1], law.cdf_min).pvalue > 0.01
+    assert (
+        kstest(s[:, 0], law.cdf_max).pvalue > 0.01 and kstest(s[:, -1], law.cdf_min).pvalue > 0.01
+    )
 
 
 def test_matrix_euler_step_is_biased_near_det_zero_but_keeps_the_largest_singular_value_at_depth_2():
@@ -205,7 +249,9 @@ def test_rle_converges_to_the_intrinsic_gradient_flow_as_beta_grows():
         X = x.reshape(2, 2)
         return -metric_operator(X, loss.gradient(X), N).ravel()
 
-    ref = solve_ivp(flow, (0, T), X0.ravel(), t_eval=times, rtol=1e-10, atol=1e-12).y.T.reshape(-1, 2, 2)
+    ref = solve_ivp(flow, (0, T), X0.ravel(), t_eval=times, rtol=1e-10, atol=1e-12).y.T.reshape(
+        -1, 2, 2
+    )
     gaps = []
     for beta in (1e2, 1e4, 1e6):
         rec = RiemannianLangevin(step=h, n_steps=1000, record_every=50, keep_samples=False).sample(
@@ -229,8 +275,12 @@ def test_overparametrized_langevin_at_large_beta_follows_the_intrinsic_flow():
         return -metric_operator(X, loss.gradient(X), N).ravel()
 
     ref = solve_ivp(flow, (0, h * steps), X0.ravel(), rtol=1e-10, atol=1e-12).y[:, -1].reshape(2, 2)
-    rec = OverparametrizedLangevin(step=h, n_steps=steps, beta=1e12).sample(0, loss=loss, start=X0, depth=N)
-    assert np.linalg.norm(rec.final_point - ref) < 2e-4  # Euler error O(h): measured 3.9e-5 (the flow moves 0.45)
+    rec = OverparametrizedLangevin(step=h, n_steps=steps, beta=1e12).sample(
+        0, loss=loss, start=X0, depth=N
+    )
+    assert (
+        np.linalg.norm(rec.final_point - ref) < 2e-4
+    )  # Euler error O(h): measured 3.9e-5 (the flow moves 0.45)
     W = rec.final_weights
     assert np.allclose(W[2] @ W[1] @ W[0], rec.final_point)
 
@@ -238,14 +288,20 @@ def test_overparametrized_langevin_at_large_beta_follows_the_intrinsic_flow():
 # ------------------------------------------------------ records and input
 def test_records_are_reproducible_and_complete():
     X0 = np.array([[1.0, 0.2], [0.1, 0.7]])
-    a = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3)
-    b = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3)
+    a = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(
+        11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3
+    )
+    b = RiemannianMALA(step=0.05, n_steps=40, record_every=10).sample(
+        11, loss=QuadraticEnergy(), start=X0, depth=2, beta=2.0, chains=3
+    )
     np.testing.assert_array_equal(a.final_point, b.final_point)
     assert a.final_point.shape == (3, 2, 2)
     assert a.iterations == [0, 10, 20, 30, 40] and a.n_iterations == 40
     assert set(a.metrics) == {"loss", "entropy", "free_energy"}
     assert 0.0 <= a.info["acceptance_rate"] <= 1.0 and a.info["seed"] == 11
-    r = RiemannianLangevin(step=1e-3, n_steps=5).sample(1, loss=QuadraticEnergy(), start=X0, depth=2, beta=1.0)
+    r = RiemannianLangevin(step=1e-3, n_steps=5).sample(
+        1, loss=QuadraticEnergy(), start=X0, depth=2, beta=1.0
+    )
     assert r.final_point.shape == (2, 2) and r.stop_reason == "max_iterations"
     free = np.array(r.metrics["loss"]) - np.array(r.metrics["entropy"]) / 1.0
     np.testing.assert_allclose(r.metrics["free_energy"], free)
@@ -256,22 +312,32 @@ def test_non_autograd_loss_is_evaluated_per_chain():
     from dlngeo import loss_from_autograd
 
     loss = loss_from_autograd(lambda Y: 0.5 * (Y**2).sum(), shape=(2, 2))
-    a = RiemannianLangevin(step=1e-3, n_steps=20).sample(4, loss=loss, start=np.eye(2), depth=3, beta=1.0, chains=2)
-    b = RiemannianLangevin(step=1e-3, n_steps=20).sample(4, loss=QuadraticEnergy(0.5), start=np.eye(2), depth=3, beta=1.0, chains=2)
+    a = RiemannianLangevin(step=1e-3, n_steps=20).sample(
+        4, loss=loss, start=np.eye(2), depth=3, beta=1.0, chains=2
+    )
+    b = RiemannianLangevin(step=1e-3, n_steps=20).sample(
+        4, loss=QuadraticEnergy(0.5), start=np.eye(2), depth=3, beta=1.0, chains=2
+    )
     np.testing.assert_allclose(a.final_point, b.final_point, rtol=1e-12)
 
 
 def test_divergence_stops_with_reason_not_nan():
-    rec = RiemannianLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0)
+    rec = RiemannianLangevin(step=1.0, n_steps=200).sample(
+        0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0
+    )
     assert rec.stop_reason == "diverged"
     assert np.all(np.isfinite(rec.final_point)) and rec.n_iterations < 200
-    over = OverparametrizedLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0)
+    over = OverparametrizedLangevin(step=1.0, n_steps=200).sample(
+        0, loss=QuadraticEnergy(50.0), start=np.eye(2) * 2, depth=3, beta=1.0
+    )
     assert over.stop_reason == "diverged" and np.all(np.isfinite(over.final_point))
 
 
 @pytest.mark.parametrize("cls", [RiemannianLangevin, RiemannianMALA, OverparametrizedLangevin])
 def test_bad_input_names_the_argument(cls):
-    run = lambda **kw: cls().sample(0, **{"loss": QuadraticEnergy(), "start": np.eye(2), "depth": 2, **kw})  # noqa: E731
+    run = lambda **kw: cls().sample(
+        0, **{"loss": QuadraticEnergy(), "start": np.eye(2), "depth": 2, **kw}
+    )  # noqa: E731
     for beta in (0.0, -1.0, np.inf, np.nan):
         with pytest.raises(ValueError, match="beta"):
             run(beta=beta)
@@ -302,7 +368,9 @@ def test_plugin_registers_the_samplers():
     from dlngeo_plugins import thermodynamics as plugin
 
     got = {}
-    plugin.dlngeo_register_samplers(register=lambda name, factory, description="": got.setdefault(name, factory))
+    plugin.dlngeo_register_samplers(
+        register=lambda name, factory, description="": got.setdefault(name, factory)
+    )
     assert set(got) == {"riemannian_langevin", "riemannian_mala", "overparametrized_langevin"}
     for name, factory in got.items():
         sampler = factory(step=1e-3, n_steps=3)
@@ -319,22 +387,36 @@ def test_samplers_through_the_plugin_manager():
 
 
 def test_samplers_registered_as_solvers_run_on_a_task():
-    from dlngeo import DeepLinearNetwork
-    from dlngeo.dynamics.base import Stopping, Task
     from dlngeo_plugins import thermodynamics as plugin
 
+    from dlngeo import DeepLinearNetwork
+    from dlngeo.dynamics.base import Stopping, Task
+
     got = {}
-    plugin.dlngeo_register_solvers(register=lambda name, factory, description="": got.setdefault(name, factory))
+    plugin.dlngeo_register_solvers(
+        register=lambda name, factory, description="": got.setdefault(name, factory)
+    )
     assert set(got) == {"riemannian_langevin", "riemannian_mala", "overparametrized_langevin"}
     net = DeepLinearNetwork((2, 3, 2))
     W0 = net.balanced(np.array([[0.9, 0.1], [0.0, 0.5]]), rng=0)
-    task = Task(loss=QuadraticEnergy(0.5, np.diag([1.5, 0.8])), network=net, weights0=W0, metrics={"X": lambda st: np.array(st.point)})
+    task = Task(
+        loss=QuadraticEnergy(0.5, np.diag([1.5, 0.8])),
+        network=net,
+        weights0=W0,
+        metrics={"X": lambda st: np.array(st.point)},
+    )
     seen = []
     for name, factory in got.items():
         method = factory(beta=1e8, step=1e-3)
         assert method.overparametrized == (name == "overparametrized_langevin")
-        rec = method.run(task, Stopping(end_time=0.2), lambda state, record: seen.append(state.time))
-        assert rec.stop_reason == "end_time" and rec.n_iterations == 200 and rec.times[-1] == pytest.approx(0.2)
+        rec = method.run(
+            task, Stopping(end_time=0.2), lambda state, record: seen.append(state.time)
+        )
+        assert (
+            rec.stop_reason == "end_time"
+            and rec.n_iterations == 200
+            and rec.times[-1] == pytest.approx(0.2)
+        )
         assert np.allclose(rec.metrics["X"][0], net.product(W0))
         if name == "overparametrized_langevin":
             assert np.allclose(net.product(rec.final_weights), rec.final_point)
@@ -379,17 +461,35 @@ def test_lowrank_retraction_and_drift_match_the_geometry_modules():
             np.testing.assert_allclose(a, -b, atol=1e-12)
         from pymanopt.manifolds.fixed_rank import _FixedRankTangentVector
 
-        point = manifold.retraction(manifold.point(U[c], s[c], Vt[c]), _FixedRankTangentVector(0.1 * Up[c], 0.1 * M[c], 0.1 * Vp[c]))
-        np.testing.assert_allclose((Ur[c] * sr[c]) @ Vtr[c], (point[0] * point[1]) @ point[2], atol=1e-13)
+        point = manifold.retraction(
+            manifold.point(U[c], s[c], Vt[c]),
+            _FixedRankTangentVector(0.1 * Up[c], 0.1 * M[c], 0.1 * Vp[c]),
+        )
+        np.testing.assert_allclose(
+            (Ur[c] * sr[c]) @ Vtr[c], (point[0] * point[1]) @ point[2], atol=1e-13
+        )
 
 
 def _lowrank_law_pvalues(m, n, r, N, widths, drift, seed=2, chains=600):
-    law = SingularValueLaw(beta=1.0, depth=N, shape=(m, n), energy=lambda s: np.sum(s**2, -1), upper=5.0,
-                           n_grid=300 if r == 1 else 80, rank=r, widths=widths)
+    law = SingularValueLaw(
+        beta=1.0,
+        depth=N,
+        shape=(m, n),
+        energy=lambda s: np.sum(s**2, -1),
+        upper=5.0,
+        n_grid=300 if r == 1 else 80,
+        rank=r,
+        widths=widths,
+    )
     rng = np.random.default_rng(seed)
-    start = (_stiefel(rng, chains, m, r), law.sample(rng, chains), np.swapaxes(_stiefel(rng, chains, n, r), 1, 2))
-    rec = RiemannianLangevin(widths=widths, drift=drift, step=1e-3, n_steps=600, record_every=600).sample(
-        seed, loss=QuadraticEnergy(1.0), start=start, depth=N, beta=1.0, chains=chains)
+    start = (
+        _stiefel(rng, chains, m, r),
+        law.sample(rng, chains),
+        np.swapaxes(_stiefel(rng, chains, n, r), 1, 2),
+    )
+    rec = RiemannianLangevin(
+        widths=widths, drift=drift, step=1e-3, n_steps=600, record_every=600
+    ).sample(seed, loss=QuadraticEnergy(1.0), start=start, depth=N, beta=1.0, chains=chains)
     assert rec.stop_reason == "max_iterations" and rec.info["rank"] == r
     s = rec.final_point[1]
     return kstest(s[:, 0], law.cdf_max).pvalue, kstest(s[:, -1], law.cdf_min).pvalue
@@ -407,12 +507,18 @@ def test_lowrank_rle_without_the_divergence_term_fails():
 
 def test_lowrank_rank_collapse_and_blow_up_stop_as_diverged():
     u, vt = np.eye(3)[:, :2], np.eye(3)[:2]
-    collapse = RiemannianLangevin(step=1e-3, n_steps=10).sample(0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 1e-14]), vt), depth=3, beta=1e30)
+    collapse = RiemannianLangevin(step=1e-3, n_steps=10).sample(
+        0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 1e-14]), vt), depth=3, beta=1e30
+    )
     assert collapse.stop_reason == "diverged" and collapse.n_iterations == 0
-    blow = RiemannianLangevin(step=1.0, n_steps=200).sample(0, loss=QuadraticEnergy(50.0), start=(u, np.array([2.0, 1.0]), vt), depth=3, beta=1.0)
+    blow = RiemannianLangevin(step=1.0, n_steps=200).sample(
+        0, loss=QuadraticEnergy(50.0), start=(u, np.array([2.0, 1.0]), vt), depth=3, beta=1.0
+    )
     assert blow.stop_reason == "diverged" and np.all(np.isfinite(blow.final_point[1]))
     with pytest.raises(ValueError, match="s > 0"):
-        RiemannianLangevin().sample(0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 0.0]), vt), depth=3)
+        RiemannianLangevin().sample(
+            0, loss=QuadraticEnergy(), start=(u, np.array([1.0, 0.0]), vt), depth=3
+        )
 
 
 # ------------------------------------------------------- the quadrature law
@@ -420,7 +526,14 @@ def test_lowrank_rank_collapse_and_blow_up_stop_as_diverged():
 def test_quadrature_law_at_depth_one_is_the_gaussian_matrix_law(shape):
     """N = 1: K = 1, S = 0, so X ~ exp(-beta ||X||^2) has i.i.d. N(0, 1/(2 beta)) entries: exact samples."""
     beta = 2.0
-    law = SingularValueLaw(beta=beta, depth=1, shape=shape, energy=lambda s: np.sum(s**2, -1), upper=4.0, n_grid=200 if min(shape) == 2 else 60)
+    law = SingularValueLaw(
+        beta=beta,
+        depth=1,
+        shape=shape,
+        energy=lambda s: np.sum(s**2, -1),
+        upper=4.0,
+        n_grid=200 if min(shape) == 2 else 60,
+    )
     X = np.random.default_rng(0).standard_normal((20000, *shape)) / np.sqrt(2 * beta)
     s = np.linalg.svd(X, compute_uv=False)
     assert kstest(s[:, 0], law.cdf_max).pvalue > 0.01
@@ -431,7 +544,9 @@ def test_quadrature_law_at_depth_one_is_the_gaussian_matrix_law(shape):
 
 def test_quadrature_law_rejects_a_too_small_box():
     with pytest.raises(ValueError, match="upper"):
-        SingularValueLaw(beta=1.0, depth=2, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=1.0)
+        SingularValueLaw(
+            beta=1.0, depth=2, shape=(2, 2), energy=lambda s: np.sum(s**2, -1), upper=1.0
+        )
 
 
 # ------------------------------------------- a non-rotation-invariant energy
@@ -452,8 +567,13 @@ def _two_by_two_law(beta, depth, t=(1.5, 0.8), n=600, upper=3.0):
     U, F = np.meshgrid(u, f, indexing="ij")
     S2 = U * F**depth
     jac = U * depth * F ** (depth - 1)
-    logd = log_density_singular_values(np.stack((U, S2), axis=-1), beta=beta, depth=depth, shape=(2, 2),
-                                       energy=lambda s: 0.5 * np.sum(s**2, axis=-1))
+    logd = log_density_singular_values(
+        np.stack((U, S2), axis=-1),
+        beta=beta,
+        depth=depth,
+        shape=(2, 2),
+        energy=lambda s: 0.5 * np.sum(s**2, axis=-1),
+    )
     out = []
     for sign in (1.0, -1.0):  # det > 0: a > g
         a, g = (U + sign * S2) / 2, (U - sign * S2) / 2
@@ -480,7 +600,9 @@ def _two_by_two_moments(a, g, k1, k2, w):
 def _two_by_two_draw(rng, a, g, k1, k2, w, C):
     i = rng.choice(a.size, size=C, p=w)
     th1, th2 = rng.vonmises(0.0, k1[i]), rng.vonmises(0.0, k2[i])
-    R = lambda th: np.stack((np.stack((np.cos(th), -np.sin(th)), -1), np.stack((np.sin(th), np.cos(th)), -1)), -2)  # noqa: E731
+    R = lambda th: np.stack(
+        (np.stack((np.cos(th), -np.sin(th)), -1), np.stack((np.sin(th), np.cos(th)), -1)), -2
+    )  # noqa: E731
     return a[i, None, None] * R(th1) + g[i, None, None] * R(th2) @ np.diag([1.0, -1.0])
 
 
@@ -500,11 +622,15 @@ def test_samplers_keep_the_law_of_a_non_invariant_energy(sampler):
     X0 = _two_by_two_draw(np.random.default_rng(0), *grid, C)
     loss = QuadraticEnergy(0.5, np.diag([1.5, 0.8]))
     if sampler == "mala":
-        rec = RiemannianMALA(step=0.05, n_steps=200, record_every=200).sample(1, loss=loss, start=X0, depth=N, beta=beta, chains=C)
+        rec = RiemannianMALA(step=0.05, n_steps=200, record_every=200).sample(
+            1, loss=loss, start=X0, depth=N, beta=beta, chains=C
+        )
         assert rec.info["acceptance_rate"] > 0.5
     else:
         # the Euler bias here is ~2% of E|X|^2 at h = 1e-3 (2.5 sigma with 6000 chains), ~O(h)
-        rec = RiemannianLangevin(step=5e-4, n_steps=800, record_every=800).sample(1, loss=loss, start=X0, depth=N, beta=beta, chains=C)
+        rec = RiemannianLangevin(step=5e-4, n_steps=800, record_every=800).sample(
+            1, loss=loss, start=X0, depth=N, beta=beta, chains=C
+        )
     X = rec.final_point
     pos = np.linalg.det(X) > 0
     x11, sq = X[pos, 0, 0], np.sum(X[pos] ** 2, axis=(1, 2))

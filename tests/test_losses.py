@@ -39,21 +39,50 @@ def _cases():
     y = rng.standard_normal(11)
     flat = S.reshape(11, -1)
     cases = [
-        ("regression", dlngeo.create_loss("regression", A=A, B=B), lambda X: 0.5 * anp.sum((X @ A - B) ** 2) / 9),
-        ("regression-whitened", dlngeo.create_loss("regression", target=Y), lambda X: 0.5 * anp.sum((X - Y) ** 2)),
-        ("lp4", dlngeo.create_loss("lp_regression", p=4, A=A, B=B), lambda X: anp.sum((X @ A - B) ** 4) / (4 * 9)),
-        ("lp3-whitened", dlngeo.create_loss("lp_regression", p=3, target=Y), lambda X: anp.sum(anp.abs(X - Y) ** 3) / 3),
+        (
+            "regression",
+            dlngeo.create_loss("regression", A=A, B=B),
+            lambda X: 0.5 * anp.sum((X @ A - B) ** 2) / 9,
+        ),
+        (
+            "regression-whitened",
+            dlngeo.create_loss("regression", target=Y),
+            lambda X: 0.5 * anp.sum((X - Y) ** 2),
+        ),
+        (
+            "lp4",
+            dlngeo.create_loss("lp_regression", p=4, A=A, B=B),
+            lambda X: anp.sum((X @ A - B) ** 4) / (4 * 9),
+        ),
+        (
+            "lp3-whitened",
+            dlngeo.create_loss("lp_regression", p=3, target=Y),
+            lambda X: anp.sum(anp.abs(X - Y) ** 3) / 3,
+        ),
         (
             "completion-mean",
-            dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_)),
+            dlngeo.create_loss(
+                "matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_)
+            ),
             lambda X: anp.mean((X[rows, cols] - vals) ** 2),
         ),
         (
             "completion-sum",
-            dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_), normalization="sum"),
+            dlngeo.create_loss(
+                "matrix_completion",
+                rows=rows,
+                cols=cols,
+                values=vals,
+                shape=(M_, N_),
+                normalization="sum",
+            ),
             lambda X: 0.5 * anp.sum((X[rows, cols] - vals) ** 2),
         ),
-        ("sensing-mean", dlngeo.create_loss("matrix_sensing", A=S, y=y), lambda X: anp.mean((anp.dot(flat, anp.reshape(X, -1)) - y) ** 2)),
+        (
+            "sensing-mean",
+            dlngeo.create_loss("matrix_sensing", A=S, y=y),
+            lambda X: anp.mean((anp.dot(flat, anp.reshape(X, -1)) - y) ** 2),
+        ),
         (
             "sensing-sum",
             dlngeo.create_loss("matrix_sensing", A=S, y=y, normalization="sum"),
@@ -92,17 +121,27 @@ def test_hessian_vector_product_matches_autograd_and_finite_differences(name, lo
     point = _lowrank(rng) if lowrank else rng.standard_normal((M_, N_))
     X = to_dense(point)
     # A dense direction and a factored one (a tangent vector of the rank-r manifold in ambient form).
-    directions = [rng.standard_normal((M_, N_)), Factored(rng.standard_normal((M_, 3)), rng.standard_normal((N_, 3)))]
+    directions = [
+        rng.standard_normal((M_, N_)),
+        Factored(rng.standard_normal((M_, 3)), rng.standard_normal((N_, 3))),
+    ]
     if lowrank:
         manifold = FixedRank(M_, N_, R_)
-        p = manifold.point(*point)  # a tangent direction drawn from the test's own generator, not numpy's global state
-        directions.append(manifold.embedding(p, manifold.projection(p, rng.standard_normal((M_, N_)))))
+        p = manifold.point(
+            *point
+        )  # a tangent direction drawn from the test's own generator, not numpy's global state
+        directions.append(
+            manifold.embedding(p, manifold.projection(p, rng.standard_normal((M_, N_))))
+        )
     reference = dlngeo.loss_from_autograd(fn)
     for Z in directions:
         hz = loss.hessian_vector_product(point, Z)
         assert _rel(hz, reference.hessian_vector_product(X, to_dense(Z))) <= 1e-11
         h = 1e-5
-        fd = (to_dense(loss.gradient(X + h * to_dense(Z))) - to_dense(loss.gradient(X - h * to_dense(Z)))) / (2 * h)
+        fd = (
+            to_dense(loss.gradient(X + h * to_dense(Z)))
+            - to_dense(loss.gradient(X - h * to_dense(Z)))
+        ) / (2 * h)
         # central difference: O(h^2) truncation (zero for quadratic losses) + O(eps/h) rounding
         assert _rel(hz, fd) <= 1e-8
 
@@ -110,13 +149,17 @@ def test_hessian_vector_product_matches_autograd_and_finite_differences(name, lo
 def test_completion_gradient_is_sparse_on_omega():
     rng = np.random.default_rng(3)
     rows, cols, vals = _completion_data(rng)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_))
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_)
+    )
     G = loss.gradient(_lowrank(rng))
     assert sp.issparse(G) and G.format == "csr" and G.nnz == rows.size
     mask = np.zeros((M_, N_), bool)
     mask[rows, cols] = True
     assert np.all(G.toarray()[~mask] == 0)
-    assert sp.issparse(loss.hessian_vector_product(_lowrank(rng), Factored(np.ones((M_, 1)), np.ones((N_, 1)))))
+    assert sp.issparse(
+        loss.hessian_vector_product(_lowrank(rng), Factored(np.ones((M_, 1)), np.ones((N_, 1))))
+    )
     # mean normalisation is exactly Arora et al. 2019's MSE: zero residual -> zero loss, E(X + 1 on Omega) = 1
     X = np.zeros((M_, N_))
     X[rows, cols] = vals + 1.0
@@ -129,7 +172,9 @@ def test_completion_large_low_rank_point_never_forms_m_by_n():
     m = n = 20000
     k, r = 100_000, 5
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=k).sample(rng)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=rng.standard_normal(k), shape=(m, n))
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=rng.standard_normal(k), shape=(m, n)
+    )
     point = _lowrank(rng, m, n, r)
     loss.value_and_gradient(point)  # warm up (imports, caches)
     tracemalloc.start()
@@ -146,7 +191,9 @@ def test_completion_large_low_rank_point_never_forms_m_by_n():
     # spot-check against the definition on a few entries
     i = rng.integers(0, k, 5)
     Xij = np.einsum("ij,ij->i", point[0][rows[i]] * point[1], point[2].T[cols[i]])
-    assert np.allclose(gradient[rows[i], cols[i]], 2.0 / k * (Xij - loss.values[i]), rtol=1e-12, atol=0)
+    assert np.allclose(
+        gradient[rows[i], cols[i]], 2.0 / k * (Xij - loss.values[i]), rtol=1e-12, atol=0
+    )
     tracemalloc.start()
     try:
         Z = Factored(rng.standard_normal((m, 8)), rng.standard_normal((n, 8)))
@@ -161,7 +208,9 @@ def test_losses_plug_into_problem():
     """A built-in loss drives pymanopt's problem: the Riemannian gradient is the projected ambient one."""
     rng = np.random.default_rng(5)
     rows, cols, vals = _completion_data(rng, k=25)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_))
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=vals, shape=(M_, N_)
+    )
     manifold = FixedRank(M_, N_, R_)
     problem = dlngeo.problem(manifold, loss)
     x = manifold.point(*_lowrank(rng))
@@ -181,7 +230,9 @@ def test_loss_from_autograd_on_low_rank_points():
     assert loss.value(point) == pytest.approx(np.sum(np.sin(X)), rel=1e-14)
     assert np.allclose(loss.gradient(point), np.cos(X), rtol=1e-14, atol=0)
     Z = rng.standard_normal((M_, N_))
-    assert np.allclose(loss.hessian_vector_product(point, Z), -np.sin(X) * Z, rtol=1e-13, atol=1e-15)
+    assert np.allclose(
+        loss.hessian_vector_product(point, Z), -np.sin(X) * Z, rtol=1e-13, atol=1e-15
+    )
     with pytest.raises(ValueError, match="X has shape"):
         loss.value(np.zeros((2, 2)))
 

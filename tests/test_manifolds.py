@@ -16,13 +16,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from pymanopt.manifolds import FixedRankEmbedded
+from pymanopt_checks import (
+    fitted_slope,
+    hessian_properties,
+    numpy2_diagnostics,
+    run_pymanopt_checks,
+)
 from scipy.integrate import solve_ivp
 
 import dlngeo
 from dlngeo.geometry import metric_operator
 from dlngeo.lowrank import Factored, to_dense
-
-from pymanopt_checks import fitted_slope, hessian_properties, numpy2_diagnostics, run_pymanopt_checks
 
 M, N = 7, 5
 
@@ -77,7 +81,10 @@ def test_pymanopt_check_gradient_and_hessian_run_and_report_small_residuals():
             matplotlib.use("Agg")
             check_gradient(prob, x, d)  # unpatched identify_linear_piece
     text = run_pymanopt_checks(prob, x, d)
-    numbers = [float(v) for v in re.findall(r"(?:Residual|close to 0|very close to 0): (\S+?)\.?$", text, re.M)]
+    numbers = [
+        float(v)
+        for v in re.findall(r"(?:Residual|close to 0|very close to 0): (\S+?)\.?$", text, re.M)
+    ]
     assert len(numbers) == 3, text  # gradient residual, Hessian residual, linearity residual
     assert max(abs(v) for v in numbers) <= 1e-13, text
     symmetry = float(re.search(r"= (\S+)\.\n", text).group(1))
@@ -101,10 +108,14 @@ def test_riemannian_gradient_represents_the_differential(k, depth):
         xi = man.random_tangent_vector(x)
         xi_dense = man.embedding(x, xi).to_dense()
         exact = float(np.sum(G * xi_dense))
-        assert abs(man.inner_product(x, grad, xi) - exact) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(xi_dense)
+        assert abs(man.inner_product(x, grad, xi) - exact) <= 1e-13 * np.linalg.norm(
+            G
+        ) * np.linalg.norm(xi_dense)
         # ... and the same number from finite differences of f along the retraction.
         h = 1e-5
-        fd = (prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))) / (2 * h)
+        fd = (prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))) / (
+            2 * h
+        )
         assert abs(fd - exact) <= 1e-7 * max(1.0, abs(exact))
         # A sparse gradient gives the same Riemannian gradient as its dense form.
         S = sp.csr_matrix(G * mask)
@@ -153,14 +164,24 @@ def test_hessian_at_a_critical_point_along_a_network_curve(depth):
     V = [rng.standard_normal(w.shape) for w in W]
     h = 1e-4
     curve = [net.product([w + t * v for w, v in zip(W, V)]) for t in (-h, 0.0, h)]
-    second = (prob.cost(man.from_matrix(curve[0])) - 2 * prob.cost(x) + prob.cost(man.from_matrix(curve[2]))) / h**2
-    xi = man.projection(x, sum(  # exact d phi(V): sum over layers, no finite difference
-        net.product([v if j == i else w for j, (w, v) in enumerate(zip(W, V))]) for i in range(net.depth)
-    ))
+    second = (
+        prob.cost(man.from_matrix(curve[0]))
+        - 2 * prob.cost(x)
+        + prob.cost(man.from_matrix(curve[2]))
+    ) / h**2
+    xi = man.projection(
+        x,
+        sum(  # exact d phi(V): sum over layers, no finite difference
+            net.product([v if j == i else w for j, (w, v) in enumerate(zip(W, V))])
+            for i in range(net.depth)
+        ),
+    )
     quad = man.inner_product(x, prob.riemannian_hessian(x, xi), xi)
     assert abs(second - quad) <= 1e-6 * abs(quad)
     # The curvature term matters here: without it the answer would be ||xi||_F^2.
-    assert abs(quad - np.linalg.norm(man.embedding(x, xi).to_dense()) ** 2) >= 1e-3 * abs(quad)  # 1000x the tolerance above
+    assert abs(quad - np.linalg.norm(man.embedding(x, xi).to_dense()) ** 2) >= 1e-3 * abs(
+        quad
+    )  # 1000x the tolerance above
 
 
 # ------------------------------------------------------------------ retraction
@@ -200,7 +221,9 @@ class _NumericalExponential:
 
     def _solve(self, rhs, size, second_half):
         y0 = np.concatenate([np.zeros(size), second_half.ravel()])
-        solution = solve_ivp(rhs, (0.0, 1.0), y0, method="DOP853", rtol=1e-13, atol=1e-20, dense_output=True)
+        solution = solve_ivp(
+            rhs, (0.0, 1.0), y0, method="DOP853", rtol=1e-13, atol=1e-20, dense_output=True
+        )
         assert solution.success
         return solution
 
@@ -268,7 +291,9 @@ class _DLNFullRankWithGeodesics(_NumericalExponential, dlngeo.DLNFixedRank):
 
         def rhs(t, y):
             X, P = X0 + y[:size].reshape(shape), y[size:].reshape(shape)
-            return np.concatenate([metric_operator(X, P, depth).ravel(), -hamiltonian_gradient(X, P, depth).ravel()])
+            return np.concatenate(
+                [metric_operator(X, P, depth).ravel(), -hamiltonian_gradient(X, P, depth).ravel()]
+            )
 
         return self._solve(rhs, size, metric_operator(X0, V0, depth, power=-1))
 
@@ -350,7 +375,10 @@ def test_retraction_properties(k, depth):
         y = man.retraction(x, t * xi)
         u, s, vt = y
         assert u.shape == (M, k) and s.shape == (k,) and vt.shape == (k, N)
-        assert np.linalg.norm(u.T @ u - np.eye(k)) <= 1e-14 and np.linalg.norm(vt @ vt.T - np.eye(k)) <= 1e-14
+        assert (
+            np.linalg.norm(u.T @ u - np.eye(k)) <= 1e-14
+            and np.linalg.norm(vt @ vt.T - np.eye(k)) <= 1e-14
+        )
         assert np.all(s > 0) and np.all(np.diff(s) <= 0)
         delta = to_dense(y) - X - t * xi_dense
         first.append(np.linalg.norm(delta))
@@ -366,7 +394,9 @@ def test_retraction_properties(k, depth):
         assert abs(_loglog_slope(ts, tangent) - 3.0) <= 0.05
     if depth is not None:
         flat = dlngeo.FixedRank(M, N, k)
-        assert all(np.array_equal(p, q) for p, q in zip(man.retraction(x, xi), flat.retraction(x, xi)))
+        assert all(
+            np.array_equal(p, q) for p, q in zip(man.retraction(x, xi), flat.retraction(x, xi))
+        )
 
 
 @pytest.mark.parametrize("k, depth", [(2, None), (2, 3), (5, 2)])
@@ -390,7 +420,9 @@ def test_transport_projection_random_and_zero(k, depth):
     ref = man.projection(x, Z)
     U, S, V = np.linalg.svd(Z, full_matrices=False)
     for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T), (U, S, V)):
-        assert all(np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref))
+        assert all(
+            np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref)
+        )
     zero = man.zero_vector(x)
     assert man.norm(x, zero) == 0.0
     assert man.typical_dist > 0 and man.dim == (M + N - k) * k
@@ -421,7 +453,9 @@ def test_pymanopt_gradient_is_nan_at_repeated_singular_values_ours_is_not():
     assert np.isnan(bad.M).any()
 
     ours = dlngeo.FixedRank(M, N, k)
-    good = dlngeo.problem(ours, lambda X: 0.5 * anp.sum((X - Y) ** 2)).riemannian_gradient(ours.point(u, s, vt))
+    good = dlngeo.problem(ours, lambda X: 0.5 * anp.sum((X - Y) ** 2)).riemannian_gradient(
+        ours.point(u, s, vt)
+    )
     G = (u * s) @ vt - Y
     assert all(np.all(np.isfinite(a)) for a in good)
     expected = ours.projection(ours.point(u, s, vt), G)
@@ -430,7 +464,13 @@ def test_pymanopt_gradient_is_nan_at_repeated_singular_values_ours_is_not():
 
 # ------------------------------------------------------------------ bad input
 def test_bad_input():
-    for args, word in [((4, 3, 5), "k"), ((4, 3, 0), "k"), ((0, 3, 1), "m"), ((4, 2.0, 1), "n"), ((4, 3, True), "k")]:
+    for args, word in [
+        ((4, 3, 5), "k"),
+        ((4, 3, 0), "k"),
+        ((0, 3, 1), "m"),
+        ((4, 2.0, 1), "n"),
+        ((4, 3, True), "k"),
+    ]:
         with pytest.raises(ValueError, match=word):
             dlngeo.FixedRank(*args)
         with pytest.raises(ValueError, match=word):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from dlngeo_plugins.metrics import frobenius_distance
 
 import dlngeo
 from dlngeo.state import State
-from dlngeo_plugins.metrics import frobenius_distance
 
 
 def _lowrank(rng, m, n, r):
@@ -23,15 +23,25 @@ def test_spectral_metrics_on_a_known_matrix():
     X = np.diag([3.0, 1.0, 0.0])
     state = State(point=X, depth=3)
     assert np.allclose(dlngeo.create_metric("singular_values")(state), [3, 1, 0], atol=1e-15)
-    assert np.allclose(dlngeo.create_metric("singular_values", k=5)(state), [3, 1, 0, 0, 0], atol=1e-15)
+    assert np.allclose(
+        dlngeo.create_metric("singular_values", k=5)(state), [3, 1, 0, 0, 0], atol=1e-15
+    )
     assert np.allclose(dlngeo.create_metric("singular_values", k=1)(state), [3])
     p = np.array([0.75, 0.25])
-    assert dlngeo.create_metric("effective_rank")(state) == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-14)
+    assert dlngeo.create_metric("effective_rank")(state) == pytest.approx(
+        np.exp(-np.sum(p * np.log(p))), rel=1e-14
+    )
     assert dlngeo.create_metric("nuclear_norm")(state) == pytest.approx(4.0, rel=1e-15)
-    assert dlngeo.create_metric("schatten_quasi_norm")(state) == pytest.approx(3 ** (2 / 3) + 1, rel=1e-14)
-    assert dlngeo.create_metric("schatten_quasi_norm", depth=1)(state) == pytest.approx(10.0, rel=1e-14)
+    assert dlngeo.create_metric("schatten_quasi_norm")(state) == pytest.approx(
+        3 ** (2 / 3) + 1, rel=1e-14
+    )
+    assert dlngeo.create_metric("schatten_quasi_norm", depth=1)(state) == pytest.approx(
+        10.0, rel=1e-14
+    )
     assert dlngeo.create_metric("effective_rank")(State(point=np.zeros((2, 3)))) == 0.0
-    assert dlngeo.create_metric("effective_rank")(State(point=np.eye(4))) == pytest.approx(4.0, rel=1e-14)
+    assert dlngeo.create_metric("effective_rank")(State(point=np.eye(4))) == pytest.approx(
+        4.0, rel=1e-14
+    )
 
 
 def test_spectral_metrics_agree_on_low_rank_and_dense_points():
@@ -39,7 +49,9 @@ def test_spectral_metrics_agree_on_low_rank_and_dense_points():
     point = _lowrank(rng, 9, 6, 3)
     for name in ("effective_rank", "nuclear_norm", "schatten_quasi_norm"):
         metric = dlngeo.create_metric(name)
-        assert metric(State(point=point, depth=4)) == pytest.approx(metric(State(point=_dense(point), depth=4)), rel=1e-13)
+        assert metric(State(point=point, depth=4)) == pytest.approx(
+            metric(State(point=_dense(point), depth=4)), rel=1e-13
+        )
     sv = dlngeo.create_metric("singular_values", k=4)
     assert np.allclose(sv(State(point=point)), sv(State(point=_dense(point))), rtol=0, atol=1e-13)
 
@@ -49,7 +61,9 @@ def test_loss_metric_and_missing_loss():
     Y = rng.standard_normal((4, 3))
     loss = dlngeo.create_loss("regression", target=Y)
     X = rng.standard_normal((4, 3))
-    assert dlngeo.create_metric("loss")(State(point=X, loss=loss)) == pytest.approx(0.5 * np.sum((X - Y) ** 2), rel=1e-14)
+    assert dlngeo.create_metric("loss")(State(point=X, loss=loss)) == pytest.approx(
+        0.5 * np.sum((X - Y) ** 2), rel=1e-14
+    )
     with pytest.raises(ValueError, match="state.loss"):
         dlngeo.create_metric("loss")(State(point=X))
 
@@ -65,7 +79,9 @@ def test_imbalance_and_layer_norms():
     state = State(point=net.product(W), weights=W, depth=3)  # no network: built from the weights
     expected = [np.linalg.norm(W[k + 1].T @ W[k + 1] - W[k] @ W[k].T) for k in range(2)]
     assert np.allclose(dlngeo.create_metric("imbalance")(state), expected, rtol=1e-14, atol=0)
-    assert np.allclose(dlngeo.create_metric("layer_norms")(state), [np.linalg.norm(w) for w in W], rtol=1e-15)
+    assert np.allclose(
+        dlngeo.create_metric("layer_norms")(state), [np.linalg.norm(w) for w in W], rtol=1e-15
+    )
     # intrinsic methods have no weights: empty arrays, never NaN
     empty = State(point=np.eye(2), depth=3)
     assert dlngeo.create_metric("imbalance")(empty).shape == (0,)
@@ -81,12 +97,16 @@ def test_distance_to_target_low_rank_is_accurate_for_close_points():
     # a squared-norm expansion would lose everything below sqrt(eps) * ||X|| ~ 3e-8
     assert d == pytest.approx(np.linalg.norm(delta), rel=1e-5)
     state = State(point=X, data={"target": Y})
-    assert dlngeo.create_metric("distance_to_target")(state) == pytest.approx(np.linalg.norm(delta), rel=1e-5)
+    assert dlngeo.create_metric("distance_to_target")(state) == pytest.approx(
+        np.linalg.norm(delta), rel=1e-5
+    )
     # mixed dense / low rank, relative
     Z = rng.standard_normal((50, 40))
     expected = np.linalg.norm(_dense(X) - Z)
     assert frobenius_distance(X, Z) == pytest.approx(expected, rel=1e-13)
-    rel = dlngeo.create_metric("distance_to_target", relative=True)(State(point=Z, data={"target": X}))
+    rel = dlngeo.create_metric("distance_to_target", relative=True)(
+        State(point=Z, data={"target": X})
+    )
     assert rel == pytest.approx(expected / np.linalg.norm(_dense(X)), rel=1e-13)
     with pytest.raises(ValueError, match="target"):
         dlngeo.create_metric("distance_to_target")(State(point=Z))
@@ -101,17 +121,25 @@ def test_test_error_on_unobserved_entries():
     point = _lowrank(rng, m, n, 3)
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=k).sample(rng)
     M = _dense(target)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(m, n))
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(m, n)
+    )
     mask = np.ones((m, n), bool)
     mask[rows, cols] = False
     D = _dense(point) - M
     rmse = np.sqrt(np.mean(D[mask] ** 2))
     metric = dlngeo.create_metric("test_error")
     for p, t in ((point, target), (_dense(point), target), (point, M), (_dense(point), M)):
-        assert metric(State(point=p, loss=loss, data={"target": t})) == pytest.approx(rmse, rel=1e-12)
+        assert metric(State(point=p, loss=loss, data={"target": t})) == pytest.approx(
+            rmse, rel=1e-12
+        )
     # observed set from state.data instead of the loss
-    assert metric(State(point=point, data={"target": target, "rows": rows, "cols": cols})) == pytest.approx(rmse, rel=1e-12)
-    mse_all = dlngeo.create_metric("test_error", entries="all", squared=True)(State(point=point, data={"target": target}))
+    assert metric(
+        State(point=point, data={"target": target, "rows": rows, "cols": cols})
+    ) == pytest.approx(rmse, rel=1e-12)
+    mse_all = dlngeo.create_metric("test_error", entries="all", squared=True)(
+        State(point=point, data={"target": target})
+    )
     assert mse_all == pytest.approx(np.mean(D**2), rel=1e-12)
     with pytest.raises(ValueError, match="observed set"):
         metric(State(point=point, data={"target": target}))

@@ -81,7 +81,10 @@ def test_balanced_factorization(dims, rank):
     m, n = net.output_shape
     rank = min(rank, net.rank_bound)
     X = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
-    for W in (net.balanced(X, rng=rng), net.balanced(np.linalg.svd(X, full_matrices=False), rng=3, rank=rank)):
+    for W in (
+        net.balanced(X, rng=rng),
+        net.balanced(np.linalg.svd(X, full_matrices=False), rng=3, rank=rank),
+    ):
         assert [w.shape for w in W] == net.shapes
         assert np.linalg.norm(net.product(W) - X) <= 1e-12 * np.linalg.norm(X)
         for Gk in net.imbalance(W):
@@ -128,8 +131,16 @@ def test_attributes():
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     "dims, word",
-    [((3,), "dims"), ((), "dims"), (5, "dims"), ((3, 0, 2), "dims"), ((3, -1), "dims"), ((3, 2.5), "dims"),
-     ((3, "4"), "dims"), ((3, True), "dims")],
+    [
+        ((3,), "dims"),
+        ((), "dims"),
+        (5, "dims"),
+        ((3, 0, 2), "dims"),
+        ((3, -1), "dims"),
+        ((3, 2.5), "dims"),
+        ((3, "4"), "dims"),
+        ((3, True), "dims"),
+    ],
 )
 def test_bad_dims(dims, word):
     with pytest.raises(ValueError, match=word):

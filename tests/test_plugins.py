@@ -55,7 +55,9 @@ def _distribution(root, name, version, entry_points, modules):
     info = root / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[dlngeo]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    (info / "entry_points.txt").write_text(
+        "[dlngeo]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    )
 
 
 def _loss_plugin_source(loss_name, marker=""):
@@ -84,10 +86,33 @@ def test_builtins_are_ordinary_entry_points_of_the_dlngeo_distribution():
         assert eps[name].dist.metadata["Name"] == "dlngeo"
     expected = {
         "loss": ("losses", {"regression", "lp_regression", "matrix_completion", "matrix_sensing"}),
-        "metric": ("metrics", {"loss", "singular_values", "effective_rank", "schatten_quasi_norm", "nuclear_norm",
-                               "imbalance", "layer_norms", "distance_to_target", "test_error"}),
-        "sampler": ("samplers", {"gaussian", "balanced", "orthogonal", "identity", "spectral",
-                                 "low_rank_target", "uniform_mask", "gaussian_sensing"}),
+        "metric": (
+            "metrics",
+            {
+                "loss",
+                "singular_values",
+                "effective_rank",
+                "schatten_quasi_norm",
+                "nuclear_norm",
+                "imbalance",
+                "layer_norms",
+                "distance_to_target",
+                "test_error",
+            },
+        ),
+        "sampler": (
+            "samplers",
+            {
+                "gaussian",
+                "balanced",
+                "orthogonal",
+                "identity",
+                "spectral",
+                "low_rank_target",
+                "uniform_mask",
+                "gaussian_sensing",
+            },
+        ),
     }
     for kind, (module, names) in expected.items():
         found = dlngeo.available(kind)
@@ -101,7 +126,10 @@ def test_hook_dlngeo_register_losses():
     class Plugin:
         @hookimpl
         def dlngeo_register_losses(self, register):
-            register("toy_quadratic", lambda scale=1.0: dlngeo.loss_from_autograd(lambda X: scale * anp.sum(X**2)))
+            register(
+                "toy_quadratic",
+                lambda scale=1.0: dlngeo.loss_from_autograd(lambda X: scale * anp.sum(X**2)),
+            )
 
     plugins.register_plugin(Plugin(), name="toy-losses", version="9.9")
     loss = dlngeo.create_loss("toy_quadratic", scale=2.0)
@@ -118,13 +146,19 @@ def test_hook_dlngeo_register_metrics():
     class Plugin:
         @hookimpl
         def dlngeo_register_metrics(self, register):
-            register("trace", lambda: (lambda state: float(np.trace(to_dense(state.point)))), description="trace of X")
+            register(
+                "trace",
+                lambda: lambda state: float(np.trace(to_dense(state.point))),
+                description="trace of X",
+            )
 
     plugins.register_plugin(Plugin(), name="toy-metrics")
     from dlngeo.state import State
 
     assert dlngeo.create_metric("trace")(State(point=np.diag([1.0, 2.0]))) == 3.0
-    assert any(r["name"] == "trace" and r["description"] == "trace of X" for r in plugins.plugin_rows())
+    assert any(
+        r["name"] == "trace" and r["description"] == "trace of X" for r in plugins.plugin_rows()
+    )
 
 
 def test_hook_dlngeo_register_samplers():
@@ -166,7 +200,9 @@ def test_faulty_plugins_warn_in_one_line_and_the_rest_loads(tmp_path, monkeypatc
         {"broken": broken, "raising": raising, "good": good},
         {
             broken: "import numpy\nraise ImportError('this plugin needs a missing library')\n",
-            raising: _loss_plugin_source("never_registered", marker="raise RuntimeError('boom in the hook')"),
+            raising: _loss_plugin_source(
+                "never_registered", marker="raise RuntimeError('boom in the hook')"
+            ),
             good: _loss_plugin_source("good_toy_loss"),
         },
     )
@@ -175,8 +211,13 @@ def test_faulty_plugins_warn_in_one_line_and_the_rest_loads(tmp_path, monkeypatc
         names = dlngeo.available("loss")
     messages = [str(w.message) for w in record]
     assert all("\n" not in m for m in messages)
-    assert any(broken in m and "ImportError: this plugin needs a missing library" in m for m in messages)
-    assert any(raising in m and "dlngeo_register_losses" in m and "RuntimeError: boom in the hook" in m for m in messages)
+    assert any(
+        broken in m and "ImportError: this plugin needs a missing library" in m for m in messages
+    )
+    assert any(
+        raising in m and "dlngeo_register_losses" in m and "RuntimeError: boom in the hook" in m
+        for m in messages
+    )
     # every other plugin still loads: the good third-party one and the built-ins
     assert names["good_toy_loss"] == (good, "1.2.3")
     assert "never_registered" not in names
@@ -199,9 +240,14 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
 
     plugins.register_plugin(First(), name="plugin-one", version="1.0")
     plugins.register_plugin(Second(), name="plugin-two", version="2.0")
-    with pytest.raises(PluginError, match="loss 'shared_name'.*'plugin-one' \\(1.0\\).*'plugin-two' \\(2.0\\)|loss 'shared_name'.*'plugin-two' \\(2.0\\).*'plugin-one' \\(1.0\\)"):
+    with pytest.raises(
+        PluginError,
+        match="loss 'shared_name'.*'plugin-one' \\(1.0\\).*'plugin-two' \\(2.0\\)|loss 'shared_name'.*'plugin-two' \\(2.0\\).*'plugin-one' \\(1.0\\)",
+    ):
         dlngeo.create_loss("shared_name")
-    with pytest.raises(PluginError, match="dlngeo_plugins.losses.*plugin-two|plugin-two.*dlngeo_plugins.losses"):
+    with pytest.raises(
+        PluginError, match="dlngeo_plugins.losses.*plugin-two|plugin-two.*dlngeo_plugins.losses"
+    ):
         dlngeo.create_loss("regression")
     assert dlngeo.create_loss("only_first") == "first"  # the rest works
     assert "matrix_completion" in dlngeo.available("loss")
@@ -235,7 +281,9 @@ def test_a_hook_registering_garbage_is_reported_not_raised():
 # ----------------------------------------------------- environment controls
 def test_disable_autoload_keeps_builtins_and_load_plugin_module_adds_one(tmp_path, monkeypatch):
     good = _unique("good")
-    _distribution(tmp_path, "dlngeo-toy", "0.3", {"toy": good}, {good: _loss_plugin_source("toy_autoloaded")})
+    _distribution(
+        tmp_path, "dlngeo-toy", "0.3", {"toy": good}, {good: _loss_plugin_source("toy_autoloaded")}
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("DLNGEO_DISABLE_PLUGIN_AUTOLOAD", "1")
     names = dlngeo.available("loss")
@@ -259,7 +307,10 @@ def test_dlngeo_plugins_environment_variable(tmp_path, monkeypatch):
 
 
 def test_load_plugin_module_bad_names():
-    with pytest.raises(ValueError, match="plugin module 'dlngeo_testplug_nope' could not be imported: ModuleNotFoundError"):
+    with pytest.raises(
+        ValueError,
+        match="plugin module 'dlngeo_testplug_nope' could not be imported: ModuleNotFoundError",
+    ):
         plugins.load_plugin_module("dlngeo_testplug_nope")
     with pytest.raises(ValueError, match="plugin module name"):
         plugins.load_plugin_module("")
@@ -273,7 +324,10 @@ def test_cli_plugins_lists_every_kind_with_plugin_and_version(capsys):
     assert lines[0].split()[:4] == ["KIND", "NAME", "PLUGIN", "VERSION"]
     for kind in ("loss", "metric", "sampler"):
         for name, (plugin, version) in dlngeo.available(kind).items():
-            assert any(line.split()[:4] == [kind, name, plugin, version] for line in lines), (kind, name)
+            assert any(line.split()[:4] == [kind, name, plugin, version] for line in lines), (
+                kind,
+                name,
+            )
 
 
 def test_cli_loads_a_module_with_p_and_rejects_bad_input(tmp_path, monkeypatch, capsys):
@@ -285,7 +339,10 @@ def test_cli_loads_a_module_with_p_and_rejects_bad_input(tmp_path, monkeypatch, 
     assert any(line.split()[:3] == ["loss", "cli_toy", extra] for line in out.splitlines())
     assert all(line.split()[0] in ("KIND", "loss") for line in out.splitlines())
     for argv, message in (
-        (["-p", "dlngeo_testplug_nope", "plugins"], "dlngeo: error: plugin module 'dlngeo_testplug_nope' could not be imported"),
+        (
+            ["-p", "dlngeo_testplug_nope", "plugins"],
+            "dlngeo: error: plugin module 'dlngeo_testplug_nope' could not be imported",
+        ),
         (["plugins", "--kind", "optimizer"], "dlngeo: error: "),
         (["no-such-command"], "dlngeo: error: "),
         ([], "dlngeo: error: a command is required"),
@@ -296,10 +353,20 @@ def test_cli_loads_a_module_with_p_and_rejects_bad_input(tmp_path, monkeypatch, 
 
 
 def test_cli_runs_as_a_program():
-    result = subprocess.run([sys.executable, "-m", "dlngeo.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlngeo.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert '"name": "matrix_completion"' in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "dlngeo.cli", "plugins", "--kind", "x"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "dlngeo.cli", "plugins", "--kind", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
@@ -308,7 +375,9 @@ def _install_metadata(target: Path) -> None:
     """What pip puts in site-packages, read from the example's own pyproject.toml."""
     project = tomllib.loads((HUBER / "pyproject.toml").read_text())["project"]
     modules = {"dlngeo_plugin_huber": (HUBER / "dlngeo_plugin_huber.py").read_text()}
-    _distribution(target, project["name"], project["version"], project["entry-points"]["dlngeo"], {})
+    _distribution(
+        target, project["name"], project["version"], project["entry-points"]["dlngeo"], {}
+    )
     for module, source in modules.items():
         (target / f"{module}.py").write_text(source)
 
@@ -327,25 +396,45 @@ def _check_huber_through_entry_points():
     rng = np.random.default_rng(0)
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(6, 5), size=15).sample(rng)
     values = 3 * rng.standard_normal(15)
-    loss = dlngeo.create_loss("huber_completion", rows=rows, cols=cols, values=values, shape=(6, 5), delta=1.0)
+    loss = dlngeo.create_loss(
+        "huber_completion", rows=rows, cols=cols, values=values, shape=(6, 5), delta=1.0
+    )
     reference = _huber_reference(rows, cols, values, 1.0)
     X = rng.standard_normal((6, 5))
     assert loss.value(X) == pytest.approx(reference.value(X), rel=1e-14)
     assert np.allclose(to_dense(loss.gradient(X)), reference.gradient(X), rtol=1e-13, atol=1e-16)
     Z = rng.standard_normal((6, 5))
-    assert np.allclose(to_dense(loss.hessian_vector_product(X, Z)), reference.hessian_vector_product(X, Z), rtol=1e-12, atol=1e-15)
+    assert np.allclose(
+        to_dense(loss.hessian_vector_product(X, Z)),
+        reference.hessian_vector_product(X, Z),
+        rtol=1e-12,
+        atol=1e-15,
+    )
     with pytest.raises(ValueError, match="delta"):
-        dlngeo.create_loss("huber_completion", rows=rows, cols=cols, values=values, shape=(6, 5), delta=-1.0)
+        dlngeo.create_loss(
+            "huber_completion", rows=rows, cols=cols, values=values, shape=(6, 5), delta=-1.0
+        )
 
 
 def test_third_party_plugin_from_its_distribution_metadata(tmp_path, monkeypatch):
     _install_metadata(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     _check_huber_through_entry_points()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-m", "dlngeo.cli", "plugins"], capture_output=True, text=True, env=env, timeout=60)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dlngeo.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    assert any(line.split()[:4] == ["loss", "huber_completion", "dlngeo_plugin_huber", "0.1.0"] for line in result.stdout.splitlines())
+    assert any(
+        line.split()[:4] == ["loss", "huber_completion", "dlngeo_plugin_huber", "0.1.0"]
+        for line in result.stdout.splitlines()
+    )
 
 
 def _can_build_without_isolation():
@@ -362,15 +451,33 @@ def _can_build_without_isolation():
         return (major, minor) >= (70, 1)
 
 
-@pytest.mark.skipif(not _can_build_without_isolation(), reason="needs setuptools>=70.1 (or wheel) to build offline")
+@pytest.mark.skipif(
+    not _can_build_without_isolation(), reason="needs setuptools>=70.1 (or wheel) to build offline"
+)
 def test_third_party_plugin_pip_installs(tmp_path, monkeypatch):
     """``pip install`` of the example (into a target folder, not the running environment)."""
     source = tmp_path / "src"
-    shutil.copytree(HUBER, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        HUBER, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
     target = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     monkeypatch.syspath_prepend(str(target))

@@ -91,7 +91,9 @@ def test_pymanopt_trust_regions_fails_on_fixed_rank_embedded_ours_succeeds():
     np.random.seed(0)
     start = theirs.random_point()
     with pytest.raises(ValueError, match="shape-mismatch for sum"):
-        TrustRegions(verbosity=0, max_iterations=5).run(pymanopt.Problem(theirs, cost), initial_point=start)
+        TrustRegions(verbosity=0, max_iterations=5).run(
+            pymanopt.Problem(theirs, cost), initial_point=start
+        )
 
     ours = dlngeo.FixedRank(m, n, k)
     for man in (ours, dlngeo.DLNFixedRank(m, n, k, 3)):
@@ -113,5 +115,7 @@ def test_first_order_solvers_run_on_both_manifolds(optimizer, depth):
     problem = dlngeo.problem(man, lambda X: 0.5 * anp.sum((X - Y) ** 2))
     np.random.seed(1)
     start = man.random_point()
-    result = optimizer(verbosity=0, max_iterations=2000, min_gradient_norm=1e-8).run(problem, initial_point=start)
+    result = optimizer(verbosity=0, max_iterations=2000, min_gradient_norm=1e-8).run(
+        problem, initial_point=start
+    )
     assert result.cost <= 1e-12 * np.sum(Y**2), (result.cost, result.stopping_criterion)

@@ -79,7 +79,9 @@ def test_factor_updates_match_end_to_end_preconditioner():
     # One small GD step on balanced factors moves X by -eta A_{N,X}(E'(X)) + O(eta^2):
     # the update whose Jacobian the next test examines.
     rng = np.random.default_rng(0)
-    loss = dlngeo.create_loss("lp_regression", p=4, A=rng.standard_normal((2, 8)), B=rng.standard_normal((3, 8)))
+    loss = dlngeo.create_loss(
+        "lp_regression", p=4, A=rng.standard_normal((2, 8)), B=rng.standard_normal((3, 8))
+    )
     net = dlngeo.DeepLinearNetwork((2, 4, 4, 3))
     X = rng.standard_normal((3, 2))
     W = net.balanced(X, rng=1)

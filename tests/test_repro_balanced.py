@@ -19,7 +19,11 @@ DIMS2 = (6, 3, 5)
 
 @pytest.fixture(scope="module")
 def depth3():
-    return {(s, b): compare_flows(DIMS3, Y, s, 40.0, balanced=b, samples=60) for s in (0.4, 0.2) for b in (True, False)}
+    return {
+        (s, b): compare_flows(DIMS3, Y, s, 40.0, balanced=b, samples=60)
+        for s in (0.4, 0.2)
+        for b in (True, False)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,10 @@ def test_end_to_end_velocity_is_the_derivative_of_phi():
     W = gaussian_factors(net, 0.8, 3)
     grads = net.gradients(W, net.product(W) - Y)
     h = 1e-6
-    fd = (net.product([w - h * g for w, g in zip(W, grads)]) - net.product([w + h * g for w, g in zip(W, grads)])) / (2 * h)
+    fd = (
+        net.product([w - h * g for w, g in zip(W, grads)])
+        - net.product([w + h * g for w, g in zip(W, grads)])
+    ) / (2 * h)
     assert np.max(np.abs(end_to_end_velocity(net, W, Y) - fd)) <= 1e-8 * np.max(np.abs(fd))
 
 
@@ -99,7 +106,9 @@ def test_balanced_velocity_is_minus_the_dln_fixed_rank_gradient():
     manifold = DLNFixedRank(5, 6, 3, 3)
     grad = manifold.euclidean_to_riemannian_gradient(point, X - Y)
     ambient = tangent_to_factored(point, grad).to_dense()
-    assert np.max(np.abs(end_to_end_velocity(net, W, Y) + ambient)) <= 1e-12 * np.max(np.abs(ambient))
+    assert np.max(np.abs(end_to_end_velocity(net, W, Y) + ambient)) <= 1e-12 * np.max(
+        np.abs(ambient)
+    )
 
 
 def test_intrinsic_flow_matches_the_library_low_rank_solver():

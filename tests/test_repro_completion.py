@@ -31,7 +31,13 @@ def deep_runs():
         target, rows, cols = _problem(seed)
         for depth in (2, 3):
             runs[seed, depth] = train_deep_factorization(
-                target, rows, cols, depth, init_scale=1e-3, lr=1e-3, max_iterations=50_000,
+                target,
+                rows,
+                cols,
+                depth,
+                init_scale=1e-3,
+                lr=1e-3,
+                max_iterations=50_000,
                 rng=np.random.default_rng((seed, COUNT, depth)),
             )
     return runs
@@ -53,7 +59,9 @@ def test_depth3_beats_depth2_at_few_observations(deep_runs, seed):
     assert abs(d3.effective_rank - RANK) <= 0.05
 
 
-@pytest.mark.skipif(not HAS_CVXPY, reason="cvxpy not installed (optional extra: pip install 'dlngeo[convex]')")
+@pytest.mark.skipif(
+    not HAS_CVXPY, reason="cvxpy not installed (optional extra: pip install 'dlngeo[convex]')"
+)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nuclear_norm_is_worse_than_depth3(deep_runs, seed):
     target, rows, cols = _problem(seed)
@@ -104,10 +112,22 @@ def test_group_rmsprop_is_a_time_change_of_gradient_descent():
     plain GD's end point approaches it linearly in the learning rate."""
     target = low_rank_target(12, 1, 0)
     rows, cols = uniform_observations(target.shape, 80, 1)
-    ref = train_deep_factorization(target, rows, cols, 2, init_scale=0.1, lr=1e-3, max_iterations=50_000, rng=2)
+    ref = train_deep_factorization(
+        target, rows, cols, 2, init_scale=0.1, lr=1e-3, max_iterations=50_000, rng=2
+    )
     gaps = []
     for lr in (1.0, 0.5):
-        gd = train_deep_factorization(target, rows, cols, 2, init_scale=0.1, lr=lr, optimizer="gd", max_iterations=10_000, rng=2)
+        gd = train_deep_factorization(
+            target,
+            rows,
+            cols,
+            2,
+            init_scale=0.1,
+            lr=lr,
+            optimizer="gd",
+            max_iterations=10_000,
+            rng=2,
+        )
         assert gd.converged and ref.converged
         gaps.append(np.max(np.abs(gd.X - ref.X)))
     assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.03)  # measured 1.984

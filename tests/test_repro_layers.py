@@ -77,7 +77,9 @@ def test_phases_and_common_growth_rate(problem):
     assert len(ph["peak_times"]) == 3, ph["peak_times"]
     assert np.all(np.diff(ph["peak_times"]) > 0)
     assert np.all(np.diff(ph["peak_rates"]) < 0)
-    assert np.all(ph["valley_rates"] <= 0.2 * np.minimum(ph["peak_rates"][:-1], ph["peak_rates"][1:]))
+    assert np.all(
+        ph["valley_rates"] <= 0.2 * np.minimum(ph["peak_rates"][:-1], ph["peak_rates"][1:])
+    )
     # Plateau before the first burst and saturation after the last.
     assert 0 < ph["plateau_end"] < ph["peak_times"][0]
     assert ph["peak_times"][-1] < ph["saturation_start"] < gd["times"][-1]
@@ -96,14 +98,18 @@ def test_gradient_flow_invariants(problem):
     # ReLU flow (fixed-step RK4: the right-hand side jumps at the kinks): the
     # matrix invariant moves by O(1e-2), its diagonal and trace stay put up to
     # the integrator's error, which shrinks with the step.
-    coarse, fine = (lg.gradient_flow(problem, "relu", 8.0, n_records=10, step=h) for h in (4e-3, 2e-3))
+    coarse, fine = (
+        lg.gradient_flow(problem, "relu", 8.0, n_records=10, step=h) for h in (4e-3, 2e-3)
+    )
     for r in (coarse, fine):
         assert r["G_drift"].max() >= 1e-2
         assert r["diagG_drift"].max() <= 1e-6
         assert r["norm_diff_drift"].max() <= 1e-6
         assert r["G_drift"].max() >= 1e4 * r["norm_diff_drift"].max()
     assert fine["norm_diff_drift"].max() <= 0.6 * coarse["norm_diff_drift"].max()
-    assert abs(fine["G_drift"].max() / coarse["G_drift"].max() - 1) <= 1e-3  # G's change is the flow's
+    assert (
+        abs(fine["G_drift"].max() / coarse["G_drift"].max() - 1) <= 1e-3
+    )  # G's change is the flow's
 
 
 def test_bad_input():

@@ -11,7 +11,11 @@ REFERENCE_W11 = {3: 388.0, 4: 631.0}
 
 @pytest.fixture(scope="module")
 def runs():
-    return {(N, seed): end_to_end_flow_svd(small_init(seed), N, t_end=1e6, samples=120) for N in (3, 4) for seed in (0, 1)}
+    return {
+        (N, seed): end_to_end_flow_svd(small_init(seed), N, t_end=1e6, samples=120)
+        for N in (3, 4)
+        for seed in (0, 1)
+    }
 
 
 @pytest.mark.parametrize("N", [3, 4])

@@ -9,7 +9,6 @@ first; the modes stay decoupled.
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,15 @@ def test_quadrature_matches_closed_form_and_scalar_ode():
         s, a0 = 2.0, 1e-2
         T = saxe.mode_time(0.999 * s, a0, s, depth)
         ts = np.linspace(0.0, T, 15)
-        sol = solve_ivp(lambda _t, a: depth * a ** (2 - 2 / depth) * (s - a), (0, T), [a0],
-                        t_eval=ts, method="DOP853", rtol=1e-13, atol=1e-16)
+        sol = solve_ivp(
+            lambda _t, a: depth * a ** (2 - 2 / depth) * (s - a),
+            (0, T),
+            [a0],
+            t_eval=ts,
+            method="DOP853",
+            rtol=1e-13,
+            atol=1e-16,
+        )
         exact = [saxe.mode_strength(t, a0, s, depth) for t in ts]
         assert np.max(np.abs(sol.y[0] - exact)) <= 1e-11  # measured 1.8e-13
 

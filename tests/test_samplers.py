@@ -27,7 +27,9 @@ def _equal(a, b):
     return np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("name,options", INITS + DATA, ids=[f"{n}-{i}" for i, (n, _) in enumerate(INITS + DATA)])
+@pytest.mark.parametrize(
+    "name,options", INITS + DATA, ids=[f"{n}-{i}" for i, (n, _) in enumerate(INITS + DATA)]
+)
 def test_same_seed_same_bits(name, options):
     sampler = dlngeo.create_sampler(name, **options)
     if sampler.kind == "initialization":
@@ -40,7 +42,12 @@ def test_same_seed_same_bits(name, options):
         assert sampler.kind == "data"
         draw = lambda seed: sampler.sample(np.random.default_rng(seed))  # noqa: E731
     assert _equal(draw(7), draw(7))
-    assert _equal(draw(7), sampler.sample(7, **({"network": net, "target": target} if sampler.kind == "initialization" else {})))
+    assert _equal(
+        draw(7),
+        sampler.sample(
+            7, **({"network": net, "target": target} if sampler.kind == "initialization" else {})
+        ),
+    )
     if name != "identity":
         assert not _equal(draw(7), draw(8))
 
@@ -49,7 +56,9 @@ def test_gaussian_init_has_arora_scaling():
     """std = init_scale^(1/N) / sqrt(n) per layer; ||X(0)||_F ~ init_scale sqrt(n) (the code's own check: within 20%)."""
     n, depth, scale = 100, 3, 1e-3
     net = dlngeo.DeepLinearNetwork((n,) * (depth + 1))
-    weights = dlngeo.create_sampler("gaussian", init_scale=scale).sample(np.random.default_rng(0), network=net)
+    weights = dlngeo.create_sampler("gaussian", init_scale=scale).sample(
+        np.random.default_rng(0), network=net
+    )
     expected = scale ** (1 / depth) / np.sqrt(n)
     for W in weights:  # 10^4 entries: the sample std is within ~0.7% (one sigma)
         assert abs(W.std() / expected - 1) < 0.04
@@ -85,7 +94,9 @@ def test_orthogonal_and_identity_inits():
         assert np.allclose(w @ w.T, gain**2 * np.eye(n), rtol=0, atol=1e-15)
     assert max(np.abs(G).max() for G in net.imbalance(W)) <= 1e-15
     rect = dlngeo.DeepLinearNetwork((3, 5, 2))
-    for w, (r, c) in zip(dlngeo.create_sampler("orthogonal", init_scale=1.0).sample(0, network=rect), rect.shapes):
+    for w, (r, c) in zip(
+        dlngeo.create_sampler("orthogonal", init_scale=1.0).sample(0, network=rect), rect.shapes
+    ):
         small = w @ w.T if r <= c else w.T @ w
         g2 = np.sqrt(3) ** (2 / 2)  # gain^2 with gain = (1 * sqrt(d_0))^(1/N), d_0 = 3, N = 2
         assert np.allclose(small, g2 * np.eye(min(r, c)), rtol=0, atol=1e-14)
@@ -102,54 +113,83 @@ def test_spectral_init_from_target_and_from_observations():
     W = dlngeo.create_sampler("spectral", init_scale=1e-3).sample(rng, network=net, target=M)
     assert np.linalg.norm(net.product(W) - 1e-3 * U[:, :r] @ Vt[:r]) <= 1e-15
     assert max(np.abs(G).max() for G in net.imbalance(W)) <= 1e-15
-    W = dlngeo.create_sampler("spectral", init_scale=1.0, weighted=True).sample(rng, network=net, target=M)
+    W = dlngeo.create_sampler("spectral", init_scale=1.0, weighted=True).sample(
+        rng, network=net, target=M
+    )
     assert np.linalg.norm(net.product(W) - M) <= 1e-12 * np.linalg.norm(M)
     # from a completion loss: top-r SVD of (mn/|Omega|) P_Omega(M)
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=60).sample(rng)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(m, n))
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(m, n)
+    )
     observed = np.zeros((m, n))
     observed[rows, cols] = M[rows, cols] * (m * n / 60)
     U, s, Vt = np.linalg.svd(observed)
-    W = dlngeo.create_sampler("spectral", init_scale=1.0, rank=r, weighted=True).sample(rng, network=net, loss=loss)
+    W = dlngeo.create_sampler("spectral", init_scale=1.0, rank=r, weighted=True).sample(
+        rng, network=net, loss=loss
+    )
     best = (U[:, :r] * s[:r]) @ Vt[:r]
     assert np.linalg.norm(net.product(W) - best) <= 1e-12 * np.linalg.norm(best)
     with pytest.raises(ValueError, match="rank"):
         dlngeo.create_sampler("spectral").sample(rng, network=net, loss=loss)
     with pytest.raises(ValueError, match="target"):
-        dlngeo.create_sampler("spectral", rank=2).sample(rng, network=net, loss=dlngeo.create_loss("regression", target=M))
+        dlngeo.create_sampler("spectral", rank=2).sample(
+            rng, network=net, loss=dlngeo.create_loss("regression", target=M)
+        )
 
 
 def test_spectral_init_from_large_sparse_observations_uses_a_truncated_svd():
     rng = np.random.default_rng(3)
     m, n, r = 2500, 2000, 3
     net = dlngeo.DeepLinearNetwork((n, r, m))
-    target = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r, factored=True).sample(rng)
+    target = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r, factored=True).sample(
+        rng
+    )
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=60_000).sample(rng)
     u, s, vt = target
     values = np.einsum("ij,ij->i", u[rows] * s, vt.T[cols])
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=values, shape=(m, n))
-    W = dlngeo.create_sampler("spectral", init_scale=1.0, rank=r, weighted=True).sample(rng, network=net, loss=loss)
-    q = np.linalg.qr(W[0].T)[0]  # X = W_2 W_1 = (W_2 W_1 q) q^T: singular values from an m x r matrix
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=values, shape=(m, n)
+    )
+    W = dlngeo.create_sampler("spectral", init_scale=1.0, rank=r, weighted=True).sample(
+        rng, network=net, loss=loss
+    )
+    q = np.linalg.qr(W[0].T)[
+        0
+    ]  # X = W_2 W_1 = (W_2 W_1 q) q^T: singular values from an m x r matrix
     sx = np.linalg.svd(W[1] @ (W[0] @ q), compute_uv=False)
     # reference: the top-r singular values of the same sparse matrix by a dense-free Lanczos solve
     import scipy.sparse.linalg as spla
 
-    ref = np.sort(spla.svds(loss.observed_matrix() * (m * n / rows.size), k=r, return_singular_vectors=False, random_state=0))[::-1]
+    ref = np.sort(
+        spla.svds(
+            loss.observed_matrix() * (m * n / rows.size),
+            k=r,
+            return_singular_vectors=False,
+            random_state=0,
+        )
+    )[::-1]
     assert np.allclose(sx, ref, rtol=1e-8, atol=0)
 
 
 def test_low_rank_target_follows_the_recipe():
     (m, n), r = (30, 20), 3
-    M = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r).sample(np.random.default_rng(5))
+    M = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r).sample(
+        np.random.default_rng(5)
+    )
     rng = np.random.default_rng(5)
     U, V = rng.standard_normal((m, r)), rng.standard_normal((n, r))
     ref = U @ V.T / np.sqrt(r)
     ref *= np.sqrt(m * n) / np.linalg.norm(ref)
     assert np.linalg.norm(M - ref) <= 1e-14 * np.linalg.norm(ref)
     assert np.linalg.norm(M) == pytest.approx(np.sqrt(m * n), rel=1e-14)  # RMS entry 1
-    u, s, vt = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r, factored=True).sample(np.random.default_rng(5))
+    u, s, vt = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=r, factored=True).sample(
+        np.random.default_rng(5)
+    )
     assert np.linalg.norm((u * s) @ vt - ref) <= 1e-13 * np.linalg.norm(ref)
-    assert np.allclose(u.T @ u, np.eye(r), atol=1e-14) and np.allclose(vt @ vt.T, np.eye(r), atol=1e-14)
+    assert np.allclose(u.T @ u, np.eye(r), atol=1e-14) and np.allclose(
+        vt @ vt.T, np.eye(r), atol=1e-14
+    )
 
 
 def test_uniform_mask_and_gaussian_sensing():
@@ -161,7 +201,9 @@ def test_uniform_mask_and_gaussian_sensing():
     full = dlngeo.create_sampler("uniform_mask", shape=(3, 4), size=12).sample(1)
     assert sorted(zip(*full)) == [(i, j) for i in range(3) for j in range(4)]
     m, n, k = 30, 30, 400
-    A = dlngeo.create_sampler("gaussian_sensing", shape=(m, n), count=k).sample(np.random.default_rng(2))
+    A = dlngeo.create_sampler("gaussian_sensing", shape=(m, n), count=k).sample(
+        np.random.default_rng(2)
+    )
     assert A.shape == (k, m, n)
     assert abs(A.std() * np.sqrt(m * n) - 1) < 0.01  # 3.6e5 entries
     M = dlngeo.create_sampler("low_rank_target", shape=(m, n), rank=3).sample(3)

@@ -23,12 +23,18 @@ SOLVERS = (
 )
 
 
-def completion_task(size=30, rank=2, observations=300, depth=3, init_scale=1e-3, seed=0, dims=None) -> Task:
+def completion_task(
+    size=30, rank=2, observations=300, depth=3, init_scale=1e-3, seed=0, dims=None
+) -> Task:
     """The quick default comparison: Arora et al. 2019 completion shrunk (MATH.md §5)."""
     rng = np.random.default_rng(seed)
     M = dlngeo.create_sampler("low_rank_target", shape=(size, size), rank=rank).sample(rng)
-    rows, cols = dlngeo.create_sampler("uniform_mask", shape=(size, size), size=observations).sample(rng)
-    loss = dlngeo.create_loss("matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(size, size))
+    rows, cols = dlngeo.create_sampler(
+        "uniform_mask", shape=(size, size), size=observations
+    ).sample(rng)
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=(size, size)
+    )
     net = dlngeo.DeepLinearNetwork(dims or (size,) * (depth + 1))
     weights = dlngeo.create_sampler("gaussian", init_scale=init_scale).sample(rng, net)
     return Task(loss=loss, network=net, weights0=weights, rank=rank, data={"target": M})
@@ -56,7 +62,11 @@ def test_all_methods_are_registered_by_the_builtin_plugin():
         ("overparametrized_gd", {"noise": -1.0}, "noise"),
         ("overparametrized_gd", {"record_every": 0}, "record_every"),
         ("overparametrized_gd", {"batch_size": 0}, "batch_size"),
-        ("overparametrized_gd", {"batch_size": 10, "gradient_sampler": lambda loss, X, rng: loss.gradient(X)}, "batch_size"),
+        (
+            "overparametrized_gd",
+            {"batch_size": 10, "gradient_sampler": lambda loss, X, rng: loss.gradient(X)},
+            "batch_size",
+        ),
         ("overparametrized_gd", {"stepsize": 0.1}, "stepsize"),
         ("overparametrized_flow", {"rtol": -1e-8}, "rtol"),
         ("overparametrized_flow", {"integrator": "Euler"}, "integrator"),
@@ -83,8 +93,19 @@ def test_factories_list_their_options():
     from dlngeo_plugins.solvers import SOLVERS as TABLE
 
     assert set(TABLE) == set(SOLVERS)
-    assert TABLE["overparametrized_gd"][1] == ("step", "gradient_sampler", "batch_size", "noise", "seed", "record_every", "record_times")
-    assert "representation" in TABLE["intrinsic_flow"][1] and "rtol" in TABLE["overparametrized_flow"][1]
+    assert TABLE["overparametrized_gd"][1] == (
+        "step",
+        "gradient_sampler",
+        "batch_size",
+        "noise",
+        "seed",
+        "record_every",
+        "record_times",
+    )
+    assert (
+        "representation" in TABLE["intrinsic_flow"][1]
+        and "rtol" in TABLE["overparametrized_flow"][1]
+    )
     for name in ("riemannian_sd", "riemannian_cg", "riemannian_tr"):
         assert "metric" in TABLE[name][1]
 
@@ -100,10 +121,14 @@ def default_task():
 @pytest.mark.parametrize("metric", ["dln", "embedded"])
 def test_trust_regions_solves_completion(request, problem, metric):
     task = request.getfixturevalue(problem)
-    record = dlngeo.create_solver("riemannian_tr", metric=metric).run(task, Stopping(max_iterations=200, loss_below=1e-12))
+    record = dlngeo.create_solver("riemannian_tr", metric=metric).run(
+        task, Stopping(max_iterations=200, loss_below=1e-12)
+    )
     assert record.stop_reason == "loss_below"
     assert record.final_loss <= 1e-12
-    assert task.loss.value(record.final_point) == pytest.approx(record.final_loss, rel=1e-12, abs=1e-300)
+    assert task.loss.value(record.final_point) == pytest.approx(
+        record.final_loss, rel=1e-12, abs=1e-300
+    )
     # Recovery, not just fit: the target is found from a third (a fifth) of its entries.
     X = dlngeo.lowrank.to_dense(record.final_point)
     assert np.linalg.norm(X - task.data["target"]) <= 1e-5 * np.linalg.norm(task.data["target"])
@@ -118,21 +143,31 @@ def near_task(task):
     M = task.data["target"]
     X0 = M + 0.05 * np.random.default_rng(5).standard_normal(M.shape)
     net = task.network
-    return Task(loss=task.loss, network=net, weights0=net.balanced(X0, rng=1), rank=2, data=task.data)
+    return Task(
+        loss=task.loss, network=net, weights0=net.balanced(X0, rng=1), rank=2, data=task.data
+    )
 
 
 def _final_gradient_norm(record, task, metric):
     m, n = task.network.output_shape
-    manifold = dlngeo.DLNFixedRank(m, n, task.rank, task.depth) if metric == "dln" else dlngeo.FixedRank(m, n, task.rank)
+    manifold = (
+        dlngeo.DLNFixedRank(m, n, task.rank, task.depth)
+        if metric == "dln"
+        else dlngeo.FixedRank(m, n, task.rank)
+    )
     point = record.final_point
-    return manifold.norm(point, manifold.euclidean_to_riemannian_gradient(point, task.loss.gradient(point)))
+    return manifold.norm(
+        point, manifold.euclidean_to_riemannian_gradient(point, task.loss.gradient(point))
+    )
 
 
 @pytest.mark.parametrize("name", ["riemannian_cg", "riemannian_sd"])
 @pytest.mark.parametrize("metric", ["dln", "embedded"])
 def test_first_order_solvers_reach_gradient_tolerance(near_task, name, metric):
     tolerance = 1e-6
-    record = dlngeo.create_solver(name, metric=metric).run(near_task, Stopping(max_iterations=2000, gradient_norm_below=tolerance))
+    record = dlngeo.create_solver(name, metric=metric).run(
+        near_task, Stopping(max_iterations=2000, gradient_norm_below=tolerance)
+    )
     assert record.stop_reason == "gradient_norm_below", record.info["pymanopt_stopping_criterion"]
     assert record.info["gradient_norm"] < tolerance
     final = _final_gradient_norm(record, near_task, metric)
@@ -145,7 +180,9 @@ def test_first_order_solvers_reach_gradient_tolerance(near_task, name, metric):
 @pytest.mark.parametrize("metric", ["dln", "embedded"])
 def test_conjugate_gradients_from_small_init(task, metric):
     """From the 1e-3 Gaussian init CG reaches the tolerance (SD on g_N does not: it follows the slow flow)."""
-    record = dlngeo.create_solver("riemannian_cg", metric=metric).run(task, Stopping(max_iterations=1000, gradient_norm_below=1e-6))
+    record = dlngeo.create_solver("riemannian_cg", metric=metric).run(
+        task, Stopping(max_iterations=1000, gradient_norm_below=1e-6)
+    )
     assert record.stop_reason == "gradient_norm_below"
     assert _final_gradient_norm(record, task, metric) < 1e-6
     assert record.final_loss < 1e-8
@@ -155,16 +192,31 @@ def test_pymanopt_criteria_map_to_reason_codes(task):
     tr = dlngeo.create_solver("riemannian_tr")
     record = tr.run(task, Stopping(max_iterations=3))
     assert record.stop_reason == "max_iterations" and record.n_iterations == 3
-    record = dlngeo.create_solver("riemannian_cg").run(task, Stopping(max_iterations=None, max_time=0.0))
+    record = dlngeo.create_solver("riemannian_cg").run(
+        task, Stopping(max_iterations=None, max_time=0.0)
+    )
     assert record.stop_reason == "max_time"
-    record = dlngeo.create_solver("riemannian_sd").run(task, Stopping(max_iterations=None, step_below=1e3))
+    record = dlngeo.create_solver("riemannian_sd").run(
+        task, Stopping(max_iterations=None, step_below=1e3)
+    )
     assert record.stop_reason == "step_below"
-    record = dlngeo.create_solver("riemannian_cg").run(task, Stopping(max_iterations=None, stall_window=3, stall_tolerance=0.99))
+    record = dlngeo.create_solver("riemannian_cg").run(
+        task, Stopping(max_iterations=None, stall_window=3, stall_tolerance=0.99)
+    )
     assert record.stop_reason == "stalled"
-    assert pymanopt_reason("Terminated - min grad norm reached after 3 iterations, 0.01 seconds.") == "gradient_norm_below"
-    assert pymanopt_reason("Terminated - max iterations reached after 0.10 seconds.") == "max_iterations"
+    assert (
+        pymanopt_reason("Terminated - min grad norm reached after 3 iterations, 0.01 seconds.")
+        == "gradient_norm_below"
+    )
+    assert (
+        pymanopt_reason("Terminated - max iterations reached after 0.10 seconds.")
+        == "max_iterations"
+    )
     assert pymanopt_reason("Terminated - max time reached after 7 iterations.") == "max_time"
-    assert pymanopt_reason("Terminated - min step_size reached after 9 iterations, 0.01 seconds.") == "step_below"
+    assert (
+        pymanopt_reason("Terminated - min step_size reached after 9 iterations, 0.01 seconds.")
+        == "step_below"
+    )
     assert pymanopt_reason("Terminated - max cost evals reached after 1.00 seconds.") == "converged"
     assert pymanopt_reason("dlngeo:loss_below") == "loss_below"
 
@@ -172,7 +224,9 @@ def test_pymanopt_criteria_map_to_reason_codes(task):
 def test_pymanopt_records_and_callback(task):
     calls = []
     record = dlngeo.create_solver("riemannian_sd", record_every=5).run(
-        task, Stopping(max_iterations=23), callback=lambda state, rec: calls.append((state.iteration, state.time))
+        task,
+        Stopping(max_iterations=23),
+        callback=lambda state, rec: calls.append((state.iteration, state.time)),
     )
     assert isinstance(record, Record) and record.stop_reason == "max_iterations"
     assert record.iterations[:-1] == list(range(0, 23, 5)) and record.iterations[-1] == 23
@@ -188,12 +242,26 @@ def test_same_start_for_every_method(task):
     """Every end-to-end method starts at the rank-r truncation of phi(W(0))."""
     u, s, vt = np.linalg.svd(task.X0)
     expected = (u[:, :2] * s[:2]) @ vt[:2]
-    probe = Task(loss=task.loss, network=task.network, weights0=task.weights0, rank=2, metrics={"X": lambda state: state.dense()})
-    for name in ("riemannian_gd", "riemannian_sd", "riemannian_cg", "riemannian_tr", "intrinsic_flow"):
+    probe = Task(
+        loss=task.loss,
+        network=task.network,
+        weights0=task.weights0,
+        rank=2,
+        metrics={"X": lambda state: state.dense()},
+    )
+    for name in (
+        "riemannian_gd",
+        "riemannian_sd",
+        "riemannian_cg",
+        "riemannian_tr",
+        "intrinsic_flow",
+    ):
         options = {"representation": "lowrank"} if name == "intrinsic_flow" else {}
         record = dlngeo.create_solver(name, **options).run(probe, Stopping(max_iterations=1))
         assert record.iterations[0] == 0 and record.times[0] == 0.0
-        assert np.linalg.norm(record.metrics["X"][0] - expected) <= 1e-10 * np.linalg.norm(expected), name
+        assert np.linalg.norm(record.metrics["X"][0] - expected) <= 1e-10 * np.linalg.norm(
+            expected
+        ), name
     record = dlngeo.create_solver("overparametrized_gd").run(probe, Stopping(max_iterations=1))
     np.testing.assert_array_equal(record.metrics["X"][0], task.X0)
 
@@ -201,7 +269,9 @@ def test_same_start_for_every_method(task):
 def test_lowrank_methods_never_form_m_by_n():
     """3000 x 3000 completion at rank 3 through a bottleneck: every step is O((m+n) r^2 + |Omega| r)."""
     size = 3000
-    task = completion_task(size=size, rank=3, observations=20_000, dims=(size, 3, 3, size), init_scale=1.0)
+    task = completion_task(
+        size=size, rank=3, observations=20_000, dims=(size, 3, 3, size), init_scale=1.0
+    )
     dense_bytes = size * size * 8
     runs = [
         ("intrinsic_flow", {"representation": "lowrank"}),
@@ -248,12 +318,16 @@ def test_minibatch_gradient_is_unbiased_and_full_batch_is_gd(task):
     mean, std = draws.mean(axis=0), draws.std(axis=0) / np.sqrt(len(draws))
     observed = G != 0
     z = (mean[observed] - G[observed]) / std[observed]
-    assert np.all(mean[~observed] == 0) and np.sqrt(np.mean(z**2)) < 1.2  # unbiased: z-scores ~ N(0, 1)
+    assert (
+        np.all(mean[~observed] == 0) and np.sqrt(np.mean(z**2)) < 1.2
+    )  # unbiased: z-scores ~ N(0, 1)
     stopping = Stopping(max_iterations=30)
     full = dlngeo.create_solver("overparametrized_gd", step=1.0, batch_size=300).run(task, stopping)
     gd = dlngeo.create_solver("overparametrized_gd", step=1.0).run(task, stopping)
     for a, b in zip(full.final_weights, gd.final_weights):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
-    sgd = dlngeo.create_solver("overparametrized_gd", step=1.0, batch_size=50, seed=3).run(task, Stopping(max_iterations=300))
+    sgd = dlngeo.create_solver("overparametrized_gd", step=1.0, batch_size=50, seed=3).run(
+        task, Stopping(max_iterations=300)
+    )
     assert sgd.final_loss < 0.5 * sgd.metrics["loss"][0]
     assert sgd.info["batch_size"] == 50

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,9 @@ class Task:
         """The end-to-end start ``phi(W(0))``."""
         return self.network.product(self.weights0)
 
-    def state(self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0) -> State:
+    def state(
+        self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
+    ) -> State:
         return State(
             point=point,
             loss=self.loss,
@@ -122,12 +125,28 @@ class Stopping:
     stall_tolerance: float = 1e-12
 
     def __post_init__(self) -> None:
-        for name in ("max_iterations", "max_time", "end_time", "loss_below", "gradient_norm_below", "step_below", "divergence_factor", "stall_window"):
+        for name in (
+            "max_iterations",
+            "max_time",
+            "end_time",
+            "loss_below",
+            "gradient_norm_below",
+            "step_below",
+            "divergence_factor",
+            "stall_window",
+        ):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value)):
-                raise ValueError(f"stopping.{name} must be a non-negative finite number, got {value!r}")
+            if value is not None and (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or value < 0
+                or not math.isfinite(value)
+            ):
+                raise ValueError(
+                    f"stopping.{name} must be a non-negative finite number, got {value!r}"
+                )
 
-    def start(self) -> "_StopClock":
+    def start(self) -> _StopClock:
         return _StopClock(self)
 
 
@@ -158,13 +177,24 @@ class _StopClock:
             return "diverged"
         if self.initial_loss is None:
             self.initial_loss = loss
-        if s.divergence_factor is not None and loss > s.divergence_factor * max(self.initial_loss, 1e-300):
+        if s.divergence_factor is not None and loss > s.divergence_factor * max(
+            self.initial_loss, 1e-300
+        ):
             return "diverged"
         if s.loss_below is not None and loss <= s.loss_below:
             return "loss_below"
-        if s.gradient_norm_below is not None and gradient_norm is not None and gradient_norm < s.gradient_norm_below:
+        if (
+            s.gradient_norm_below is not None
+            and gradient_norm is not None
+            and gradient_norm < s.gradient_norm_below
+        ):
             return "gradient_norm_below"
-        if s.step_below is not None and step_norm is not None and iteration > 0 and step_norm < s.step_below:
+        if (
+            s.step_below is not None
+            and step_norm is not None
+            and iteration > 0
+            and step_norm < s.step_below
+        ):
             return "step_below"
         if s.stall_window is not None:
             self.history.append(loss)
@@ -172,7 +202,11 @@ class _StopClock:
                 old = self.history[-s.stall_window - 1]
                 if old - loss <= s.stall_tolerance * max(abs(old), 1e-300):
                     return "stalled"
-        if s.end_time is not None and flow_time is not None and flow_time >= s.end_time * (1 - 1e-12):
+        if (
+            s.end_time is not None
+            and flow_time is not None
+            and flow_time >= s.end_time * (1 - 1e-12)
+        ):
             return "end_time"
         if s.max_iterations is not None and iteration >= s.max_iterations:
             return "max_iterations"

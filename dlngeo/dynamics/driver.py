@@ -22,7 +22,8 @@ raises :class:`NumericalFailure`, which ends the run with reason
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import scipy.integrate
@@ -88,16 +89,29 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.ndarray | None]:
     """Validate ``record_every`` (positive int) and ``record_times`` (non-decreasing, >= 0)."""
-    if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or record_every < 1:
+    if (
+        isinstance(record_every, bool)
+        or not isinstance(record_every, (int, np.integer))
+        or record_every < 1
+    ):
         raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
     if record_times is None:
         return int(record_every), None
     try:
         grid = np.asarray(record_times, dtype=float).ravel()
     except (TypeError, ValueError):
-        raise ValueError(f"record_times must be a sequence of numbers, got {record_times!r}") from None
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0) or np.any(np.diff(grid) < 0):
-        raise ValueError("record_times must be a non-empty, non-decreasing sequence of finite times >= 0")
+        raise ValueError(
+            f"record_times must be a sequence of numbers, got {record_times!r}"
+        ) from None
+    if (
+        grid.size == 0
+        or not np.all(np.isfinite(grid))
+        or np.any(grid < 0)
+        or np.any(np.diff(grid) < 0)
+    ):
+        raise ValueError(
+            "record_times must be a non-empty, non-decreasing sequence of finite times >= 0"
+        )
     return int(record_every), grid
 
 
@@ -109,7 +123,15 @@ class Recorder:
     still recorded); on a finite point their errors propagate.
     """
 
-    def __init__(self, name: str, task: Task, callback: Callback | None, *, time_kind: str = "flow", info: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        task: Task,
+        callback: Callback | None,
+        *,
+        time_kind: str = "flow",
+        info: dict | None = None,
+    ):
         self.task = task
         self.callback = callback
         self.record = Record(method=name, time_kind=time_kind, info=dict(info or {}))
@@ -135,7 +157,11 @@ class Recorder:
         finite = is_finite_point(point) and is_finite_point(weights)
         values: dict[str, Any] = {}
         if "loss" not in task.metrics:
-            values["loss"] = float(loss) if loss is not None else self._safe(lambda: float(task.loss.value(point)), finite)
+            values["loss"] = (
+                float(loss)
+                if loss is not None
+                else self._safe(lambda: float(task.loss.value(point)), finite)
+            )
         for name, metric in task.metrics.items():
             values[name] = self._safe(lambda m=metric: m(state), finite)
         if extra:
@@ -213,7 +239,15 @@ class ScipyODEStepper(Stepper):
 
     continuous = True
 
-    def __init__(self, y0: np.ndarray, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+    def __init__(
+        self,
+        y0: np.ndarray,
+        integrator: str,
+        rtol: float,
+        atol: float,
+        max_step: float,
+        t_bound: float,
+    ):
         self.y0 = y0
         self._y = y0
         self.counts = {"loss": 0, "gradient": 0}
@@ -295,7 +329,13 @@ def drive(
         if grid is not None:
             while gi < len(grid) and grid[gi] <= stepper.t:
                 gi += 1
-        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+        recorder.sample(
+            stepper.point(),
+            time=stepper.t,
+            iteration=stepper.iteration,
+            weights=stepper.weights(),
+            loss=stepper.loss,
+        )
         if reason is None:
             reason = check()
         while reason is None:
@@ -312,16 +352,36 @@ def drive(
                         except (NumericalFailure, np.linalg.LinAlgError):
                             point, weights = None, None
                         if point is not None:
-                            recorder.sample(point, time=grid[gi], iteration=stepper.iteration, weights=weights)
+                            recorder.sample(
+                                point, time=grid[gi], iteration=stepper.iteration, weights=weights
+                            )
                     else:
-                        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+                        recorder.sample(
+                            stepper.point(),
+                            time=stepper.t,
+                            iteration=stepper.iteration,
+                            weights=stepper.weights(),
+                            loss=stepper.loss,
+                        )
                     gi += 1
             elif stepper.iteration % record_every == 0:
-                recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+                recorder.sample(
+                    stepper.point(),
+                    time=stepper.t,
+                    iteration=stepper.iteration,
+                    weights=stepper.weights(),
+                    loss=stepper.loss,
+                )
             reason = check()
             if reason is None and stepper.finished:
                 reason = "end_time"
-        recorder.sample(stepper.point(), time=stepper.t, iteration=stepper.iteration, weights=stepper.weights(), loss=stepper.loss)
+        recorder.sample(
+            stepper.point(),
+            time=stepper.t,
+            iteration=stepper.iteration,
+            weights=stepper.weights(),
+            loss=stepper.loss,
+        )
 
     record = recorder.record
     record.final_point = stepper.point()

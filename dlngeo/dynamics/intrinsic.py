@@ -66,7 +66,9 @@ LOWRANK_INTEGRATORS = ("RK45", "RK23")
 
 
 # ---------------------------------------------------------------- low rank helpers
-def truncate(left: np.ndarray, right: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def truncate(
+    left: np.ndarray, right: np.ndarray, rank: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both sides + a small SVD)."""
     Ql, Rl = np.linalg.qr(left)
     Qr, Rr = np.linalg.qr(right)
@@ -74,7 +76,9 @@ def truncate(left: np.ndarray, right: np.ndarray, rank: int) -> tuple[np.ndarray
     return Ql @ a[:, :rank], s[:rank], bt[:rank] @ Qr.T
 
 
-def lowrank_start(task: Task, rank: int | None = None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
+def lowrank_start(
+    task: Task, rank: int | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
     """The rank-``r`` truncated SVD of ``phi(W(0))`` computed from the factors, and the relative truncation error.
 
     The product is split at the narrowest hidden width ``d_j``:
@@ -118,7 +122,9 @@ def _fro(left: np.ndarray, right: np.ndarray) -> float:
 class _DenseIntrinsicStepper(ScipyODEStepper):
     """The intrinsic flow on ``vec(X)``; the gradient norm is ``||grad E||_{g_N}``."""
 
-    def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
+    def __init__(
+        self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float
+    ):
         super().__init__(task.X0.ravel().copy(), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.depth = task.depth
@@ -153,9 +159,24 @@ class _LowRankIntrinsicStepper(Stepper):
     continuous = True
     SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 
-    def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float, first_step: float | None):
+    def __init__(
+        self,
+        task: Task,
+        integrator: str,
+        rtol: float,
+        atol: float,
+        max_step: float,
+        t_bound: float,
+        first_step: float | None,
+    ):
         tableau = getattr(scipy.integrate, integrator)
-        self.A, self.B, self.C, self.E, self.P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
+        self.A, self.B, self.C, self.E, self.P = (
+            tableau.A,
+            tableau.B,
+            tableau.C,
+            tableau.E,
+            tableau.P,
+        )
         self.n_stages = tableau.n_stages
         self.error_order = tableau.error_estimator_order
         self.error_exponent = -1.0 / (self.error_order + 1)
@@ -190,9 +211,15 @@ class _LowRankIntrinsicStepper(Stepper):
             raise NumericalFailure("non-finite vector field")
         if value is not None and not np.isfinite(value):
             raise NumericalFailure("non-finite loss")
-        return F, (None if value is None else float(value)), float(np.sqrt(max(gnorm2, 0.0))) if np.isfinite(gnorm2) else float("nan")
+        return (
+            F,
+            (None if value is None else float(value)),
+            float(np.sqrt(max(gnorm2, 0.0))) if np.isfinite(gnorm2) else float("nan"),
+        )
 
-    def combine(self, X: Any, h: float, weights: Any, K: list[Factored]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def combine(
+        self, X: Any, h: float, weights: Any, K: list[Factored]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``R(X + h sum_j w_j K_j)`` without forming the sum."""
         u, s, vt = X
         lefts, rights = [u * s], [vt.T]
@@ -252,20 +279,26 @@ class _LowRankIntrinsicStepper(Stepper):
             if not np.isfinite(ratio):
                 raise NumericalFailure("non-finite error estimate")
             if ratio < 1:
-                factor = self.MAX_FACTOR if ratio == 0 else min(self.MAX_FACTOR, self.SAFETY * ratio ** self.error_exponent)
+                factor = (
+                    self.MAX_FACTOR
+                    if ratio == 0
+                    else min(self.MAX_FACTOR, self.SAFETY * ratio**self.error_exponent)
+                )
                 if rejected_once:
                     factor = min(1.0, factor)
                 self.h = h * factor
                 break
             self.rejected += 1
             rejected_once = True
-            self.h = h * max(self.MIN_FACTOR, self.SAFETY * ratio ** self.error_exponent)
+            self.h = h * max(self.MIN_FACTOR, self.SAFETY * ratio**self.error_exponent)
         self._last = (X0, h, K, t)
         self.X, self.f, self.loss, self.gradient_norm = X1, f1, loss1, gnorm1
         self.t = t + h if t + h < self.t_bound else self.t_bound
         self.iteration += 1
         # Frobenius distance of the two points, from factors.
-        self.step_norm = _fro(np.hstack((X1[0] * X1[1], -X0[0] * X0[1])), np.hstack((X1[2].T, X0[2].T)))
+        self.step_norm = _fro(
+            np.hstack((X1[0] * X1[1], -X0[0] * X0[1])), np.hstack((X1[2].T, X0[2].T))
+        )
         if self.t >= self.t_bound:
             self.finished = True
 
@@ -283,7 +316,11 @@ class _LowRankIntrinsicStepper(Stepper):
         return dict(self.counts)
 
     def info(self) -> dict[str, Any]:
-        return {"rejected_steps": self.rejected, "start_truncation": self.truncation, "rank": self.rank}
+        return {
+            "rejected_steps": self.rejected,
+            "start_truncation": self.truncation,
+            "rank": self.rank,
+        }
 
 
 class IntrinsicFlow(Method):
@@ -323,10 +360,14 @@ class IntrinsicFlow(Method):
         record_every: int = 1,
         record_times: Any = None,
     ):
-        self.representation = check_choice("representation", representation, ("auto", "dense", "lowrank"))
+        self.representation = check_choice(
+            "representation", representation, ("auto", "dense", "lowrank")
+        )
         self.integrator = check_choice("integrator", integrator, ODE_INTEGRATORS)
         if self.representation == "lowrank" and integrator not in LOWRANK_INTEGRATORS:
-            raise ValueError(f"integrator must be one of {LOWRANK_INTEGRATORS} for representation='lowrank', got {integrator!r}")
+            raise ValueError(
+                f"integrator must be one of {LOWRANK_INTEGRATORS} for representation='lowrank', got {integrator!r}"
+            )
         self.rtol, self.atol, self.max_step = _check_ode_options(rtol, atol, max_step)
         self.first_step = check_positive("first_step", first_step, allow_none=True)
         self.end_time = check_positive("end_time", end_time, allow_none=True)
@@ -339,14 +380,20 @@ class IntrinsicFlow(Method):
         lowrank = task.rank < min(m, n) and self.integrator in LOWRANK_INTEGRATORS
         return "lowrank" if lowrank else "dense"
 
-    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+    def run(
+        self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
+    ) -> Record:
         stopping = stopping if stopping is not None else Stopping()
         t_bound = _t_bound(stopping, self.end_time)
         representation = self.resolved_representation(task)
         if representation == "dense":
-            stepper: Stepper = _DenseIntrinsicStepper(task, self.integrator, self.rtol, self.atol, self.max_step, t_bound)
+            stepper: Stepper = _DenseIntrinsicStepper(
+                task, self.integrator, self.rtol, self.atol, self.max_step, t_bound
+            )
         else:
-            stepper = _LowRankIntrinsicStepper(task, self.integrator, self.rtol, self.atol, self.max_step, t_bound, self.first_step)
+            stepper = _LowRankIntrinsicStepper(
+                task, self.integrator, self.rtol, self.atol, self.max_step, t_bound, self.first_step
+            )
         info = {
             "representation": representation,
             "integrator": self.integrator,
@@ -355,7 +402,13 @@ class IntrinsicFlow(Method):
             "time": "ODE time",
         }
         record = drive(
-            self.name, task, stepper, stopping, callback,
-            record_every=self.record_every, record_times=self.record_times, info=info,
+            self.name,
+            task,
+            stepper,
+            stopping,
+            callback,
+            record_every=self.record_every,
+            record_times=self.record_times,
+            info=info,
         )
         return _finish_flow(record, stepper)

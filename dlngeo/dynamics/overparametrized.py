@@ -26,7 +26,8 @@ error on bounded time intervals.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,14 +82,20 @@ class EntryMinibatch:
     """
 
     def __init__(self, batch_size: int):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
 
     def __call__(self, loss: Any, X: np.ndarray, rng: np.random.Generator) -> Any:
         G = loss.gradient(X)
         if not sp.issparse(G):
-            raise ValueError(f"batch_size needs a loss with a sparse gradient (matrix completion); {getattr(loss, 'name', 'the loss')!r} has a dense one")
+            raise ValueError(
+                f"batch_size needs a loss with a sparse gradient (matrix completion); {getattr(loss, 'name', 'the loss')!r} has a dense one"
+            )
         G = sp.coo_matrix(G)
         nnz = G.nnz
         if self.batch_size >= nnz:
@@ -150,7 +157,9 @@ def _grad_norm(grads: list[np.ndarray]) -> float:
 
 # ---------------------------------------------------------------------- GD
 class _FactorGDStepper(Stepper):
-    def __init__(self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator):
+    def __init__(
+        self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator
+    ):
         self.task, self.eta, self.sampler, self.noise, self.rng = task, step, sampler, noise, rng
         self.W = [w.copy() for w in task.weights0]
         self.X = task.X0
@@ -161,7 +170,9 @@ class _FactorGDStepper(Stepper):
         if self.sampler is not None:
             gradient = lambda X: self.sampler(self.task.loss, X, self.rng)  # noqa: E731
         try:
-            self.X, self.loss, self.grads = factor_loss_and_gradients(self.task.network, self.W, self.task.loss, gradient)
+            self.X, self.loss, self.grads = factor_loss_and_gradients(
+                self.task.network, self.W, self.task.loss, gradient
+            )
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             if all(np.all(np.isfinite(w)) for w in self.W):
                 raise
@@ -243,13 +254,25 @@ class OverparametrizedGD(Method):
         self.seed = seed
         self.record_every, self.record_times = check_record_options(record_every, record_times)
 
-    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+    def run(
+        self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
+    ) -> Record:
         rng = np.random.default_rng(task.seed if self.seed is None else self.seed)
         stepper = _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
         return drive(
-            self.name, task, stepper, stopping, callback,
-            record_every=self.record_every, record_times=self.record_times,
-            info={"step": self.step, "noise": self.noise, "batch_size": self.batch_size, "time": "t = step * iteration"},
+            self.name,
+            task,
+            stepper,
+            stopping,
+            callback,
+            record_every=self.record_every,
+            record_times=self.record_times,
+            info={
+                "step": self.step,
+                "noise": self.noise,
+                "batch_size": self.batch_size,
+                "time": "t = step * iteration",
+            },
         )
 
 
@@ -257,20 +280,33 @@ class OverparametrizedGD(Method):
 class _FactorFlowStepper(ScipyODEStepper):
     """The factor flow on the concatenated ``vec(W_1), ..., vec(W_N)``."""
 
-    def __init__(self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float):
-        super().__init__(np.concatenate([w.ravel() for w in task.weights0]), integrator, rtol, atol, max_step, t_bound)
+    def __init__(
+        self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float
+    ):
+        super().__init__(
+            np.concatenate([w.ravel() for w in task.weights0]),
+            integrator,
+            rtol,
+            atol,
+            max_step,
+            t_bound,
+        )
         self.task = task
         self.shapes = task.network.shapes
         self.sizes = [a * b for a, b in self.shapes]
         self.offsets = np.cumsum([0] + self.sizes)
 
     def unpack(self, y: np.ndarray) -> list[np.ndarray]:
-        return [y[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+        return [
+            y[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
+        ]
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(y)):
             raise NumericalFailure("non-finite factors")
-        _, value, grads = factor_loss_and_gradients(self.task.network, self.unpack(y), self.task.loss)
+        _, value, grads = factor_loss_and_gradients(
+            self.task.network, self.unpack(y), self.task.loss
+        )
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
         out = -np.concatenate([g.ravel() for g in grads])
@@ -294,7 +330,11 @@ class _FactorFlowStepper(ScipyODEStepper):
 def _check_ode_options(rtol: Any, atol: Any, max_step: Any) -> tuple[float, float, float]:
     """The scipy solver options of a flow: positive ``rtol``, ``atol``, ``max_step`` (``None`` or ``inf``: no bound)."""
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
-    return rtol, atol, np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step)
+    return (
+        rtol,
+        atol,
+        np.inf if max_step is None or max_step == np.inf else check_positive("max_step", max_step),
+    )
 
 
 class OverparametrizedFlow(Method):
@@ -337,15 +377,29 @@ class OverparametrizedFlow(Method):
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
 
-    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+    def run(
+        self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
+    ) -> Record:
         stopping = stopping if stopping is not None else Stopping()
         t_bound = _t_bound(stopping, self.end_time)
-        stepper = _FactorFlowStepper(task, self.integrator, self.rtol, self.atol, self.max_step, t_bound)
+        stepper = _FactorFlowStepper(
+            task, self.integrator, self.rtol, self.atol, self.max_step, t_bound
+        )
         return _finish_flow(
             drive(
-                self.name, task, stepper, stopping, callback,
-                record_every=self.record_every, record_times=self.record_times,
-                info={"integrator": self.integrator, "rtol": self.rtol, "atol": self.atol, "time": "ODE time"},
+                self.name,
+                task,
+                stepper,
+                stopping,
+                callback,
+                record_every=self.record_every,
+                record_times=self.record_times,
+                info={
+                    "integrator": self.integrator,
+                    "rtol": self.rtol,
+                    "atol": self.atol,
+                    "time": "ODE time",
+                },
             ),
             stepper,
         )

@@ -102,6 +102,10 @@ class Record:
             "wall_time_s": self.wall_time_s,
             "stop_reason": self.stop_reason,
             "time_kind": self.time_kind,
-            "metrics": {"time": list(self.times), "iteration": list(self.iterations), **_jsonable(self.metrics)},
+            "metrics": {
+                "time": list(self.times),
+                "iteration": list(self.iterations),
+                **_jsonable(self.metrics),
+            },
             "info": _jsonable(self.info),
         }

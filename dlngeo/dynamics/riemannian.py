@@ -126,16 +126,30 @@ class RiemannianGD(Method):
     #: ``Record.times`` are flow times (``eta * k``).
     flow_time = True
 
-    def __init__(self, step: float = 1e-2, *, metric: str = "dln", record_every: int = 1, record_times: Any = None):
+    def __init__(
+        self,
+        step: float = 1e-2,
+        *,
+        metric: str = "dln",
+        record_every: int = 1,
+        record_times: Any = None,
+    ):
         self.step = check_positive("step", step)
         self.metric = check_choice("metric", metric, METRICS)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
 
-    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+    def run(
+        self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
+    ) -> Record:
         stepper = _RGDStepper(task, manifold_for(task, self.metric), self.step)
         return drive(
-            self.name, task, stepper, stopping, callback,
-            record_every=self.record_every, record_times=self.record_times,
+            self.name,
+            task,
+            stepper,
+            stopping,
+            callback,
+            record_every=self.record_every,
+            record_times=self.record_times,
             info={"step": self.step, "metric": self.metric, "time": "t = step * iteration"},
         )
 
@@ -162,7 +176,15 @@ def pymanopt_reason(message: str | None) -> str:
 class _Monitor:
     """Sees every new iterate (through the problem) and adds dlngeo's criteria to pymanopt's."""
 
-    def __init__(self, recorder: Recorder, clock: Any, manifold: FixedRank, record_every: int, flow_time: bool, loss: Any):
+    def __init__(
+        self,
+        recorder: Recorder,
+        clock: Any,
+        manifold: FixedRank,
+        record_every: int,
+        flow_time: bool,
+        loss: Any,
+    ):
         self.recorder, self.clock, self.manifold = recorder, clock, manifold
         self.record_every, self.flow_time, self.loss = record_every, flow_time, loss
         self.accepted = -1  # index of the latest iterate
@@ -193,7 +215,9 @@ class _Monitor:
         self.gradient_norm = float(self.manifold.norm(point, gradient))
         if self.accepted % self.record_every == 0:
             t = self.t if self.flow_time else float(self.accepted)
-            self.recorder.sample(point, time=t, iteration=self.accepted, loss=self.value, extra=None)
+            self.recorder.sample(
+                point, time=t, iteration=self.accepted, loss=self.value, extra=None
+            )
         if not (np.isfinite(self.value) and np.isfinite(self.gradient_norm)):
             raise NumericalFailure("non-finite loss or gradient")
 
@@ -260,12 +284,23 @@ def _monitored(cls: type) -> type:
     class Monitored(cls):  # type: ignore[misc, valid-type]
         monitor: _Monitor | None = None
 
-        def _check_stopping_criterion(self, *, start_time, iteration=-1, gradient_norm=np.inf, step_size=np.inf, cost_evaluations=-1):
+        def _check_stopping_criterion(
+            self,
+            *,
+            start_time,
+            iteration=-1,
+            gradient_norm=np.inf,
+            step_size=np.inf,
+            cost_evaluations=-1,
+        ):
             if self.monitor is not None:
                 self.monitor.tested_gradient_norm = float(gradient_norm)
             reason = super()._check_stopping_criterion(
-                start_time=start_time, iteration=iteration, gradient_norm=gradient_norm,
-                step_size=step_size, cost_evaluations=cost_evaluations,
+                start_time=start_time,
+                iteration=iteration,
+                gradient_norm=gradient_norm,
+                step_size=step_size,
+                cost_evaluations=cost_evaluations,
             )
             if reason is None and self.monitor is not None:
                 reason = self.monitor.check(iteration, gradient_norm, step_size)
@@ -324,20 +359,30 @@ class PymanoptSolver(Method):
         self.flow_time = self.name == "riemannian_sd"
         self.metric = check_choice("metric", metric, METRICS)
         self.record_every, _ = check_record_options(record_every, None)
-        self.initial_step_size = check_positive("initial_step_size", initial_step_size, allow_none=True)
-        self.beta_rule = check_choice("beta_rule", beta_rule, tuple(po.conjugate_gradient.BETA_RULES))
+        self.initial_step_size = check_positive(
+            "initial_step_size", initial_step_size, allow_none=True
+        )
+        self.beta_rule = check_choice(
+            "beta_rule", beta_rule, tuple(po.conjugate_gradient.BETA_RULES)
+        )
         self.trust_radius = check_positive("trust_radius", trust_radius, allow_none=True)
         self.initial_radius = check_positive("initial_radius", initial_radius, allow_none=True)
         for key, value in (("max_inner", max_inner), ("min_inner", min_inner)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+            ):
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
         self.max_inner, self.min_inner = max_inner, int(min_inner)
 
     def _optimizer(self, stopping: Stopping) -> Any:
         common = dict(
             max_time=np.inf if stopping.max_time is None else stopping.max_time,
-            max_iterations=sys.maxsize if stopping.max_iterations is None else int(stopping.max_iterations),
-            min_gradient_norm=0.0 if stopping.gradient_norm_below is None else stopping.gradient_norm_below,
+            max_iterations=sys.maxsize
+            if stopping.max_iterations is None
+            else int(stopping.max_iterations),
+            min_gradient_norm=0.0
+            if stopping.gradient_norm_below is None
+            else stopping.gradient_norm_below,
             min_step_size=0.0 if stopping.step_below is None else stopping.step_below,
             max_cost_evaluations=sys.maxsize,
             verbosity=0,
@@ -346,7 +391,9 @@ class PymanoptSolver(Method):
         cls = _OPTIMIZERS[self.name]
         if self.name == "riemannian_tr":
             return cls(**common)
-        step = {} if self.initial_step_size is None else {"initial_step_size": self.initial_step_size}
+        step = (
+            {} if self.initial_step_size is None else {"initial_step_size": self.initial_step_size}
+        )
         if self.name == "riemannian_sd":
             line_searcher = po.line_search.BackTrackingLineSearcher(**step)
         else:
@@ -355,7 +402,9 @@ class PymanoptSolver(Method):
             return cls(line_searcher=line_searcher, **common)
         return cls(beta_rule=self.beta_rule, line_searcher=line_searcher, **common)
 
-    def run(self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None) -> Record:
+    def run(
+        self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
+    ) -> Record:
         stopping = stopping if stopping is not None else Stopping()
         manifold = manifold_for(task, self.metric)
         flow_time = self.name == "riemannian_sd"
@@ -364,7 +413,9 @@ class PymanoptSolver(Method):
             info["time"] = "sum of line-search steps alpha_k, x+ = R(x - alpha grad)"
         else:
             info["time"] = "iterate number (no flow time)"
-        recorder = Recorder(self.name, task, callback, time_kind="flow" if flow_time else "iteration", info=info)
+        recorder = Recorder(
+            self.name, task, callback, time_kind="flow" if flow_time else "iteration", info=info
+        )
         clock = stopping.start()
         monitor = _Monitor(recorder, clock, manifold, self.record_every, flow_time, task.loss)
         problem = _MonitoredProblem(manifold, task.loss, monitor)
@@ -374,30 +425,78 @@ class PymanoptSolver(Method):
         optimizer.monitor = monitor
         kwargs: dict[str, Any] = {}
         if self.name == "riemannian_tr":
-            kwargs = dict(mininner=self.min_inner, maxinner=self.max_inner, Delta_bar=self.trust_radius, Delta0=self.initial_radius)
+            kwargs = dict(
+                mininner=self.min_inner,
+                maxinner=self.max_inner,
+                Delta_bar=self.trust_radius,
+                Delta0=self.initial_radius,
+            )
         with np.errstate(all="ignore"):
             try:
                 result = optimizer.run(problem, initial_point=x0, **kwargs)
                 reason = pymanopt_reason(result.stopping_criterion)
                 point, n_iterations = result.point, int(result.iterations)
                 message = result.stopping_criterion
-            except (NumericalFailure, np.linalg.LinAlgError, FloatingPointError, ValueError, ZeroDivisionError) as error:
-                if monitor.point is not None and is_finite_point(monitor.point) and np.isfinite(monitor.value) and not isinstance(error, (NumericalFailure, np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError)):
+            except (
+                NumericalFailure,
+                np.linalg.LinAlgError,
+                FloatingPointError,
+                ValueError,
+                ZeroDivisionError,
+            ) as error:
+                if (
+                    monitor.point is not None
+                    and is_finite_point(monitor.point)
+                    and np.isfinite(monitor.value)
+                    and not isinstance(
+                        error,
+                        (
+                            NumericalFailure,
+                            np.linalg.LinAlgError,
+                            FloatingPointError,
+                            ZeroDivisionError,
+                        ),
+                    )
+                ):
                     raise
                 reason = "diverged"
-                point, n_iterations = (monitor.point if monitor.point is not None else x0), monitor.accepted
+                point, n_iterations = (
+                    (monitor.point if monitor.point is not None else x0),
+                    monitor.accepted,
+                )
                 message = f"{type(error).__name__}: {error}"
             # Final sample (pymanopt's last point may not have had its gradient evaluated).
             if monitor.point is not point or monitor.accepted % self.record_every != 0:
                 value = monitor.cost_of(point) if is_finite_point(point) else float("nan")
-                t = monitor.t if flow_time else float(max(monitor.accepted, 0) + (monitor.point is not point))
-                recorder.sample(point, time=t, iteration=max(monitor.accepted, 0) + (monitor.point is not point), loss=value)
+                t = (
+                    monitor.t
+                    if flow_time
+                    else float(max(monitor.accepted, 0) + (monitor.point is not point))
+                )
+                recorder.sample(
+                    point,
+                    time=t,
+                    iteration=max(monitor.accepted, 0) + (monitor.point is not point),
+                    loss=value,
+                )
         record = recorder.record
         record.final_point = point
         record.stop_reason = reason
         record.n_iterations = n_iterations
         ev = problem.evaluations
-        record.evaluations = {"loss": ev["cost"], "gradient": ev["gradient"], "hessian": ev["hessian"]}
+        record.evaluations = {
+            "loss": ev["cost"],
+            "gradient": ev["gradient"],
+            "hessian": ev["hessian"],
+        }
         record.wall_time_s = clock.elapsed()
-        record.info.update({"pymanopt_stopping_criterion": message, "start_truncation": truncation, "rank": task.rank, "accepted_steps": max(monitor.accepted, 0), "gradient_norm": monitor.tested_gradient_norm})
+        record.info.update(
+            {
+                "pymanopt_stopping_criterion": message,
+                "start_truncation": truncation,
+                "rank": task.rank,
+                "accepted_steps": max(monitor.accepted, 0),
+                "gradient_norm": monitor.tested_gradient_norm,
+            }
+        )
         return record

@@ -80,7 +80,9 @@ class DLNFixedRank(FixedRank):
 
     def metric_operator(self, point: Any, tangent_vector: Any, power: float = 1.0) -> TangentVector:
         """:math:`A_{N,X}^{power}` on a tangent vector (diagonal in ``(Up, M, Vp)``)."""
-        return TangentVector(*metric_operator_tangent(point[1], *tangent_vector, self._depth, power))
+        return TangentVector(
+            *metric_operator_tangent(point[1], *tangent_vector, self._depth, power)
+        )
 
     def inner_product(self, point: Any, tangent_vector_a: Any, tangent_vector_b: Any) -> float:
         """``g_N(a, b) = <a, A^{-1} b>``."""
@@ -89,10 +91,14 @@ class DLNFixedRank(FixedRank):
     def norm(self, point: Any, tangent_vector: Any) -> float:
         return float(np.sqrt(self.inner_product(point, tangent_vector, tangent_vector)))
 
-    def euclidean_to_riemannian_gradient(self, point: Any, euclidean_gradient: Any) -> TangentVector:
+    def euclidean_to_riemannian_gradient(
+        self, point: Any, euclidean_gradient: Any
+    ) -> TangentVector:
         """``grad_{g_N} E = A_{N,X}(P_T E'(X))`` from the ambient gradient."""
         u, s, vt = point
-        return TangentVector(*riemannian_gradient_tangent(u, s, vt, euclidean_gradient, self._depth))
+        return TangentVector(
+            *riemannian_gradient_tangent(u, s, vt, euclidean_gradient, self._depth)
+        )
 
     def euclidean_to_riemannian_hessian(
         self, point: Any, euclidean_gradient: Any, euclidean_hessian: Any, tangent_vector: Any

@@ -41,8 +41,8 @@ import numpy as np
 from pymanopt.manifolds import FixedRankEmbedded
 from pymanopt.manifolds.fixed_rank import _FixedRankPoint, _FixedRankTangentVector
 
-from ..validation import positive_integer
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
+from ..validation import positive_integer
 
 __all__ = ["FixedRank"]
 
@@ -95,7 +95,11 @@ class FixedRank(FixedRankEmbedded):
         pymanopt's ambient triple ``(U, S, V)`` (``U @ S @ V.T``, ``S`` a matrix)
         or a low-rank point ``(u, s, vt)`` (``s`` a vector).
         """
-        if isinstance(vector, (tuple, list)) and not isinstance(vector, Factored) and len(vector) == 3:
+        if (
+            isinstance(vector, (tuple, list))
+            and not isinstance(vector, Factored)
+            and len(vector) == 3
+        ):
             U, S, V = (np.asarray(a) for a in vector)
             vector = Factored(U * S, V.T) if S.ndim == 1 else Factored(U @ S, V)
         u, _, vt = point
@@ -105,7 +109,9 @@ class FixedRank(FixedRankEmbedded):
         M = u.T @ ZV
         return TangentVector(ZV - u @ M, M, ZtU - v @ M.T)
 
-    def euclidean_to_riemannian_gradient(self, point: Any, euclidean_gradient: Any) -> TangentVector:
+    def euclidean_to_riemannian_gradient(
+        self, point: Any, euclidean_gradient: Any
+    ) -> TangentVector:
         """Project the ambient gradient ``E'(X)``: no division by singular-value gaps."""
         return self.projection(point, euclidean_gradient)
 
@@ -131,7 +137,10 @@ class FixedRank(FixedRankEmbedded):
     def embedding(self, point: Any, tangent_vector: Any) -> Factored:
         """Ambient form of a tangent vector as a :class:`~dlngeo.lowrank.Factored` matrix."""
         u, _, vt = point
-        return Factored(np.hstack((u @ tangent_vector.M + tangent_vector.Up, u)), np.hstack((vt.T, tangent_vector.Vp)))
+        return Factored(
+            np.hstack((u @ tangent_vector.M + tangent_vector.Up, u)),
+            np.hstack((vt.T, tangent_vector.Vp)),
+        )
 
     def transport(self, point_a: Any, point_b: Any, tangent_vector_a: Any) -> TangentVector:
         """Vector transport by projection of the ambient vector onto ``T_{point_b}``."""
@@ -159,7 +168,9 @@ class FixedRank(FixedRankEmbedded):
 
     def point(self, u: np.ndarray, s: np.ndarray, vt: np.ndarray) -> Point:
         """Wrap arrays as a manifold point (no copy)."""
-        return Point(np.asarray(u, dtype=float), np.asarray(s, dtype=float), np.asarray(vt, dtype=float))
+        return Point(
+            np.asarray(u, dtype=float), np.asarray(s, dtype=float), np.asarray(vt, dtype=float)
+        )
 
     def from_matrix(self, X: np.ndarray) -> Point:
         """The rank-k truncated SVD of a dense matrix as a point."""

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..validation import check_depth as _check_depth
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
+from ..validation import check_depth as _check_depth
 
 __all__ = [
     "kernel_matrix",
@@ -55,8 +55,6 @@ __all__ = [
     "riemannian_gradient_tangent",
     "tangent_inner_product",
 ]
-
-
 
 
 def kernel_matrix(s_rows: np.ndarray, s_cols: np.ndarray, depth: int) -> np.ndarray:
@@ -140,12 +138,18 @@ def metric_operator_svd(
     out = u @ (K * UtZV) @ vt + (left * c) @ vt + u @ (right * c).T
     if n == 1:
         # Identity on the normal block as well.
-        dense = Z.toarray() if sp.issparse(Z) else (Z.to_dense() if isinstance(Z, Factored) else np.asarray(Z))
+        dense = (
+            Z.toarray()
+            if sp.issparse(Z)
+            else (Z.to_dense() if isinstance(Z, Factored) else np.asarray(Z))
+        )
         out = out + dense - u @ (u.T @ dense) - (dense @ v) @ vt + u @ (u.T @ dense @ v) @ vt
     return out
 
 
-def metric_operator(X: np.ndarray, Z: Any, depth: int, power: float = 1.0, rank: int | None = None) -> np.ndarray:
+def metric_operator(
+    X: np.ndarray, Z: Any, depth: int, power: float = 1.0, rank: int | None = None
+) -> np.ndarray:
     r"""Dense :math:`A_{N,X}^{\,power}(Z)`, the sum of fractional matrix powers in SVD form.
 
     Args:
@@ -177,7 +181,9 @@ def metric_operator(X: np.ndarray, Z: Any, depth: int, power: float = 1.0, rank:
     if tuple(shape) != X.shape:
         raise ValueError(f"Z has shape {tuple(shape)}, expected {X.shape}")
     if rank is not None and (
-        isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank <= min(X.shape)
+        isinstance(rank, bool)
+        or not isinstance(rank, (int, np.integer))
+        or not 0 <= rank <= min(X.shape)
     ):
         raise ValueError(f"rank must be an integer in [0, {min(X.shape)}], got {rank!r}")
     u, s, vt = np.linalg.svd(X, full_matrices=False)

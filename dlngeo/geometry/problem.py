@@ -56,7 +56,9 @@ class AmbientProblem(pymanopt.Problem):
     @property
     def riemannian_gradient(self):
         def riemannian_gradient(point):
-            return self.manifold.euclidean_to_riemannian_gradient(point, self.euclidean_gradient(point))
+            return self.manifold.euclidean_to_riemannian_gradient(
+                point, self.euclidean_gradient(point)
+            )
 
         return riemannian_gradient
 
@@ -64,7 +66,9 @@ class AmbientProblem(pymanopt.Problem):
     def riemannian_hessian(self):
         def riemannian_hessian(point, tangent_vector):
             self.evaluations["hessian"] += 1
-            ehess = self.loss.hessian_vector_product(point, self.manifold.embedding(point, tangent_vector))
+            ehess = self.loss.hessian_vector_product(
+                point, self.manifold.embedding(point, tangent_vector)
+            )
             return self.manifold.euclidean_to_riemannian_hessian(
                 point, self.euclidean_gradient(point), ehess, tangent_vector
             )
@@ -82,5 +86,7 @@ def problem(manifold: FixedRank, cost: Any) -> AmbientProblem:
             the dense ``X`` (wrapped by :func:`~dlngeo.loss_from_autograd`).
     """
     if not isinstance(manifold, FixedRank):
-        raise ValueError(f"manifold must be a dlngeo FixedRank or DLNFixedRank, got {type(manifold).__name__}")
+        raise ValueError(
+            f"manifold must be a dlngeo FixedRank or DLNFixedRank, got {type(manifold).__name__}"
+        )
     return AmbientProblem(manifold, as_loss(cost))

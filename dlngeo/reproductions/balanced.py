@@ -42,8 +42,9 @@ approximation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -63,12 +64,16 @@ __all__ = [
 ]
 
 
-def regression_target(m: int, n: int, singular_values: Sequence[float], rng: Any = None) -> np.ndarray:
+def regression_target(
+    m: int, n: int, singular_values: Sequence[float], rng: Any = None
+) -> np.ndarray:
     """``Y = U diag(singular_values) V^T`` with Haar-random orthonormal ``U`` (m x k), ``V`` (n x k)."""
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     s = np.asarray(singular_values, dtype=float)
     if s.ndim != 1 or s.size > min(m, n) or np.any(s < 0):
-        raise ValueError(f"singular_values must be at most min(m, n) = {min(m, n)} non-negative numbers, got {s!r}")
+        raise ValueError(
+            f"singular_values must be at most min(m, n) = {min(m, n)} non-negative numbers, got {s!r}"
+        )
     U, _ = np.linalg.qr(g.standard_normal((m, s.size)))
     V, _ = np.linalg.qr(g.standard_normal((n, s.size)))
     return (U * s) @ V.T
@@ -86,7 +91,9 @@ def _loss(Y: np.ndarray, X: np.ndarray) -> float:
     return 0.5 * float(np.sum((X - Y) ** 2))
 
 
-def end_to_end_velocity(network: DeepLinearNetwork, weights: Sequence[np.ndarray], Y: np.ndarray) -> np.ndarray:
+def end_to_end_velocity(
+    network: DeepLinearNetwork, weights: Sequence[np.ndarray], Y: np.ndarray
+) -> np.ndarray:
     r""":math:`d\phi(W)[\dot W]` for the factor gradient flow :math:`\dot W = -\nabla L`, ``E = ||X - Y||^2/2``."""
     X = network.product(weights)
     grads = network.gradients(weights, X - Y)
@@ -107,7 +114,10 @@ def velocity_gap(network: DeepLinearNetwork, weights: Sequence[np.ndarray], Y: n
     r"""Relative gap :math:`\|d\phi[\dot W] + A_{N,X}(E'(X))\| / \|A_{N,X}(E'(X))\|` at ``X = phi(W)``."""
     X = network.product(weights)
     riemannian = metric_operator(X, X - Y, network.depth)
-    return float(np.linalg.norm(end_to_end_velocity(network, weights, Y) + riemannian) / np.linalg.norm(riemannian))
+    return float(
+        np.linalg.norm(end_to_end_velocity(network, weights, Y) + riemannian)
+        / np.linalg.norm(riemannian)
+    )
 
 
 def _pack(weights: Sequence[np.ndarray]) -> np.ndarray:
@@ -196,7 +206,15 @@ def intrinsic_flow(
         u, s, vt = np.linalg.svd(X, full_matrices=False)
         return -metric_operator_svd(u[:, :rank], s[:rank], vt[:rank], X - Y, depth).ravel()
 
-    sol = solve_ivp(rhs, (0.0, float(times[-1])), np.ravel(X0), method="DOP853", t_eval=times, rtol=rtol, atol=atol)
+    sol = solve_ivp(
+        rhs,
+        (0.0, float(times[-1])),
+        np.ravel(X0),
+        method="DOP853",
+        t_eval=times,
+        rtol=rtol,
+        atol=atol,
+    )
     if not sol.success:  # pragma: no cover - integrator failure
         raise RuntimeError(f"intrinsic flow failed: {sol.message}")
     return sol.y.T.reshape(-1, *shape)
@@ -266,5 +284,7 @@ def compare_flows(
         trajectory_gap=np.linalg.norm(Xo - Xs, axis=(1, 2)) / np.linalg.norm(Y),
         imbalance=imbalance,
         t90=t90,
-        velocity_gap_t90=velocity_gap(network, weights90, Y) if weights90 is not None else float("nan"),
+        velocity_gap_t90=velocity_gap(network, weights90, Y)
+        if weights90 is not None
+        else float("nan"),
     )

@@ -28,8 +28,9 @@ error and lower effective rank than depth 2, and beats the nuclear norm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,9 @@ def low_rank_target(n: int, rank: int, rng: Any = None) -> np.ndarray:
     return M * (n / np.linalg.norm(M))
 
 
-def uniform_observations(shape: tuple[int, int], count: int, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def uniform_observations(
+    shape: tuple[int, int], count: int, rng: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct entries of an ``m x n`` matrix, uniformly without replacement.
 
     Returns:
@@ -101,7 +104,9 @@ def effective_rank(X: np.ndarray) -> float:
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
-def gaussian_factors(network: DeepLinearNetwork, init_scale: float, rng: Any = None) -> list[np.ndarray]:
+def gaussian_factors(
+    network: DeepLinearNetwork, init_scale: float, rng: Any = None
+) -> list[np.ndarray]:
     r"""Arora et al.'s Gaussian init: iid :math:`\mathcal N(0, (\text{init\_scale}^{1/N}/\sqrt{d_0})^2)` entries.
 
     For square layers :math:`\|\phi(W)\|_F \approx \text{init\_scale}\sqrt n`.
@@ -220,7 +225,9 @@ def train_deep_factorization(
         raise ValueError(f"target must be a square matrix, got shape {target.shape}")
     depth = _positive_int(depth, "depth")
     if depth < 2:
-        raise ValueError("depth must be >= 2 (depth 1 is the convex baseline nuclear_norm_completion)")
+        raise ValueError(
+            "depth must be >= 2 (depth 1 is the convex baseline nuclear_norm_completion)"
+        )
     if optimizer not in ("group_rmsprop", "gd"):
         raise ValueError(f"optimizer must be 'group_rmsprop' or 'gd', got {optimizer!r}")
     rows, cols = np.asarray(rows), np.asarray(cols)
@@ -248,7 +255,9 @@ def train_deep_factorization(
         grads = net.gradients(weights, scale * residual)
         step = rms.step_size(grads) if rms is not None else lr
         weights = [W - step * g for W, g in zip(weights, grads)]
-    return _summary(f"depth {depth}", depth, (rows, cols), target, net.product(weights), it, converged)
+    return _summary(
+        f"depth {depth}", depth, (rows, cols), target, net.product(weights), it, converged
+    )
 
 
 def nuclear_norm_completion(
@@ -278,7 +287,9 @@ def nuclear_norm_completion(
         problem.solve()
     if X.value is None:
         raise RuntimeError(f"cvxpy found no solution (status {problem.status})")
-    return _summary("nuclear norm", 1, (rows, cols), target, np.asarray(X.value), 0, problem.status == "optimal")
+    return _summary(
+        "nuclear norm", 1, (rows, cols), target, np.asarray(X.value), 0, problem.status == "optimal"
+    )
 
 
 def completion_sweep(
@@ -310,7 +321,9 @@ def completion_sweep(
     for seed in seeds:
         target = low_rank_target(n, rank, np.random.default_rng(seed))
         for count in counts:
-            rows, cols = uniform_observations(target.shape, count, np.random.default_rng((seed, count)))
+            rows, cols = uniform_observations(
+                target.shape, count, np.random.default_rng((seed, count))
+            )
             methods: list[Any] = []
             if nuclear:
                 methods.append(lambda: nuclear_norm_completion(target, rows, cols))

@@ -20,7 +20,9 @@ def example_parser(doc: str, example: str | Path, quick: str) -> argparse.Argume
     """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--out", type=Path, default=Path(example).parent / "figures", help="figure folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path(example).parent / "figures", help="figure folder"
+    )
     return parser
 
 

@@ -113,14 +113,23 @@ class RazinCohenRun:
     status: str
 
 
-def _solve_on_sample_grid(rhs: Any, y0: np.ndarray, t_end: float, samples: int, method: str, rtol: float, atol: float) -> Any:
+def _solve_on_sample_grid(
+    rhs: Any, y0: np.ndarray, t_end: float, samples: int, method: str, rtol: float, atol: float
+) -> Any:
     """``solve_ivp`` from ``t = 0`` to ``t_end``, sampled at ``t = 0`` and ``samples`` log-spaced times in ``[1e-2, t_end]``."""
     times = np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
     return solve_ivp(rhs, (0.0, t_end), y0, method=method, t_eval=times, rtol=rtol, atol=atol)
 
 
 def _run(
-    depth: int, sol: Any, Xs: np.ndarray, svals: np.ndarray, *, det: np.ndarray, effective_rank: np.ndarray, log_abs_det: np.ndarray
+    depth: int,
+    sol: Any,
+    Xs: np.ndarray,
+    svals: np.ndarray,
+    *,
+    det: np.ndarray,
+    effective_rank: np.ndarray,
+    log_abs_det: np.ndarray,
 ) -> RazinCohenRun:
     """The :class:`RazinCohenRun` of the samples ``Xs`` (singular values ``svals``) of the solution ``sol``.
 
@@ -281,6 +290,8 @@ def end_to_end_flow_svd(
         Xs,
         svals,
         det=d * svals.prod(axis=1),
-        effective_rank=np.exp(-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)),
+        effective_rank=np.exp(
+            -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+        ),
         log_abs_det=logs.sum(axis=1),
     )

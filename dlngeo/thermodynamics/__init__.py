@@ -7,7 +7,13 @@ The Boltzmann entropy of the balanced fibre over ``X`` and the free energy
 :mod:`.langevin`, :mod:`.mala`, :mod:`.lowrank_langevin`).
 """
 
-from .entropy import entropic_force, entropy, entropy_from_singular_values, free_energy, log_stiefel_volume
+from .entropy import (
+    entropic_force,
+    entropy,
+    entropy_from_singular_values,
+    free_energy,
+    log_stiefel_volume,
+)
 from .equilibrium import SingularValueLaw, log_density_singular_values
 from .langevin import OverparametrizedLangevin, QuadraticEnergy, RiemannianLangevin, rle_drift
 from .mala import RiemannianMALA

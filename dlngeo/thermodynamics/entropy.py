@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 
 from ..geometry.kernel import kernel_matrix
+from ..lowrank import is_lowrank_point, point_shape
 from ..validation import check_depth as _check_depth
 from ..validation import positive_number
-from ..lowrank import is_lowrank_point, point_shape
 
 __all__ = [
     "log_stiefel_volume",
@@ -69,8 +69,6 @@ __all__ = [
     "batched_kernel",
     "check_beta",
 ]
-
-
 
 
 def check_beta(beta: Any) -> float:
@@ -107,7 +105,9 @@ def _hidden_widths(widths: Sequence[int] | None, depth: int, rank: int, default:
         try:
             hidden = [w for w in widths]
         except TypeError:
-            raise ValueError(f"widths must be a sequence of the N - 1 hidden widths, got {widths!r}") from None
+            raise ValueError(
+                f"widths must be a sequence of the N - 1 hidden widths, got {widths!r}"
+            ) from None
         if len(hidden) != depth - 1:
             raise ValueError(
                 f"widths must list the N - 1 = {depth - 1} hidden widths d_1..d_(N-1), got {len(hidden)}"
@@ -195,7 +195,9 @@ def _pair_force_ratio(t: np.ndarray, n: int) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         q = np.where(small, t, 1.0 / t)
     q = np.where(np.isfinite(q), q, 0.0)
-    num_small = np.polyval(np.arange(1, n, dtype=float), q)  # sum (N-1-j) q^j  (coefficients high->low: 1..N-1)
+    num_small = np.polyval(
+        np.arange(1, n, dtype=float), q
+    )  # sum (N-1-j) q^j  (coefficients high->low: 1..N-1)
     num_large = q * np.polyval(np.arange(n - 1, 0, -1, dtype=float), q)  # q sum (i+1) q^i
     den = np.polyval(np.ones(n), q)
     return np.where(small, num_small, num_large) / den
@@ -282,7 +284,9 @@ def entropy(X: Any, depth: int, *, widths: Sequence[int] | None = None) -> float
     return float(entropy_from_singular_values(s, n, widths))
 
 
-def free_energy(X: Any, loss: Any, beta: float, depth: int, *, widths: Sequence[int] | None = None) -> float:
+def free_energy(
+    X: Any, loss: Any, beta: float, depth: int, *, widths: Sequence[int] | None = None
+) -> float:
     r"""Free energy :math:`F_\beta(X) = E(X) - \beta^{-1} S(X)` (Menon 2024).
 
     Args:

@@ -69,16 +69,22 @@ def log_density_singular_values(
     if not 1 <= r <= min(m, n):
         raise ValueError(f"rank must be between 1 and min(m, n) = {min(m, n)}, got {rank!r}")
     if s.shape[-1] != r:
-        raise ValueError(f"s must have rank = {r} singular values in its last axis, got {s.shape[-1]}")
+        raise ValueError(
+            f"s must have rank = {r} singular values in its last axis, got {s.shape[-1]}"
+        )
     lead = s.shape[:-1]
     rows = np.concatenate((s, np.zeros((*lead, m - r))), axis=-1)
     cols = np.concatenate((s, np.zeros((*lead, n - r))), axis=-1)
     with np.errstate(divide="ignore"):
         logK_grid = np.log(batched_kernel(rows, cols, depth))
-        logK = np.sum(logK_grid[..., :r, :], axis=(-2, -1)) + np.sum(logK_grid[..., r:, :r], axis=(-2, -1))
+        logK = np.sum(logK_grid[..., :r, :], axis=(-2, -1)) + np.sum(
+            logK_grid[..., r:, :r], axis=(-2, -1)
+        )
         iu = np.triu_indices(r, 1)
         sq = s**2
-        logJ = np.sum(np.log(np.abs(sq[..., iu[0]] - sq[..., iu[1]])), axis=-1) + (m + n - 2 * r) * np.sum(np.log(s), axis=-1)
+        logJ = np.sum(np.log(np.abs(sq[..., iu[0]] - sq[..., iu[1]])), axis=-1) + (
+            m + n - 2 * r
+        ) * np.sum(np.log(s), axis=-1)
     out = -beta * np.asarray(energy(s), dtype=float) - 0.5 * logK + logJ
     if entropic:
         hidden = [min(m, n)] * (depth - 1) if widths is None else list(widths)
@@ -126,7 +132,14 @@ class SingularValueLaw:
         lam_pts = np.stack(grids, axis=-1)  # (n,)*r + (r,)
         s = lam_pts**N
         logp = log_density_singular_values(
-            s, beta=beta, depth=N, shape=self.shape, energy=energy, widths=widths, entropic=entropic, rank=r
+            s,
+            beta=beta,
+            depth=N,
+            shape=self.shape,
+            energy=energy,
+            widths=widths,
+            entropic=entropic,
+            rank=r,
         ) + np.sum(np.log(N * lam_pts ** (N - 1)), axis=-1)
         logp = np.where(np.isfinite(logp), logp, -np.inf)
         w = np.exp(logp - logp.max())

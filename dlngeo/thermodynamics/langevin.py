@@ -114,17 +114,19 @@ def _check_start(start: Any, chains: int) -> np.ndarray:
         )
     X = np.asarray(start, dtype=float)
     if X.ndim not in (2, 3):
-        raise ValueError(f"start must be an m x n array or a (chains, m, n) stack, got shape {X.shape}")
+        raise ValueError(
+            f"start must be an m x n array or a (chains, m, n) stack, got shape {X.shape}"
+        )
     if not np.all(np.isfinite(X)):
         raise ValueError("start must be finite")
     if X.ndim == 2:
         X = np.broadcast_to(X, (chains, *X.shape)).copy()
     s = np.linalg.svd(X, compute_uv=False)
     if np.any(s[:, -1] <= 0.0):
-        raise ValueError("start must have full rank min(m, n) (the dense samplers live on full-rank matrices)")
+        raise ValueError(
+            "start must have full rank min(m, n) (the dense samplers live on full-rank matrices)"
+        )
     return X
-
-
 
 
 def _batch_call(fn_batched: bool, fn: Callable[[np.ndarray], Any], X: np.ndarray) -> np.ndarray:
@@ -161,8 +163,15 @@ class _Sampler:
         scheme: str = "layer",
     ):
         self.options = dict(
-            beta=beta, step=step, n_steps=n_steps, chains=chains, widths=widths,
-            record_every=record_every, keep_samples=keep_samples, drift=drift, scheme=scheme,
+            beta=beta,
+            step=step,
+            n_steps=n_steps,
+            chains=chains,
+            widths=widths,
+            record_every=record_every,
+            keep_samples=keep_samples,
+            drift=drift,
+            scheme=scheme,
         )
         self._validate(self.options)
 
@@ -191,23 +200,39 @@ class _Sampler:
             raise ValueError(f"unknown sampler option(s): {sorted(unknown)}")
         o = self._validate({**self.options, **overrides})
         if o["scheme"] != "layer" and self.name != "riemannian_langevin":
-            raise ValueError(f"scheme applies to riemannian_langevin only, got scheme={o['scheme']!r}")
+            raise ValueError(
+                f"scheme applies to riemannian_langevin only, got scheme={o['scheme']!r}"
+            )
         return o
 
-    def _record_point(self, record: Record, X: np.ndarray, loss: Any, batched: bool, o: dict, depth: int,
-                      it: int, metrics: dict[str, Callable[[State], Any]] | None, callback: Callable | None = None,
-                      weights: list[np.ndarray] | None = None) -> None:
+    def _record_point(
+        self,
+        record: Record,
+        X: np.ndarray,
+        loss: Any,
+        batched: bool,
+        o: dict,
+        depth: int,
+        it: int,
+        metrics: dict[str, Callable[[State], Any]] | None,
+        callback: Callable | None = None,
+        weights: list[np.ndarray] | None = None,
+    ) -> None:
         E = _batch_call(batched, loss.value, X)
         s = np.linalg.svd(X, compute_uv=False)
         hidden = o["widths"] if o["widths"] is not None else [min(X.shape[1:])] * (depth - 1)
         values = {"loss": float(np.mean(E))}
-        if all(w >= s.shape[-1] for w in hidden):  # else X (full rank) is not a product of these widths
+        if all(
+            w >= s.shape[-1] for w in hidden
+        ):  # else X (full rank) is not a product of these widths
             S = entropy_from_singular_values(s, depth, hidden)
             values["entropy"] = float(np.mean(S))
             values["free_energy"] = float(np.mean(E - S / o["beta"]))
         t = it * o["step"]
         state = State(point=X[0], loss=loss, weights=weights, depth=depth, time=t, iteration=it)
-        for name, metric in (metrics or {}).items():  # the caller's metrics (chain 0) take precedence
+        for name, metric in (
+            metrics or {}
+        ).items():  # the caller's metrics (chain 0) take precedence
             values[name] = metric(state)
         record.append(t, it, values)
         if o["keep_samples"]:
@@ -264,9 +289,20 @@ class RiemannianLangevin(_Sampler):
 
     name = "riemannian_langevin"
 
-    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
-    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               callback: Callable | None = None, **options: Any) -> Record:
+    @np.errstate(
+        over="ignore", invalid="ignore"
+    )  # divergence is reported as stop_reason = "diverged"
+    def sample(
+        self,
+        rng: Any,
+        *,
+        loss: Any,
+        start: Any,
+        depth: int,
+        metrics: dict[str, Callable] | None = None,
+        callback: Callable | None = None,
+        **options: Any,
+    ) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
 
         ``start``: a dense full-rank ``m x n`` matrix or a ``(chains, m, n)`` stack;
@@ -288,7 +324,10 @@ class RiemannianLangevin(_Sampler):
         C, m, n = X.shape
         batched = bool(getattr(loss, "batched", False))
         beta, h = o["beta"], o["step"]
-        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
+        record = Record(
+            method=self.name,
+            info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed},
+        )
         t0 = _time.perf_counter()
         self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
         noise_scale = np.sqrt(2.0 * h / beta)
@@ -299,7 +338,9 @@ class RiemannianLangevin(_Sampler):
             G = _batch_call(batched, lambda Y: _to_dense_gradient(loss.gradient(Y)), X)
             # a fresh SVD every 64 steps keeps the carried frames orthonormal to rounding
             geo = Geometry(X, depth, None if it % 64 == 1 else carried)
-            xi = geo.to_basis(rng.standard_normal(X.shape))  # U^T dB V: the ambient increments in the singular basis
+            xi = geo.to_basis(
+                rng.standard_normal(X.shape)
+            )  # U^T dB V: the ambient increments in the singular basis
             b = drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
             step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
             carried = None
@@ -320,7 +361,6 @@ class RiemannianLangevin(_Sampler):
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)
 
-
     def _sample_lowrank(self, rng, seed, loss, start, depth, metrics, callback, o) -> Record:
         """The RLE on ``(M_r, g_N)`` from a ``(u, s, vt)`` point (or stacks of them): see :mod:`.lowrank_langevin`."""
         U, s, Vt = check_lowrank_start(start, o["chains"])
@@ -332,7 +372,17 @@ class RiemannianLangevin(_Sampler):
             raise ValueError(f"widths must be >= the rank {r}")
         batched = bool(getattr(loss, "batched", False))
         beta, h = o["beta"], o["step"]
-        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed, "rank": r})
+        record = Record(
+            method=self.name,
+            info={
+                "beta": beta,
+                "step": h,
+                "chains": C,
+                "drift": o["drift"],
+                "seed": seed,
+                "rank": r,
+            },
+        )
         t0 = _time.perf_counter()
 
         def points(U, s, Vt):
@@ -351,8 +401,14 @@ class RiemannianLangevin(_Sampler):
         def record_point(it):
             E = energy(U, s, Vt)
             S = entropy_from_singular_values(s, depth, widths)
-            values = {"loss": float(np.mean(E)), "entropy": float(np.mean(S)), "free_energy": float(np.mean(E - S / beta))}
-            state = State(point=(U[0], s[0], Vt[0]), loss=loss, depth=depth, time=it * h, iteration=it)
+            values = {
+                "loss": float(np.mean(E)),
+                "entropy": float(np.mean(S)),
+                "free_energy": float(np.mean(E - S / beta)),
+            }
+            state = State(
+                point=(U[0], s[0], Vt[0]), loss=loss, depth=depth, time=it * h, iteration=it
+            )
             for name, metric in (metrics or {}).items():
                 values[name] = metric(state)
             record.append(it * h, it, values)
@@ -364,10 +420,26 @@ class RiemannianLangevin(_Sampler):
         record_point(0)
         it = 0
         for it in range(1, o["n_steps"] + 1):
-            U_new, s_new, Vt_new = lowrank_step(rng, U, s, Vt, gradient(U, s, Vt), beta=beta, step=h, depth=depth,
-                                                widths=widths, drift=o["drift"])
-            finite = np.all(np.isfinite(U_new)) and np.all(np.isfinite(s_new)) and np.all(np.isfinite(Vt_new))
-            if not finite or np.any(s_new[:, -1] <= 1e-12 * s_new[:, 0]):  # left M_r (rank collapse)
+            U_new, s_new, Vt_new = lowrank_step(
+                rng,
+                U,
+                s,
+                Vt,
+                gradient(U, s, Vt),
+                beta=beta,
+                step=h,
+                depth=depth,
+                widths=widths,
+                drift=o["drift"],
+            )
+            finite = (
+                np.all(np.isfinite(U_new))
+                and np.all(np.isfinite(s_new))
+                and np.all(np.isfinite(Vt_new))
+            )
+            if not finite or np.any(
+                s_new[:, -1] <= 1e-12 * s_new[:, 0]
+            ):  # left M_r (rank collapse)
                 record.stop_reason = "diverged"
                 it -= 1
                 break
@@ -391,9 +463,21 @@ class OverparametrizedLangevin(_Sampler):
 
     name = "overparametrized_langevin"
 
-    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
-    def sample(self, rng: Any, *, loss: Any, start: Any = None, depth: int, metrics: dict[str, Callable] | None = None,
-               callback: Callable | None = None, weights: Sequence[np.ndarray] | None = None, **options: Any) -> Record:
+    @np.errstate(
+        over="ignore", invalid="ignore"
+    )  # divergence is reported as stop_reason = "diverged"
+    def sample(
+        self,
+        rng: Any,
+        *,
+        loss: Any,
+        start: Any = None,
+        depth: int,
+        metrics: dict[str, Callable] | None = None,
+        callback: Callable | None = None,
+        weights: Sequence[np.ndarray] | None = None,
+        **options: Any,
+    ) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
 
         ``weights``: initial factors ``W_1 .. W_N`` (every chain starts there;
@@ -429,7 +513,10 @@ class OverparametrizedLangevin(_Sampler):
         batched = False
         beta, h = o["beta"], o["step"]
         scale = np.sqrt(2.0 * h / beta)
-        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims})
+        record = Record(
+            method=self.name,
+            info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims},
+        )
         t0 = _time.perf_counter()
         X = np.stack([net.product(W) for W in weights])
         self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback, weights[0])
@@ -438,7 +525,12 @@ class OverparametrizedLangevin(_Sampler):
             new = []
             for W, x in zip(weights, X):
                 grads = net.gradients(W, _to_dense_gradient(loss.gradient(x)))
-                new.append([Wk - h * gk + scale * rng.standard_normal(Wk.shape) for Wk, gk in zip(W, grads)])
+                new.append(
+                    [
+                        Wk - h * gk + scale * rng.standard_normal(Wk.shape)
+                        for Wk, gk in zip(W, grads)
+                    ]
+                )
             Xn = np.stack([net.product(W) for W in new])
             if not np.all(np.isfinite(Xn)):
                 record.stop_reason = "diverged"
@@ -446,7 +538,9 @@ class OverparametrizedLangevin(_Sampler):
                 break
             weights, X = new, Xn
             if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback, weights[0])
+                self._record_point(
+                    record, X, loss, batched, o, depth, it, metrics, callback, weights[0]
+                )
         record.final_weights = [W.copy() for W in weights[0]]
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)

@@ -49,8 +49,16 @@ def check_lowrank_start(start: Any, chains: int) -> tuple[np.ndarray, np.ndarray
     u, s, vt = (np.asarray(a, dtype=float) for a in start)
     if s.ndim == 1:
         u, s, vt = (np.broadcast_to(a, (chains, *a.shape)).copy() for a in (u, s, vt))
-    if u.ndim != 3 or s.ndim != 2 or vt.ndim != 3 or u.shape[2] != s.shape[1] or vt.shape[1] != s.shape[1]:
-        raise ValueError("start: a low-rank point must be (u, s, vt) with shapes (m, r), (r,), (r, n)")
+    if (
+        u.ndim != 3
+        or s.ndim != 2
+        or vt.ndim != 3
+        or u.shape[2] != s.shape[1]
+        or vt.shape[1] != s.shape[1]
+    ):
+        raise ValueError(
+            "start: a low-rank point must be (u, s, vt) with shapes (m, r), (r,), (r, n)"
+        )
     if not (np.all(np.isfinite(u)) and np.all(np.isfinite(s)) and np.all(np.isfinite(vt))):
         raise ValueError("start must be finite")
     if np.any(s <= 0):
@@ -58,7 +66,9 @@ def check_lowrank_start(start: Any, chains: int) -> tuple[np.ndarray, np.ndarray
     return u, s, vt
 
 
-def _tangent_of_gradient(U: np.ndarray, Vt: np.ndarray, G: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tangent_of_gradient(
+    U: np.ndarray, Vt: np.ndarray, G: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``P_T G`` in ``(Up, M, Vp)`` coordinates; ``G`` a dense stack or a list of ambient matrices."""
     V = np.swapaxes(Vt, 1, 2)
     if isinstance(G, np.ndarray):
@@ -74,8 +84,14 @@ def _tangent_of_gradient(U: np.ndarray, Vt: np.ndarray, G: Any) -> tuple[np.ndar
 
 
 def lowrank_tangent_drift(
-    U: np.ndarray, s: np.ndarray, Vt: np.ndarray, G: Any, beta: float, depth: int,
-    widths: Sequence[int] | None, drift: str,
+    U: np.ndarray,
+    s: np.ndarray,
+    Vt: np.ndarray,
+    G: Any,
+    beta: float,
+    depth: int,
+    widths: Sequence[int] | None,
+    drift: str,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """The RLE drift on ``M_r`` in ``(Up, M, Vp)`` coordinates, with ``K_r`` and ``c``."""
     K = batched_kernel(s, s, depth)  # (C, r, r)
@@ -92,7 +108,9 @@ def lowrank_tangent_drift(
     return (dUp, dM, dVp), K, c
 
 
-def retract(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray):
+def retract(
+    U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
+):
     """Metric projection of ``X + xi`` onto ``M_r`` (batched; as :meth:`dlngeo.FixedRank.retraction`)."""
     C, _, r = U.shape
     Qu, Ru = np.linalg.qr(Up)
@@ -109,8 +127,17 @@ def retract(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.
 
 
 def lowrank_step(
-    rng: np.random.Generator, U: np.ndarray, s: np.ndarray, Vt: np.ndarray, G: Any, *, beta: float, step: float,
-    depth: int, widths: Sequence[int] | None, drift: str,
+    rng: np.random.Generator,
+    U: np.ndarray,
+    s: np.ndarray,
+    Vt: np.ndarray,
+    G: Any,
+    *,
+    beta: float,
+    step: float,
+    depth: int,
+    widths: Sequence[int] | None,
+    drift: str,
 ):
     """One Euler–Maruyama + retraction step of the RLE on ``M_r`` for every chain."""
     (dUp, dM, dVp), K, c = lowrank_tangent_drift(U, s, Vt, G, beta, depth, widths, drift)

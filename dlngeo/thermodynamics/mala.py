@@ -38,15 +38,34 @@ class RiemannianMALA(_Sampler):
 
     name = "riemannian_mala"
 
-    def _log_target(self, geo: Geometry, E: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, shape: tuple[int, int]) -> np.ndarray:
+    def _log_target(
+        self,
+        geo: Geometry,
+        E: np.ndarray,
+        beta: float,
+        depth: int,
+        widths: Sequence[int] | None,
+        shape: tuple[int, int],
+    ) -> np.ndarray:
         hidden = widths if widths is not None else [min(shape)] * (depth - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             S = entropy_from_singular_values(geo.s, depth, hidden)
             return -beta * E + S - 0.5 * geo.logdetK
 
-    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported as stop_reason = "diverged"
-    def sample(self, rng: Any, *, loss: Any, start: Any, depth: int, metrics: dict[str, Callable] | None = None,
-               callback: Callable | None = None, **options: Any) -> Record:
+    @np.errstate(
+        over="ignore", invalid="ignore"
+    )  # divergence is reported as stop_reason = "diverged"
+    def sample(
+        self,
+        rng: Any,
+        *,
+        loss: Any,
+        start: Any,
+        depth: int,
+        metrics: dict[str, Callable] | None = None,
+        callback: Callable | None = None,
+        **options: Any,
+    ) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record` (see :class:`RiemannianLangevin`)."""
         o = self._options(options)
         depth = _check_depth(depth)
@@ -59,7 +78,10 @@ class RiemannianMALA(_Sampler):
         beta, h, widths = o["beta"], o["step"], o["widths"]
         grad = lambda Y: _batch_call(batched, lambda Z: _to_dense_gradient(loss.gradient(Z)), Y)  # noqa: E731
         value = lambda Y: _batch_call(batched, loss.value, Y)  # noqa: E731
-        record = Record(method=self.name, info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed})
+        record = Record(
+            method=self.name,
+            info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed},
+        )
         t0 = _time.perf_counter()
         self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
         geo = Geometry(X, depth)
@@ -79,7 +101,10 @@ class RiemannianMALA(_Sampler):
             fwd = -0.5 * np.sum(geo.to_basis(xi) ** 2, axis=(1, 2)) - 0.5 * geo.logdetK
             back_res = geoY.to_basis(X - Ysafe) - h * bY
             with np.errstate(divide="ignore", invalid="ignore"):
-                bwd = -(beta / (4.0 * h)) * np.sum(back_res**2 / geoY.K, axis=(1, 2)) - 0.5 * geoY.logdetK
+                bwd = (
+                    -(beta / (4.0 * h)) * np.sum(back_res**2 / geoY.K, axis=(1, 2))
+                    - 0.5 * geoY.logdetK
+                )
                 log_ratio = logpiY - logpi + bwd - fwd
             log_ratio = np.where(ok & np.isfinite(log_ratio), log_ratio, -np.inf)
             accept = np.log(rng.uniform(size=C)) < log_ratio

@@ -35,7 +35,13 @@ from scipy.linalg import null_space
 from ..lowrank import is_lowrank_point
 from .entropy import log_stiefel_volume
 
-__all__ = ["orbit_frames", "orbit_weights", "orbit_jacobian", "log_orbit_volume_gram", "orbit_length_crofton"]
+__all__ = [
+    "orbit_frames",
+    "orbit_weights",
+    "orbit_jacobian",
+    "log_orbit_volume_gram",
+    "orbit_length_crofton",
+]
 
 
 def _thin(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,13 +58,19 @@ def _thin(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _dims(X: Any, depth: int, widths: Sequence[int] | None) -> tuple[list[int], int]:
     u, s, vt = _thin(X)
     r = len(s)
-    hidden = [min(u.shape[0], vt.shape[1])] * (depth - 1) if widths is None else [int(w) for w in widths]
+    hidden = (
+        [min(u.shape[0], vt.shape[1])] * (depth - 1) if widths is None else [int(w) for w in widths]
+    )
     if len(hidden) != depth - 1 or any(w < r for w in hidden):
-        raise ValueError(f"widths must be N - 1 = {depth - 1} hidden widths >= rank {r}, got {widths!r}")
+        raise ValueError(
+            f"widths must be N - 1 = {depth - 1} hidden widths >= rank {r}, got {widths!r}"
+        )
     return [vt.shape[1], *hidden, u.shape[0]], r
 
 
-def orbit_frames(X: Any, depth: int, widths: Sequence[int] | None, rng: np.random.Generator) -> list[np.ndarray]:
+def orbit_frames(
+    X: Any, depth: int, widths: Sequence[int] | None, rng: np.random.Generator
+) -> list[np.ndarray]:
     """``[Q_0 = V, Q_1, .., Q_{N-1}, Q_N = U]`` with Haar-random hidden frames (``d_k x r``)."""
     u, s, vt = _thin(X)
     dims, r = _dims(X, depth, widths)
@@ -113,7 +125,11 @@ def orbit_jacobian(s: np.ndarray, frames: list[np.ndarray], depth: int) -> np.nd
 
 
 def log_orbit_volume_gram(
-    X: Any, depth: int, *, widths: Sequence[int] | None = None, rng: np.random.Generator | int | None = None
+    X: Any,
+    depth: int,
+    *,
+    widths: Sequence[int] | None = None,
+    rng: np.random.Generator | int | None = None,
 ) -> float:
     r"""``log vol(O_X)`` from the Gram determinant of the orbit map at Haar-random frames.
 
@@ -153,9 +169,11 @@ def orbit_length_crofton(
     rng = np.random.default_rng(rng)
     dims, r = _dims(X, depth, widths)
     if depth != 2 or (r, dims[1]) not in {(2, 2), (1, 2)}:
-        raise ValueError("orbit_length_crofton needs a one-dimensional fibre: depth 2 and (rank, d_1) in {(2, 2), (1, 2)}")
+        raise ValueError(
+            "orbit_length_crofton needs a one-dimensional fibre: depth 2 and (rank, d_1) in {(2, 2), (1, 2)}"
+        )
     u, s, vt = _thin(X)
-    lam = s ** 0.5
+    lam = s**0.5
     V, U = vt.T, u
     # Components: Q(theta) = R(theta) E with E in {I, diag(1, -1)} (r = 2), or q(theta) = (cos, sin) (r = 1).
     if r == 2:
@@ -169,8 +187,10 @@ def orbit_length_crofton(
             C, Sm = E, np.array([[0.0, -1.0], [1.0, 0.0]]) @ E
         else:
             C, Sm = np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]])
+
         def weights(Q: np.ndarray) -> np.ndarray:
             return np.concatenate((((Q * lam) @ V.T).ravel(), ((U * lam) @ Q.T).ravel()))
+
         ellipses.append((weights(C), weights(Sm)))  # W is linear in Q: W(theta) = a cos + b sin
     D = ellipses[0][0].size
     mean_abs = np.exp(lgamma(D / 2.0) - lgamma((D + 1) / 2.0)) / sqrt(pi)  # E|u_1| on S^{D-1}

@@ -34,7 +34,12 @@ SCHEMES = ("matrix", "layer")
 class Geometry:
     """Batched SVD of ``X`` (``(C, m, n)``) and the kernel ``K`` on the padded grid."""
 
-    def __init__(self, X: np.ndarray, depth: int, svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        X: np.ndarray,
+        depth: int,
+        svd: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ):
         C, m, n = X.shape
         self.U, self.s, self.Vt = np.linalg.svd(X, full_matrices=True) if svd is None else svd
         r = self.s.shape[-1]
@@ -62,7 +67,9 @@ def _diag_embed(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def drift_basis(geo: Geometry, G: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, drift: str) -> np.ndarray:
+def drift_basis(
+    geo: Geometry, G: np.ndarray, beta: float, depth: int, widths: Sequence[int] | None, drift: str
+) -> np.ndarray:
     """The RLE drift in the singular basis ``U^T b V``."""
     out = -geo.K * geo.to_basis(G)
     if drift == "naive" or depth == 1:
@@ -74,8 +81,17 @@ def drift_basis(geo: Geometry, G: np.ndarray, beta: float, depth: int, widths: S
     return out + _diag_embed(diag / beta, (m, n))
 
 
-def layer_step(geo: Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray, h: float, beta: float,
-                depth: int, drift: str, singular_at_zero: bool = False) -> tuple[np.ndarray, tuple]:
+def layer_step(
+    geo: Geometry,
+    b: np.ndarray,
+    step_b: np.ndarray,
+    xi: np.ndarray,
+    h: float,
+    beta: float,
+    depth: int,
+    drift: str,
+    singular_at_zero: bool = False,
+) -> tuple[np.ndarray, tuple]:
     r"""One step with the singular values advanced in the layer coordinates ``lambda = s^{1/N}``.
 
     The Euler step ``diag(s) + step_b`` (singular basis) is split: its
@@ -148,7 +164,9 @@ def layer_step(geo: Geometry, b: np.ndarray, step_b: np.ndarray, xi: np.ndarray,
     return out, (U2, np.where(ok[:, None], s_new, 0.0), Vt2, ok)
 
 
-def carry_svd(geo: Geometry, X_new: np.ndarray, frames: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def carry_svd(
+    geo: Geometry, X_new: np.ndarray, frames: tuple
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The SVD of the new point from the layer step's frames (no new SVD, except for fallback chains).
 
     ``X_new = (U U2) diag(s_new) (Vt2 Vt)`` with signed ``s_new``: flip the
@@ -172,7 +190,15 @@ def carry_svd(geo: Geometry, X_new: np.ndarray, frames: tuple) -> tuple[np.ndarr
     return U, s_sorted, Vt
 
 
-def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, widths: Sequence[int] | None = None, drift: str = "full") -> np.ndarray:
+def rle_drift(
+    X: np.ndarray,
+    gradient: np.ndarray,
+    beta: float,
+    depth: int,
+    *,
+    widths: Sequence[int] | None = None,
+    drift: str = "full",
+) -> np.ndarray:
     r"""The RLE drift :math:`-A_X(E') + \beta^{-1}(\operatorname{grad}_{g_N} S + D(X))` at a dense ``X`` (or a stack)."""
     X = np.asarray(X, dtype=float)
     single = X.ndim == 2
@@ -182,5 +208,3 @@ def rle_drift(X: np.ndarray, gradient: np.ndarray, beta: float, depth: int, *, w
     geo = Geometry(Xb, _check_depth(depth))
     out = geo.from_basis(drift_basis(geo, Gb, check_beta(beta), depth, widths, drift))
     return out[0] if single else out
-
-

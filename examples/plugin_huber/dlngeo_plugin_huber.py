@@ -38,8 +38,18 @@ class HuberCompletion(dlngeo.Loss):
 
     name = "huber_completion"
 
-    def __init__(self, rows: Any, cols: Any, values: Any, shape: Any, delta: float = 1.0, normalization: str = "mean"):
-        self.rows, self.cols, self.values, self.shape = check_observations(rows, cols, values, shape)
+    def __init__(
+        self,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        shape: Any,
+        delta: float = 1.0,
+        normalization: str = "mean",
+    ):
+        self.rows, self.cols, self.values, self.shape = check_observations(
+            rows, cols, values, shape
+        )
         if not (isinstance(delta, (int, float)) and np.isfinite(delta) and delta > 0):
             raise ValueError(f"delta must be a positive number, got {delta!r}")
         if normalization not in ("mean", "sum"):
@@ -69,4 +79,8 @@ class HuberCompletion(dlngeo.Loss):
 
 @dlngeo.hookimpl
 def dlngeo_register_losses(register):
-    register("huber_completion", HuberCompletion, description="Huber loss on observed entries (robust completion)")
+    register(
+        "huber_completion",
+        HuberCompletion,
+        description="Huber loss on observed entries (robust completion)",
+    )
