@@ -50,7 +50,7 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- defaults
 #: The default comparison (``dlngeo compare`` without arguments): matrix
-#: completion in the setting of Arora, Cohen, Hu & Luo 2019 (MATH.md §5)
+#: completion in the setting of Arora, Cohen, Hu & Luo 2019 (docs/math.md §5)
 #: scaled down to run in well under a minute on two cores.
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
