@@ -653,3 +653,114 @@ def test_third_party_plugin_pip_installs(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     monkeypatch.syspath_prepend(str(target))
     _check_huber_through_entry_points()
+
+
+# ------------------------------------------------- CONTRIBUTING's contract, run
+def _contributing_blocks(language):
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    fence = f"```{language}\n"
+    return [part.split("```", 1)[0] for part in text.split(fence)[1:]]
+
+
+def _block(language, marker):
+    (found,) = [b for b in _contributing_blocks(language) if marker in b]
+    return found
+
+
+def test_contributing_loss_metric_and_config_examples_run(tmp_path, monkeypatch):
+    from dlngeo.experiment import build, load_config
+    from dlngeo.lowrank import SparsePlusLowRank
+
+    source = "\n".join(
+        [
+            _block("python", '"""Smoothed absolute error'),
+            _block("python", "class RidgeSmoothL1Completion"),
+            _block("python", "class Frobenius:"),
+        ]
+    )
+    (tmp_path / "dlngeo_plugin_smoothl1.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = plugins.load_plugin_module("dlngeo_plugin_smoothl1")
+    # The config of section 4 builds as it stands, and eps reaches the factory.
+    config = tomllib.loads(_block("toml", 'name = "smoothl1_completion"'))
+    plan = build(load_config([], base=config))
+    assert plan.task.loss.eps == 0.05 and len(plan.task.loss.rows) == 300
+    assert set(plan.task.data) == {"target", "rows", "cols"}
+    # The regularised loss: gradient and Hessian-vector product at a low-rank
+    # point are sparse plus low rank, and equal autograd's (rounding only:
+    # the same sums in another order, 1e-12 relative).
+    rng = np.random.default_rng(0)
+    m, n, lam, eps = 6, 5, 0.3, 1e-2
+    rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=15).sample(rng)
+    values = rng.standard_normal(15)
+    loss = module.RidgeSmoothL1Completion(rows, cols, values, (m, n), eps=eps, lam=lam)
+    reference = dlngeo.loss_from_autograd(
+        lambda X: (
+            anp.mean(anp.sqrt((X[rows, cols] - values) ** 2 + eps**2)) + 0.5 * lam * anp.sum(X**2)
+        )
+    )
+    u, _ = np.linalg.qr(rng.standard_normal((m, 2)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, 2)))
+    point = (u, np.array([2.0, 1.0]), v.T)
+    X = to_dense(point)
+    assert loss.value(point) == pytest.approx(reference.value(X), rel=1e-12)
+    G = loss.gradient(point)
+    assert isinstance(G, SparsePlusLowRank)
+    assert np.allclose(to_dense(G), reference.gradient(X), rtol=1e-12, atol=1e-14)
+    xi = dlngeo.FixedRank(m, n, 2).random_tangent_vector(point)
+    Z = dlngeo.FixedRank(m, n, 2).embedding(point, xi)
+    H = loss.hessian_vector_product(point, Z)
+    assert isinstance(H, SparsePlusLowRank)
+    assert np.allclose(
+        to_dense(H), reference.hessian_vector_product(X, to_dense(Z)), rtol=1e-11, atol=1e-13
+    )
+    frobenius = dlngeo.create_metric("frobenius", relative=True)
+    state = plan.task.state(plan.task.X0)
+    assert frobenius(state) == pytest.approx(
+        np.linalg.norm(plan.task.X0) / np.linalg.norm(to_dense(plan.task.data["target"])),
+        rel=1e-12,
+    )
+
+
+def test_contributing_solver_example_runs_and_its_typo_message_is_what_it_shows(
+    tmp_path, monkeypatch, capsys
+):
+    from dlngeo.experiment import compare
+
+    (tmp_path / "dlngeo_plugin_svp.py").write_text(_block("python", "class SVP(Method)"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.load_plugin_module("dlngeo_plugin_svp")
+    config = {
+        "seed": 0,
+        "problem": {"shape": [12, 10]},
+        "target": {"sampler": "low_rank_target", "rank": 2},
+        "observations": {"sampler": "uniform_mask", "size": 80},
+        "loss": {"name": "matrix_completion", "normalization": "sum"},
+        "network": {"depth": 2},
+        "stopping": {"max_iterations": 40},
+        **tomllib.loads(_block("toml", "[methods.svp]")),
+        "gap": [["overparametrized_gd", "svp"]],
+    }
+    config["methods"]["overparametrized_gd"] = {"step": 0.1}
+    config["methods"]["svp_long"]["stopping"]["max_iterations"] = 60  # per method, over [stopping]
+    result = compare(config)
+    for label, step, steps in (("svp", 0.5, 40), ("svp_long", 0.1, 60)):
+        record = result.records[label]
+        assert record.stop_reason == "max_iterations" and record.n_iterations == steps, label
+        assert np.allclose(record.times, step * np.arange(steps + 1), rtol=1e-15, atol=0)
+        assert record.metrics["loss"][-1] < record.metrics["loss"][0]
+        assert result.flow_time[label]
+    assert result.trajectory_gap[0]["intrinsic"] == "svp"
+    shown = [line for line in _contributing_blocks("") if "methods.svp.stepp" in line]
+    (block,) = shown
+    cli_line, api_line = block.strip().splitlines()
+    (tmp_path / "svp.toml").write_text(
+        'plugins = ["dlngeo_plugin_svp"]\n[methods.svp]\nstepp = 2\n'
+        '[problem]\nshape = [4, 4]\n[loss]\nname = "regression"\n[target]\n'
+        'sampler = "low_rank_target"\nrank = 1\n[network]\ndepth = 2\n'
+    )
+    assert main(["run", str(tmp_path / "svp.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == cli_line
+    with pytest.raises(ValueError) as info:
+        dlngeo.create_solver("svp", stepp=2)
+    assert f"ValueError: {info.value}" == api_line
