@@ -1,6 +1,6 @@
 """Time to training loss 1e-6 on deep matrix completion, every method, one run, as ratios.
 
-The setting of Arora, Cohen, Hu & Luo (2019) (MATH.md §5): a 100 x 100
+The setting of Arora, Cohen, Hu & Luo (2019) (docs/math.md §5): a 100 x 100
 rank-5 target with unit RMS entry, 2000 entries observed uniformly, the mean
 squared error on them, a depth-3 network of square 100-wide layers, Gaussian
 init of scale 1e-3 (std ``init_scale^(1/N) / sqrt(n)``). Every dlngeo method

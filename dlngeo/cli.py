@@ -76,12 +76,22 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    rows = [{k: v or "-" for k, v in r.items()} for r in rows]  # "-": unknown version
+    import textwrap
+
+    from .options import Option, format_option
+
     columns = ("kind", "name", "plugin", "version", "description")
-    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns[:-1]}
+    cells = [{c: r[c] or "-" for c in columns} for r in rows]  # "-": unknown version
+    widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns[:-1]}
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
-    for r in rows:
-        print("  ".join(r[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for r, cell in zip(rows, cells):
+        print("  ".join(cell[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+        # The factory's options, read from its signature (dlngeo.options.factory_options).
+        shown = [format_option(Option(**o)).replace(" ", "\0") for o in r["options"]] or ["none"]
+        text = textwrap.fill(
+            ", ".join(shown), 100, initial_indent="    options: ", subsequent_indent=" " * 13
+        )
+        print(text.replace("\0", " "))
     return 0
 
 
@@ -182,17 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="dlngeo", description="Deep linear networks as geometry.")
     parser.add_argument("--version", action="version", version=f"dlngeo {__version__}")
+    plugin_help = "import MODULE as a dlngeo plugin for this run (repeatable)"
     parser.add_argument(
-        "-p",
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE as a dlngeo plugin for this run (repeatable)",
+        "-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help, configure, _) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help, description=help))
+        subparser = sub.add_parser(name, help=help, description=help)
+        configure(subparser)
+        # -p also after the subcommand (`dlngeo compare -p mod`); a dest of its own,
+        # since a subparser's defaults would overwrite the global option's list.
+        subparser.add_argument(
+            "-p",
+            "--plugin",
+            dest="command_plugins",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help=plugin_help,
+        )
     return parser
 
 
@@ -213,11 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if not args.command:
                 raise _BadInput(f"a command is required (one of: {', '.join(COMMANDS)})")
-            if args.plugin and os.getcwd() not in sys.path and "" not in sys.path:
+            modules = args.plugin + getattr(args, "command_plugins", [])
+            if modules and os.getcwd() not in sys.path and "" not in sys.path:
                 sys.path.insert(
                     0, os.getcwd()
                 )  # as `python -m` does: `-p mymodule` finds ./mymodule.py
-            for module in args.plugin:
+            for module in modules:
                 load_plugin_module(module)
             return COMMANDS[args.command][2](args)
         except _BadInput as exc:

@@ -50,7 +50,7 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- defaults
 #: The default comparison (``dlngeo compare`` without arguments): matrix
-#: completion in the setting of Arora, Cohen, Hu & Luo 2019 (MATH.md §5)
+#: completion in the setting of Arora, Cohen, Hu & Luo 2019 (docs/math.md §5)
 #: scaled down to run in well under a minute on two cores.
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
@@ -172,12 +172,34 @@ def load_config(
             raise ConfigError(str(path), "is a directory, not a config file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 (tomllib decodes the bytes)
+            raise ConfigError(
+                str(path),
+                f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            ) from None
         if "methods" in layer and isinstance(layer["methods"], dict):
             config.pop("methods", None)
         config = merge_config(config, layer)
     for text in overrides:
-        config = merge_config(config, parse_override(text))
+        layer = parse_override(text)
+        _check_not_empty_table(config, layer, text)
+        config = merge_config(config, layer)
     return config
+
+
+def _check_not_empty_table(config: dict[str, Any], layer: dict[str, Any], text: str) -> None:
+    """``--set key={}`` on a table: merged table by table it would change nothing; refuse it."""
+    node: Any = config
+    while isinstance(layer, dict) and len(layer) == 1:
+        key, layer = next(iter(layer.items()))
+        existing = node.get(key) if isinstance(node, dict) else None
+        if layer == {} and isinstance(existing, dict):
+            raise ConfigError(
+                "--set",
+                f"{text.strip()} sets an empty table, which changes nothing; set keys inside "
+                "it (key.<name>=...), or replace the table in a config file",
+            )
+        node = existing
 
 
 # --------------------------------------------------------------------------- validation

@@ -44,6 +44,7 @@ from .config import (
 from .dynamics.base import Stopping, Task
 from .lowrank import entries, to_dense
 from .network import DeepLinearNetwork
+from .options import OptionError
 
 __all__ = [
     "ConfigError",
@@ -87,6 +88,8 @@ def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> Any:
     table = key.rsplit(".", 1)[0] if key.endswith((".name", ".sampler", ".solver")) else key
     try:
         return plugins.create(kind, name, **options)
+    except OptionError as exc:  # an unknown or missing option: at that option's key
+        raise ConfigError(f"{table}.{exc.option}", exc.detail) from None
     except (TypeError, ValueError) as exc:
         text = " ".join(str(exc).split())
         match = _UNKNOWN_OPTION.search(text)

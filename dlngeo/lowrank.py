@@ -2,14 +2,18 @@
 
 A point of the rank-r manifold is a triple ``(u, s, vt)`` with
 ``X = u @ diag(s) @ vt`` (pymanopt's layout). An ambient direction may be a
-dense array, a scipy.sparse matrix (the gradient of matrix completion), or a
+dense array, a scipy.sparse matrix (the gradient of matrix completion), a
 :class:`Factored` matrix ``left @ right.T`` (a tangent vector of the rank-r
-manifold in ambient form). The helpers here apply any of them to a block of
-vectors and evaluate them at index pairs without forming ``m x n``.
+manifold in ambient form), or a :class:`SparsePlusLowRank` matrix
+``sparse + left @ right.T`` (the gradient of a regularised completion loss,
+e.g. ``P_Omega(X - M) + lam X`` at a low-rank ``X``). The helpers here apply
+any of them to a block of vectors and evaluate them at index pairs without
+forming ``m x n``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Union
 
 import numpy as np
@@ -17,6 +21,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "Factored",
+    "SparsePlusLowRank",
     "is_lowrank_point",
     "to_dense",
     "ambient_matmul",
@@ -41,7 +46,73 @@ class Factored(NamedTuple):
         return self.left @ self.right.T
 
 
-Ambient = Union[np.ndarray, sp.spmatrix, sp.sparray, Factored]  # noqa: UP007 (runtime alias)
+@dataclass(frozen=True, eq=False)
+class SparsePlusLowRank:
+    r"""The ``m x n`` matrix ``sparse + left @ right.T``, never formed.
+
+    The ambient gradient of a loss that is sparse plus a low-rank term, e.g.
+    matrix completion with a Frobenius penalty,
+    :math:`E'(X) = \tfrac{2}{|\Omega|} P_\Omega(X - M) + \lambda X` at
+    ``X = u diag(s) vt``: ``SparsePlusLowRank.of(P, (u, s, vt), lam)``. The
+    manifolds' projections and the g_N kernel take it like any ambient matrix
+    and never form it: at a rank-r point that costs ``O(nnz r + (m + n) q r)``.
+    Code that needs the dense matrix (the factor gradients of a dense network,
+    the dense Langevin samplers) gets it from ``numpy.asarray``.
+
+    Args:
+        sparse: ``m x n`` scipy.sparse matrix (or array).
+        left: ``m x q`` array.
+        right: ``n x q`` array.
+    """
+
+    sparse: Any
+    left: np.ndarray
+    right: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not sp.issparse(self.sparse):
+            raise ValueError(
+                f"sparse must be a scipy.sparse matrix, got {type(self.sparse).__name__}"
+            )
+        left = np.asarray(self.left, dtype=float)
+        right = np.asarray(self.right, dtype=float)
+        if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[1]:
+            raise ValueError(
+                f"left and right must be m x q and n x q arrays, got shapes {left.shape} and {right.shape}"
+            )
+        if (left.shape[0], right.shape[0]) != tuple(self.sparse.shape):
+            raise ValueError(
+                f"left @ right.T has shape {(left.shape[0], right.shape[0])}, sparse has shape {self.sparse.shape}"
+            )
+        object.__setattr__(self, "sparse", self.sparse.tocsr())
+        object.__setattr__(self, "left", left)
+        object.__setattr__(self, "right", right)
+
+    @classmethod
+    def of(cls, sparse: Any, lowrank: Any, scale: float = 1.0) -> SparsePlusLowRank:
+        """``sparse + scale * lowrank`` for a :class:`Factored` or a ``(u, s, vt)`` ``lowrank``."""
+        if isinstance(lowrank, Factored):
+            return cls(sparse, scale * lowrank.left, lowrank.right)
+        if is_lowrank_point(lowrank):
+            u, s, vt = lowrank
+            return cls(sparse, scale * np.asarray(u) * np.asarray(s), np.asarray(vt).T)
+        raise ValueError(
+            f"lowrank must be a Factored matrix or a (u, s, vt) point, got {type(lowrank).__name__}"
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.left.shape[0], self.right.shape[0])
+
+    def to_dense(self) -> np.ndarray:
+        return self.sparse.toarray() + self.left @ self.right.T
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        dense = self.to_dense()
+        return dense if dtype is None else dense.astype(dtype)
+
+
+Ambient = Union[np.ndarray, sp.spmatrix, sp.sparray, Factored, SparsePlusLowRank]  # noqa: UP007 (runtime alias)
 
 
 def is_lowrank_point(X: Any) -> bool:
@@ -61,7 +132,7 @@ def to_dense(X: Any) -> np.ndarray:
     if is_lowrank_point(X):
         u, s, vt = X
         return (np.asarray(u) * np.asarray(s)) @ np.asarray(vt)
-    if isinstance(X, Factored):
+    if isinstance(X, (Factored, SparsePlusLowRank)):
         return X.to_dense()
     if sp.issparse(X):
         return X.toarray()
@@ -69,7 +140,9 @@ def to_dense(X: Any) -> np.ndarray:
 
 
 def ambient_matmul(Z: Any, B: np.ndarray) -> np.ndarray:
-    """``Z @ B`` for dense, sparse, factored ``Z`` or a ``(u, s, vt)`` point."""
+    """``Z @ B`` for dense, sparse, factored, sparse-plus-low-rank ``Z`` or a ``(u, s, vt)`` point."""
+    if isinstance(Z, SparsePlusLowRank):
+        return np.asarray(Z.sparse @ B) + Z.left @ (Z.right.T @ B)
     if isinstance(Z, Factored):
         return Z.left @ (Z.right.T @ B)
     if is_lowrank_point(Z):
@@ -81,7 +154,9 @@ def ambient_matmul(Z: Any, B: np.ndarray) -> np.ndarray:
 
 
 def ambient_rmatmul(Z: Any, A: np.ndarray) -> np.ndarray:
-    """``Z.T @ A`` for dense, sparse, factored ``Z`` or a ``(u, s, vt)`` point."""
+    """``Z.T @ A`` for dense, sparse, factored, sparse-plus-low-rank ``Z`` or a ``(u, s, vt)`` point."""
+    if isinstance(Z, SparsePlusLowRank):
+        return np.asarray(Z.sparse.T @ A) + Z.right @ (Z.left.T @ A)
     if isinstance(Z, Factored):
         return Z.right @ (Z.left.T @ A)
     if is_lowrank_point(Z):
@@ -99,6 +174,8 @@ def entries(Z: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", u[rows] * s, vt.T[cols])
     if isinstance(Z, Factored):
         return np.einsum("ij,ij->i", Z.left[rows], Z.right[cols])
+    if isinstance(Z, SparsePlusLowRank):
+        return entries(Z.sparse, rows, cols) + np.einsum("ij,ij->i", Z.left[rows], Z.right[cols])
     if sp.issparse(Z):
         return np.asarray(Z.tocsr()[rows, cols]).ravel()
     return np.asarray(Z)[rows, cols]

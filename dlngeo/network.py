@@ -12,7 +12,7 @@ For a loss :math:`L(W) = E(\phi(W))` (Arora, Cohen & Hazan 2018; Saxe et al. 201
 and under gradient flow the imbalances
 :math:`G_k = W_{k+1}^\top W_{k+1} - W_k W_k^\top` are conserved (Arora, Cohen &
 Hazan 2018; Du, Hu & Lee 2018). The balanced factorization
-:math:`W_k = Q_k \Sigma^{1/N} Q_{k-1}^\top` (MATH.md §2) has :math:`G_k = 0`.
+:math:`W_k = Q_k \Sigma^{1/N} Q_{k-1}^\top` (docs/math.md §2) has :math:`G_k = 0`.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class DeepLinearNetwork:
 
         ``Q_0 = V``, ``Q_N = U`` from the thin SVD of ``X``; the hidden ``Q_k``
         are Haar-random ``d_k x r`` Stiefel matrices drawn from ``rng``. Then
-        ``phi(W) = X`` and every ``G_k = 0`` (MATH.md §2).
+        ``phi(W) = X`` and every ``G_k = 0`` (docs/math.md §2).
 
         Args:
             X: The ``(d_N, d_0)`` end-to-end matrix (dense or ``(u, s, vt)``), finite.

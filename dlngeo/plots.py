@@ -8,7 +8,7 @@ Four PNGs, each readable on its own:
 * ``singular_values.png``: the leading singular values (rank + 3, at most
   10) of the end-to-end matrix against flow time, one panel per flow method: the stage-by-stage
   "incremental learning" staircase from small initialization (Saxe et al.
-  2014; Arora, Cohen, Hu & Luo 2019; MATH.md §3-§5).
+  2014; Arora, Cohen, Hu & Luo 2019; docs/math.md §3-§5).
 * ``trajectory_gap.png``: :math:`\\|\\phi(W(t)) - X(t)\\|_F / \\|X(t)\\|_F` between the
   overparametrized and the intrinsic trajectories against flow time (log y).
 * ``effective_rank.png``: the effective rank (Roy & Vetterli 2007) against

@@ -26,7 +26,6 @@ both) when it is looked up; an unknown name lists the close matches.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata as metadata
 import os
@@ -40,6 +39,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .options import check_options, did_you_mean, factory_options
 
 __all__ = [
     "KINDS",
@@ -332,10 +332,10 @@ def lookup(kind: str, name: str) -> Entry:
     _check_kind(kind)
     entries = _get_registry()[kind]
     if not isinstance(name, str) or name not in entries:
-        close = difflib.get_close_matches(str(name), list(entries), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(entries)) or "none"
-        raise ValueError(f"unknown {kind} {name!r}{hint} (available: {known})")
+        raise ValueError(
+            f"unknown {kind} {name!r}{did_you_mean(name, entries)} (available: {known})"
+        )
     found = entries[name]
     if len(found) > 1:
         raise PluginError(_conflict_message(kind, name, found))
@@ -343,8 +343,11 @@ def lookup(kind: str, name: str) -> Entry:
 
 
 def create(kind: str, name: str, **options: Any) -> Any:
-    """Build the ``kind`` registered as ``name`` with ``factory(**options)``."""
-    return lookup(kind, name).factory(**options)
+    """``factory(**options)`` of ``name``; unknown or missing options first raise
+    :class:`~dlngeo.options.OptionError` (one line: close matches, valid options)."""
+    entry = lookup(kind, name)
+    check_options(kind, name, entry.factory, options)
+    return entry.factory(**options)
 
 
 def create_loss(name: str, **options: Any) -> Any:
@@ -380,8 +383,10 @@ def available(kind: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def plugin_rows() -> list[dict[str, str]]:
-    """One row per registered name: ``kind``, ``name``, ``plugin``, ``version``, ``description``.
+def plugin_rows() -> list[dict[str, Any]]:
+    """One row per name: ``kind``, ``name``, ``plugin``, ``version``, ``description``, ``options``.
+
+    ``options``: :func:`dlngeo.options.factory_options` of the factory, as dicts.
 
     Rows are sorted by kind (loss, metric, sampler, solver) then name. A name
     registered by two plugins gives two rows whose description starts with
@@ -401,6 +406,7 @@ def plugin_rows() -> list[dict[str, str]]:
                         "plugin": e.plugin,
                         "version": e.version,
                         "description": note + e.description,
+                        "options": [o.to_dict() for o in factory_options(e.factory)],
                     }
                 )
     return rows

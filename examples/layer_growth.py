@@ -2,7 +2,7 @@ r"""Layer growth and phases of learning: what a deep linear network conserves, a
 
 Seed claim (Basu, Mukherjee & Vasudevan 2019): the layers of a linear net
 grow at approximately the same rate, learning shows distinct phases, and
-a ReLU net breaks the growth symmetry. The exact statements (MATH-NOTES
+a ReLU net breaks the growth symmetry. The exact statements (docs/math.md
 §2.1–2.2, §9; Arora, Cohen & Hazan 2018; Du, Hu & Lee 2018):
 
 * Linear network, gradient flow: every

@@ -4,7 +4,7 @@ Whitened regression :math:`E(X) = \tfrac12\|X - Y\|_F^2` with a target
 :math:`Y = \sum_\alpha s_\alpha u_\alpha v_\alpha^\top` of distinct singular
 values, from a balanced start aligned with :math:`Y`:
 :math:`X(0) = a_0 \sum_\alpha u_\alpha v_\alpha^\top`. The modes
-:math:`a_\alpha(t) = u_\alpha^\top X(t) v_\alpha` decouple (MATH.md §4):
+:math:`a_\alpha(t) = u_\alpha^\top X(t) v_\alpha` decouple (docs/math.md §4):
 
 .. math:: \dot a = N a^{2 - 2/N} (s - a),
 
@@ -22,7 +22,7 @@ strengths off :math:`X(t)` in the target's singular basis:
   a small step ``eta`` (time ``t = eta k``), whose error is ``O(eta)``.
 
 Both are compared with the exact mode solution, not with Saxe et al.'s
-large-depth limit formula, which overestimates finite-depth times (MATH.md §4).
+large-depth limit formula, which overestimates finite-depth times (docs/math.md §4).
 
 Run::
 

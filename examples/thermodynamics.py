@@ -216,7 +216,7 @@ def entropy_vs_depth(path: Path) -> None:
         label=r"$N\to\infty$: $\frac{1}{2}\sum_{i<j}\log$ logmean$(\sigma_i^2, \sigma_j^2)$",
     )
     axes[1].set_xlabel("depth N")
-    axes[1].set_title(r"$K_{ij}/N \to$ logarithmic mean (MATH-NOTES 3.5)")
+    axes[1].set_title(r"$K_{ij}/N \to$ logarithmic mean (docs/math.md §3.5)")
     axes[1].legend(fontsize=8)
     fig.suptitle(
         "Entropy of the balanced fibre against depth (the group-volume constant grows linearly and is removed)",

@@ -17,7 +17,7 @@ Normalisations (exactly):
   ``normalization="mean"`` (default) :math:`E = \frac{1}{|\Omega|}\sum r_i^2`,
   the mean squared error of Arora, Cohen, Hu & Luo (2019)'s code (no ½; their
   train threshold 1e-6 applies as is); ``"sum"``:
-  :math:`E = \frac12\sum r_i^2` (MATH.md §5).
+  :math:`E = \frac12\sum r_i^2` (docs/math.md §5).
 """
 
 from __future__ import annotations

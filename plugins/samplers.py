@@ -10,7 +10,7 @@ Initializations (``kind = "initialization"``),
 * ``gaussian``: i.i.d. :math:`N(0, \mathrm{std}^2)`, std ``init_scale^(1/N) / sqrt(width)``
   (Arora, Cohen, Hu & Luo 2019; ``width`` defaults to each layer's input width,
   their ``n`` for square layers), so :math:`\|X(0)\|_F \approx` ``init_scale * sqrt(m)``.
-* ``balanced``: a balanced factorization (MATH.md §2) of a given ``X`` or of a
+* ``balanced``: a balanced factorization (docs/math.md §2) of a given ``X`` or of a
   random rank-``r`` ``X`` with :math:`\|X\|_F` = ``init_scale * sqrt(m)``.
 * ``orthogonal``: Haar partial isometries times ``(init_scale sqrt(d_0))^(1/N)``
   (as in Arora et al. 2019's code; balanced for square layers).
@@ -22,7 +22,7 @@ Initializations (``kind = "initialization"``),
 
 Data (``kind = "data"``), ``sample(rng)``:
 
-* ``low_rank_target``: MATH.md §5: ``U, V ~ N(0, 1)``, ``M = U V^T / sqrt(r)``
+* ``low_rank_target``: docs/math.md §5: ``U, V ~ N(0, 1)``, ``M = U V^T / sqrt(r)``
   rescaled to :math:`\|M\|_F = \sqrt{mn}` (unit RMS entry); dense, or ``(u, s, vt)``
   with ``factored=True`` (for sizes where ``m x n`` does not fit).
 * ``uniform_mask``: ``(rows, cols)`` of ``size`` distinct entries, uniform
@@ -256,7 +256,7 @@ class Spectral(Sampler):
 
 # ---------------------------------------------------------------------- data
 class LowRankTarget(Sampler):
-    """Rank-``rank`` target ``U V^T / sqrt(r)`` rescaled to unit RMS entry (Arora et al. 2019, MATH.md §5)."""
+    """Rank-``rank`` target ``U V^T / sqrt(r)`` rescaled to unit RMS entry (Arora et al. 2019, docs/math.md §5)."""
 
     kind = "data"
     name = "low_rank_target"

@@ -217,3 +217,52 @@ def test_examples_default_toml_is_the_default_comparison():
     from dlngeo.experiment import DEFAULT_CONFIG
 
     assert load_config([EXAMPLES / "default.toml"], base={}) == DEFAULT_CONFIG
+
+
+@pytest.mark.parametrize(
+    "args, key, meant",
+    [
+        (
+            ["--set", "methods.overparametrized_gd.stepp=0.5"],
+            "methods.overparametrized_gd.stepp",
+            "step",
+        ),
+        (["--set", 'loss.normalisation="sum"'], "loss.normalisation", "normalization"),
+        (["--set", "init.init_scal=0.1"], "init.init_scal", "init_scale"),
+        (["--set", "target.rnk=2"], "target.rnk", "rank"),
+        (["--set", "metrics={singular_values={kk=2}}"], "metrics.singular_values.kk", "k"),
+    ],
+)
+def test_option_typos_of_every_kind_get_did_you_mean_at_their_key(
+    tmp_path, capsys, args, key, meant
+):
+    out = tmp_path / "never"
+    assert main(["compare", "--quick", "--no-progress", "--out", str(out), *args]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"dlngeo: error: {key}: unknown option of "), line
+    assert (
+        f"did you mean {meant!r}?" in line
+        and "(options: " in line
+        and meant in line.split("(options: ")[1]
+    )
+    assert not out.exists()
+
+
+def test_a_config_that_is_not_utf8_is_named_in_one_line(tmp_path, capsys):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("# café\n[network]\ndepth = 2\n".encode("latin-1"))
+    assert main(["run", str(config), "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"dlngeo: error: {config}: is not UTF-8 text"), line
+
+
+@pytest.mark.parametrize("table", ["methods", "loss", "network", "stopping"])
+def test_set_with_an_empty_table_is_an_error_not_ignored(tmp_path, capsys, table):
+    out = tmp_path / "never"
+    assert (
+        main(["compare", "--quick", "--no-progress", "--out", str(out), "--set", f"{table}={{}}"])
+        == 2
+    )
+    line = _error_line(capsys)
+    assert line.startswith(f"dlngeo: error: --set: {table}={{}} sets an empty table"), line
+    assert not out.exists()

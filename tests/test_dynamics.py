@@ -1,4 +1,4 @@
-"""The flows and descents of dlngeo.dynamics against each other and against the theory (MATH.md §2-3)."""
+"""The flows and descents of dlngeo.dynamics against each other and against the theory (docs/math.md §2-3)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_riemannian_gd_is_euler_of_intrinsic_flow(flows):
 
 
 def test_gd_conserves_imbalance_to_second_order():
-    """G_k drifts by O(η²) per step (MATH.md §2): over a fixed time, O(η)."""
+    """G_k drifts by O(η²) per step (docs/math.md §2): over a fixed time, O(η)."""
     task = make_task(*FULL, balanced=False, scale=0.5, seed=4)
     net = task.network
     G0 = net.imbalance(task.weights0)

@@ -1,4 +1,4 @@
-"""Entropy of the balanced fibre and free energy (MATH.md §6, MATH-NOTES §5.1-5.2)."""
+"""Entropy of the balanced fibre and free energy (docs/math.md §6, §6.1-6.2)."""
 
 from math import gamma, pi, sqrt
 
@@ -25,7 +25,7 @@ def _rank_r_point(rng, m, n, r, low=0.4, high=2.5):
 
 # ----------------------------------------------------------------- constants
 def test_orthogonal_group_volume_literature_values():
-    # c_2 = 4 sqrt2 pi (two circles of radius sqrt2); c_3 = 32 sqrt2 pi^2 (= 446.647309 in MATH-NOTES).
+    # c_2 = 4 sqrt2 pi (two circles of radius sqrt2); c_3 = 32 sqrt2 pi^2 (= 446.647309 in docs/math.md §6.1).
     assert np.exp(log_orthogonal_group_volume(2)) == pytest.approx(4 * sqrt(2) * pi, rel=1e-14)
     assert np.exp(log_orthogonal_group_volume(3)) == pytest.approx(32 * sqrt(2) * pi**2, rel=1e-14)
     assert np.exp(log_orthogonal_group_volume(3)) == pytest.approx(446.647309, rel=1e-8)

@@ -198,7 +198,7 @@ def test_same_start_and_exact_gap_alignment_and_records():
 
 def test_balanced_start_gd_tracks_the_flow_with_gap_of_order_step():
     """From a balanced start the intrinsic flow is the end-to-end curve of the factor flow
-    (MATH.md §3), so factor GD with step eta is O(eta) away from it: halving eta halves the gap."""
+    (docs/math.md §3), so factor GD with step eta is O(eta) away from it: halving eta halves the gap."""
 
     def run(step: float) -> float:
         config = tiny(

@@ -1,4 +1,4 @@
-"""The factor gradient flow and the intrinsic flow agree (MATH.md §2–3; Arora, Cohen & Hazan 2018).
+"""The factor gradient flow and the intrinsic flow agree (docs/math.md §2–3; Arora, Cohen & Hazan 2018).
 
 From a balanced start W(0) with phi(W(0)) = X(0), integrating
 

@@ -1,4 +1,4 @@
-"""The g_N kernel: A_{N,X} against its defining sum of fractional matrix powers (MATH.md §3)."""
+"""The g_N kernel: A_{N,X} against its defining sum of fractional matrix powers (docs/math.md §3)."""
 
 import numpy as np
 import pytest
@@ -192,7 +192,7 @@ def test_tangent_coordinates_agree_with_the_dense_operator(depth):
     g = tangent_inner_product(s, xi, eta, depth)
     assert abs(g - np.sum(xi_dense * metric_operator(X, eta_dense, depth, -1))) <= 1e-13 * abs(g)
     assert abs(g - tangent_inner_product(s, eta, xi, depth)) <= 1e-13 * abs(g)
-    # g_N(grad, xi) = <G, xi>: the defining property of the Riemannian gradient (MATH.md §3).
+    # g_N(grad, xi) = <G, xi>: the defining property of the Riemannian gradient (docs/math.md §3).
     assert abs(
         tangent_inner_product(s, (Up, M, Vp), eta, depth) - np.sum(G * eta_dense)
     ) <= 1e-13 * np.linalg.norm(G) * np.linalg.norm(eta_dense)

@@ -1,4 +1,4 @@
-"""Riemannian Langevin samplers (MATH.md §6, MATH-NOTES §5.3): drift, stationary law, beta -> inf, records."""
+"""Riemannian Langevin samplers (docs/math.md §6, §6.3): drift, stationary law, beta -> inf, records."""
 
 import numpy as np
 import pytest
@@ -607,7 +607,7 @@ def _two_by_two_draw(rng, a, g, k1, k2, w, C):
 
 
 def test_quadrature_of_the_two_by_two_law_reproduces_the_reference_numbers():
-    # MATH-NOTES check_10 (2 x 2, N = 2, beta = 6): E[X11 | det > 0] = 1.3934, P(det < 0) = 0.107
+    # docs/math.md §6.3 (2 x 2, N = 2, beta = 6): E[X11 | det > 0] = 1.3934, P(det < 0) = 0.107
     m = _two_by_two_moments(*_two_by_two_law(6.0, 2, n=800))
     assert m["X11|det>0"] == pytest.approx(1.3934, abs=5e-4)
     assert m["P(det<0)"] == pytest.approx(0.107, abs=1e-3)

@@ -2,6 +2,8 @@
 the CLI table, and the third-party example plugin through the real entry-point path."""
 
 import importlib.metadata as metadata
+import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -337,7 +339,8 @@ def test_cli_loads_a_module_with_p_and_rejects_bad_input(tmp_path, monkeypatch, 
     assert main(["-p", extra, "plugins", "--kind", "loss"]) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:3] == ["loss", "cli_toy", extra] for line in out.splitlines())
-    assert all(line.split()[0] in ("KIND", "loss") for line in out.splitlines())
+    rows = [line for line in out.splitlines() if not line.startswith(" ")]  # not option lines
+    assert all(line.split()[0] in ("KIND", "loss") for line in rows)
     for argv, message in (
         (
             ["-p", "dlngeo_testplug_nope", "plugins"],
@@ -368,6 +371,174 @@ def test_cli_runs_as_a_program():
         timeout=60,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------- options of factories
+# One misspelt option per kind, through the Python API: (kind, name, options, misspelt, meant).
+_OPTION_TYPOS = [
+    ("loss", "regression", {"targt": np.eye(2)}, "targt", "target"),
+    ("metric", "singular_values", {"kk": 2}, "kk", "k"),
+    ("sampler", "gaussian", {"init_scal": 1.0}, "init_scal", "init_scale"),
+    ("solver", "overparametrized_gd", {"stepp": 0.1}, "stepp", "step"),
+]
+
+
+@pytest.mark.parametrize("kind, name, options, typo, meant", _OPTION_TYPOS)
+def test_option_typos_get_did_you_mean_and_the_valid_options(kind, name, options, typo, meant):
+    with pytest.raises(ValueError) as info:
+        plugins.create(kind, name, **options)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"unknown option {typo!r} of {kind} {name!r}; did you mean {meant!r}?"
+    )
+    listed = message.split("(options: ", 1)[1].rstrip(")").split(", ")
+    assert meant in listed and typo not in listed
+
+
+def test_loss_option_errors_are_value_errors_not_raw_type_errors():
+    with pytest.raises(ValueError, match=r"did you mean 'normalization'\?"):
+        dlngeo.create_loss(
+            "matrix_completion", rows=[0], cols=[0], values=[1.0], shape=(2, 2), normalisation="sum"
+        )
+    with pytest.raises(ValueError, match=r"^option 'rows' is required by loss 'matrix_completion'"):
+        dlngeo.create_loss("matrix_completion")
+
+
+def _signature_defaults(cls):
+    params = inspect.signature(cls).parameters.values()
+    return {p.name: (None if p.default is p.empty else p.default) for p in params}
+
+
+def test_plugin_rows_list_each_factorys_options_from_its_signature():
+    from dlngeo_plugins.losses import MatrixCompletion
+    from dlngeo_plugins.solvers import SOLVERS
+
+    from dlngeo.dynamics.overparametrized import OverparametrizedGD
+
+    rows = {(r["kind"], r["name"]): r for r in plugins.plugin_rows()}
+    for row in rows.values():
+        for option in row["options"]:
+            assert set(option) == {"name", "type", "default", "required", "default_text"}
+    # Solvers: exactly the names their factories accept, with the class's defaults.
+    for name, (_, accepted, _) in SOLVERS.items():
+        assert [o["name"] for o in rows["solver", name]["options"]] == list(accepted), name
+    gd = {o["name"]: o for o in rows["solver", "overparametrized_gd"]["options"]}
+    defaults = _signature_defaults(OverparametrizedGD)
+    assert gd["step"]["type"] == "float" and gd["step"]["default"] == defaults["step"]
+    assert gd["record_every"]["default"] == defaults["record_every"]
+    completion = {o["name"]: o for o in rows["loss", "matrix_completion"]["options"]}
+    assert list(completion) == list(_signature_defaults(MatrixCompletion))
+    assert completion["rows"]["required"] and not completion["normalization"]["required"]
+    assert completion["normalization"]["default"] == "mean"
+
+
+def test_a_third_party_dataclass_factory_lists_its_fields_and_kwargs_factories_accept_anything():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Scaled:
+        scale: float = 2.0
+        label: str = "x"
+
+        def __call__(self, state):
+            return self.scale
+
+    def open_factory(base: int = 1, **extra):
+        return lambda state: base
+
+    class Plugin:
+        @hookimpl
+        def dlngeo_register_metrics(self, register):
+            register("scaled_metric", Scaled)
+            register("open_metric", open_factory)
+
+    plugins.register_plugin(Plugin(), name=_unique("options"))
+    rows = {r["name"]: r for r in plugins.plugin_rows() if r["kind"] == "metric"}
+    assert rows["scaled_metric"]["options"] == [
+        {
+            "name": "scale",
+            "type": "float",
+            "default": 2.0,
+            "required": False,
+            "default_text": "2.0",
+        },
+        {"name": "label", "type": "str", "default": "x", "required": False, "default_text": "'x'"},
+    ]
+    with pytest.raises(ValueError, match="did you mean 'scale'"):
+        dlngeo.create_metric("scaled_metric", scal=3.0)
+    assert dlngeo.create_metric("scaled_metric", scale=3.0)(None) == 3.0
+    assert dlngeo.create_metric("open_metric", anything=1)(None) == 1  # **extra: not checked
+
+
+def test_cli_plugins_shows_each_factorys_options_with_type_and_default(capsys):
+    assert main(["plugins", "--kind", "solver"]) == 0
+    out = capsys.readouterr().out
+    blocks, current = {}, None
+    for line in out.splitlines()[1:]:
+        if line.startswith(" "):
+            blocks[current] += " " + line.strip()
+        else:
+            current = line.split()[1]
+            blocks[current] = ""
+    assert set(blocks) == set(dlngeo.available("solver"))
+    assert "options: step: float = 0.01," in blocks["overparametrized_gd"]
+    assert "max_step: float = inf" in blocks["intrinsic_flow"]
+    assert "metric: str = 'dln'" in blocks["riemannian_tr"]
+    for kind in ("loss", "metric", "sampler"):
+        assert main(["plugins", "--kind", kind]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        names = [line.split()[1] for line in lines[1:] if not line.startswith(" ")]
+        options = [line for line in lines if line.startswith("    options: ")]
+        assert len(options) == len(names) == len(dlngeo.available(kind)), kind
+    assert main(["plugins", "--kind", "loss"]) == 0
+    assert "rows: Any (required)" in capsys.readouterr().out
+
+
+def test_cli_plugins_json_has_the_options(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in rows} == set(plugins.KINDS)
+    tr = next(r for r in rows if r["name"] == "riemannian_tr")
+    assert {
+        "name": "min_inner",
+        "type": "int",
+        "default": 1,
+        "required": False,
+        "default_text": "1",
+    } in tr["options"]
+
+
+def test_readme_plugins_sample_is_what_the_cli_prints(capsys):
+    """The README shows `dlngeo plugins --kind solver` output; each shown line is printed."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ dlngeo plugins --kind solver\n", 1)[1].split("```", 1)[0]
+    shown = [line.rstrip() for line in block.splitlines() if line.strip() and "…" not in line]
+    assert len(shown) >= 3
+    assert main(["plugins", "--kind", "solver"]) == 0
+    printed = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    for line in shown:
+        assert " ".join(line.split()) in {" ".join(p.split()) for p in printed}, line
+
+
+def test_p_is_accepted_after_the_subcommand(tmp_path, monkeypatch, capsys):
+    extra = _unique("after")
+    (tmp_path / f"{extra}.py").write_text(textwrap.dedent(_loss_plugin_source("after_toy")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["plugins", "-p", extra, "--kind", "loss"]) == 0
+    assert any(
+        line.split()[:2] == ["loss", "after_toy"] for line in capsys.readouterr().out.splitlines()
+    )
+    for argv in (
+        ["compare", "-p", "dlngeo_testplug_nope"],
+        ["run", "x.toml", "--plugin", "dlngeo_testplug_nope"],
+    ):
+        assert main(argv) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+        assert errors == [
+            "dlngeo: error: plugin module 'dlngeo_testplug_nope' could not be imported: "
+            "ModuleNotFoundError: No module named 'dlngeo_testplug_nope'"
+        ], argv
 
 
 # ---------------------------------------------------- third-party example
@@ -482,3 +653,114 @@ def test_third_party_plugin_pip_installs(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     monkeypatch.syspath_prepend(str(target))
     _check_huber_through_entry_points()
+
+
+# ------------------------------------------------- CONTRIBUTING's contract, run
+def _contributing_blocks(language):
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    fence = f"```{language}\n"
+    return [part.split("```", 1)[0] for part in text.split(fence)[1:]]
+
+
+def _block(language, marker):
+    (found,) = [b for b in _contributing_blocks(language) if marker in b]
+    return found
+
+
+def test_contributing_loss_metric_and_config_examples_run(tmp_path, monkeypatch):
+    from dlngeo.experiment import build, load_config
+    from dlngeo.lowrank import SparsePlusLowRank
+
+    source = "\n".join(
+        [
+            _block("python", '"""Smoothed absolute error'),
+            _block("python", "class RidgeSmoothL1Completion"),
+            _block("python", "class Frobenius:"),
+        ]
+    )
+    (tmp_path / "dlngeo_plugin_smoothl1.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = plugins.load_plugin_module("dlngeo_plugin_smoothl1")
+    # The config of section 4 builds as it stands, and eps reaches the factory.
+    config = tomllib.loads(_block("toml", 'name = "smoothl1_completion"'))
+    plan = build(load_config([], base=config))
+    assert plan.task.loss.eps == 0.05 and len(plan.task.loss.rows) == 300
+    assert set(plan.task.data) == {"target", "rows", "cols"}
+    # The regularised loss: gradient and Hessian-vector product at a low-rank
+    # point are sparse plus low rank, and equal autograd's (rounding only:
+    # the same sums in another order, 1e-12 relative).
+    rng = np.random.default_rng(0)
+    m, n, lam, eps = 6, 5, 0.3, 1e-2
+    rows, cols = dlngeo.create_sampler("uniform_mask", shape=(m, n), size=15).sample(rng)
+    values = rng.standard_normal(15)
+    loss = module.RidgeSmoothL1Completion(rows, cols, values, (m, n), eps=eps, lam=lam)
+    reference = dlngeo.loss_from_autograd(
+        lambda X: (
+            anp.mean(anp.sqrt((X[rows, cols] - values) ** 2 + eps**2)) + 0.5 * lam * anp.sum(X**2)
+        )
+    )
+    u, _ = np.linalg.qr(rng.standard_normal((m, 2)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, 2)))
+    point = (u, np.array([2.0, 1.0]), v.T)
+    X = to_dense(point)
+    assert loss.value(point) == pytest.approx(reference.value(X), rel=1e-12)
+    G = loss.gradient(point)
+    assert isinstance(G, SparsePlusLowRank)
+    assert np.allclose(to_dense(G), reference.gradient(X), rtol=1e-12, atol=1e-14)
+    xi = dlngeo.FixedRank(m, n, 2).random_tangent_vector(point)
+    Z = dlngeo.FixedRank(m, n, 2).embedding(point, xi)
+    H = loss.hessian_vector_product(point, Z)
+    assert isinstance(H, SparsePlusLowRank)
+    assert np.allclose(
+        to_dense(H), reference.hessian_vector_product(X, to_dense(Z)), rtol=1e-11, atol=1e-13
+    )
+    frobenius = dlngeo.create_metric("frobenius", relative=True)
+    state = plan.task.state(plan.task.X0)
+    assert frobenius(state) == pytest.approx(
+        np.linalg.norm(plan.task.X0) / np.linalg.norm(to_dense(plan.task.data["target"])),
+        rel=1e-12,
+    )
+
+
+def test_contributing_solver_example_runs_and_its_typo_message_is_what_it_shows(
+    tmp_path, monkeypatch, capsys
+):
+    from dlngeo.experiment import compare
+
+    (tmp_path / "dlngeo_plugin_svp.py").write_text(_block("python", "class SVP(Method)"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.load_plugin_module("dlngeo_plugin_svp")
+    config = {
+        "seed": 0,
+        "problem": {"shape": [12, 10]},
+        "target": {"sampler": "low_rank_target", "rank": 2},
+        "observations": {"sampler": "uniform_mask", "size": 80},
+        "loss": {"name": "matrix_completion", "normalization": "sum"},
+        "network": {"depth": 2},
+        "stopping": {"max_iterations": 40},
+        **tomllib.loads(_block("toml", "[methods.svp]")),
+        "gap": [["overparametrized_gd", "svp"]],
+    }
+    config["methods"]["overparametrized_gd"] = {"step": 0.1}
+    config["methods"]["svp_long"]["stopping"]["max_iterations"] = 60  # per method, over [stopping]
+    result = compare(config)
+    for label, step, steps in (("svp", 0.5, 40), ("svp_long", 0.1, 60)):
+        record = result.records[label]
+        assert record.stop_reason == "max_iterations" and record.n_iterations == steps, label
+        assert np.allclose(record.times, step * np.arange(steps + 1), rtol=1e-15, atol=0)
+        assert record.metrics["loss"][-1] < record.metrics["loss"][0]
+        assert result.flow_time[label]
+    assert result.trajectory_gap[0]["intrinsic"] == "svp"
+    shown = [line for line in _contributing_blocks("") if "methods.svp.stepp" in line]
+    (block,) = shown
+    cli_line, api_line = block.strip().splitlines()
+    (tmp_path / "svp.toml").write_text(
+        'plugins = ["dlngeo_plugin_svp"]\n[methods.svp]\nstepp = 2\n'
+        '[problem]\nshape = [4, 4]\n[loss]\nname = "regression"\n[target]\n'
+        'sampler = "low_rank_target"\nrank = 1\n[network]\ndepth = 2\n'
+    )
+    assert main(["run", str(tmp_path / "svp.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == cli_line
+    with pytest.raises(ValueError) as info:
+        dlngeo.create_solver("svp", stepp=2)
+    assert f"ValueError: {info.value}" == api_line

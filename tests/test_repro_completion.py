@@ -1,4 +1,4 @@
-"""Arora, Cohen, Hu & Luo (2019) at reduced size (MATH.md §5): n = 30, rank 2, 250 observations, 3 seeds."""
+"""Arora, Cohen, Hu & Luo (2019) at reduced size (docs/math.md §5): n = 30, rank 2, 250 observations, 3 seeds."""
 
 import importlib.util
 

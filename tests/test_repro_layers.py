@@ -1,6 +1,6 @@
 """Layer growth and phases (examples/layer_growth.py) at reduced size.
 
-Claims (MATH-NOTES §2.1-2.2, §9; Du, Hu & Lee 2018):
+Claims (docs/math.md §2.1-2.2, §9; Du, Hu & Lee 2018):
 * GD changes ||W_k||^2 - ||W_{k+1}||^2 by exactly eta^2 (||d_k L||^2 - ||d_{k+1} L||^2)
   per step, linear and ReLU alike, so the drift over a fixed time halves with eta;
 * learning shows a plateau, one burst per teacher mode, saturation, with one

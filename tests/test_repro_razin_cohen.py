@@ -1,11 +1,11 @@
-"""Razin & Cohen (2020) 2x2 example: |w11| -> infinity, effective rank -> 1, norms grow (MATH.md §5)."""
+"""Razin & Cohen (2020) 2x2 example: |w11| -> infinity, effective rank -> 1, norms grow (docs/math.md §5)."""
 
 import numpy as np
 import pytest
 
 from dlngeo.reproductions.razin_cohen import end_to_end_flow, end_to_end_flow_svd, small_init
 
-# MATH-NOTES §7.5 (check_08, an independent script): |X11| = 388 (N = 3) and 631 (N = 4) at t = 1e6.
+# docs/math.md §5.5 (check_08, an independent script): |X11| = 388 (N = 3) and 631 (N = 4) at t = 1e6.
 REFERENCE_W11 = {3: 388.0, 4: 631.0}
 
 

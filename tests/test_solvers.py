@@ -26,7 +26,7 @@ SOLVERS = (
 def completion_task(
     size=30, rank=2, observations=300, depth=3, init_scale=1e-3, seed=0, dims=None
 ) -> Task:
-    """The quick default comparison: Arora et al. 2019 completion shrunk (MATH.md §5)."""
+    """The quick default comparison: Arora et al. 2019 completion shrunk (docs/math.md §5)."""
     rng = np.random.default_rng(seed)
     M = dlngeo.create_sampler("low_rank_target", shape=(size, size), rank=rank).sample(rng)
     rows, cols = dlngeo.create_sampler(

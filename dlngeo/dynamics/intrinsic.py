@@ -3,7 +3,7 @@ r"""The intrinsic (end-to-end) flow :math:`\dot X = -A_{N,X}(E'(X))`, dense and 
 Arora, Cohen & Hazan (2018, Theorem 1); Bah, Rauhut, Terstiege &
 Westdickenberg (2021): from a balanced start the product of the factor flow
 solves this ODE, which is the Riemannian gradient flow of :math:`E` on
-:math:`(M_r, g_N)` (MATH.md §3). Flow time is the ODE time, the same time
+:math:`(M_r, g_N)` (docs/math.md §3). Flow time is the ODE time, the same time
 as the factor flow's.
 
 **Dense** (``representation="dense"``): the ODE for :math:`X \in \mathbb R^{m\times n}`

@@ -1,7 +1,7 @@
 r"""Training the factors: gradient descent and the gradient flow of :math:`L(W) = E(W_N \cdots W_1)`.
 
 The factor gradients are :math:`\partial L/\partial W_k = A_k^\top E'(X) B_k^\top` with
-:math:`A_k = W_N \cdots W_{k+1}`, :math:`B_k = W_{k-1} \cdots W_1` (MATH.md §1;
+:math:`A_k = W_N \cdots W_{k+1}`, :math:`B_k = W_{k-1} \cdots W_1` (docs/math.md §1;
 Arora, Cohen & Hazan 2018). One evaluation forms the prefix products
 :math:`B_k` once, reads :math:`X = W_N B_N` off them, and reuses them for every
 gradient: ``O(N d^2 h)`` per step for width ``h``.

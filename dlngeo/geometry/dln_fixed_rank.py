@@ -11,7 +11,7 @@ gradient flow of :math:`E` on :math:`(M_k, g_N)`, where
 
 and :math:`A_{N,X}` is the operator of :mod:`dlngeo.geometry.kernel`. In the
 tangent coordinates ``(Up, M, Vp)`` at ``(u, s, vt)`` it is diagonal:
-:math:`A(\xi) = (U_p c,\ K_k \circ M,\ V_p c)`, ``c = s^{2(N-1)/N}`` (MATH.md §3).
+:math:`A(\xi) = (U_p c,\ K_k \circ M,\ V_p c)`, ``c = s^{2(N-1)/N}`` (docs/math.md §3).
 
 Points, tangent vectors, retraction and transport are those of
 :class:`~dlngeo.FixedRank` (the manifold is the same; only the metric

@@ -84,7 +84,7 @@ class FixedRank(FixedRankEmbedded):
     @property
     def typical_dist(self) -> float:
         # pymanopt's FixedRankEmbedded uses the dimension, far above the scale
-        # of a unit-norm data matrix; TrustRegions then wanders (DESIGN.md).
+        # of a unit-norm data matrix; TrustRegions then wanders (docs/design.md §6).
         return float(np.sqrt(self._k))
 
     # ---------------------------------------------------------- projections

@@ -199,7 +199,7 @@ def metric_operator_tangent(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r""":math:`A^{\,power}` on a tangent vector ``(Up, M, Vp)`` of the rank-r manifold at ``(u, s, vt)``.
 
-    In these coordinates :math:`A` is diagonal (MATH.md §3):
+    In these coordinates :math:`A` is diagonal (docs/math.md §3):
     :math:`(U_p c^{p},\ K_r^{p} \circ M,\ V_p c^{p})`, ``c = s^{2(N-1)/N}``.
     Requires ``s > 0`` for negative powers.
     """

@@ -12,7 +12,7 @@ On the balanced manifold (all :math:`G_k = W_{k+1}^\top W_{k+1} - W_kW_k^\top = 
 these products are fractional powers of :math:`XX^\top` and :math:`X^\top X`, and
 :math:`\dot X = -A_{N,X}(E'(X)) = -\operatorname{grad}_{g_N}E(X)`: the
 intrinsic Riemannian gradient flow on the rank-``r`` manifold with the metric
-:math:`g_N` (MATH.md §3; Arora, Cohen & Hazan 2018, Thm 1). The :math:`G_k`
+:math:`g_N` (docs/math.md §3; Arora, Cohen & Hazan 2018, Thm 1). The :math:`G_k`
 are conserved, so a start off the balanced manifold stays off it, and the
 pushed-forward velocity differs from the Riemannian gradient by terms linear
 in the :math:`G_k`. From a small Gaussian start of scale ``sigma`` (every

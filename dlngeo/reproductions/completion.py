@@ -1,6 +1,6 @@
 r"""Deep matrix completion (Arora, Cohen, Hu & Luo 2019): depth sharpens the low-rank bias.
 
-Setting of the paper's official code (MATH-NOTES §7.2): a square ``n x n``
+Setting of the paper's official code (docs/math.md §5.2): a square ``n x n``
 target :math:`M^* = UV^\top/\sqrt r` with ``U, V ~ N(0, 1)^{n x r}``, rescaled
 to :math:`\|M^*\|_F = n` (unit RMS entry); ``|Omega|`` entries observed
 uniformly without replacement; the loss is the *mean* squared error on
@@ -22,7 +22,7 @@ a depth-``N`` network of square ``n x n`` layers, each entry
 nuclear-norm minimizer subject to :math:`|X_{ij} - M^*_{ij}| \le 10^{-3}` on
 :math:`\Omega` (the paper's convex baseline, solved with cvxpy).
 
-The claim (MATH.md §5): with few observations, depth >= 3 reaches lower test
+The claim (docs/math.md §5): with few observations, depth >= 3 reaches lower test
 error and lower effective rank than depth 2, and beats the nuclear norm.
 """
 

@@ -1,7 +1,7 @@
 r"""Razin & Cohen (2020): implicit regularization that no norm explains.
 
 2 x 2 matrix completion with observed :math:`w_{12} = 1`, :math:`w_{21} = 1`,
-:math:`w_{22} = 0` and :math:`w_{11}` unobserved (MATH.md §5, MATH-NOTES §7.5),
+:math:`w_{22} = 0` and :math:`w_{11}` unobserved (docs/math.md §5.5),
 
 .. math:: E(X) = \tfrac12\big[(X_{12} - 1)^2 + (X_{21} - 1)^2 + X_{22}^2\big].
 
@@ -12,7 +12,7 @@ Every solution :math:`\begin{pmatrix} x & 1 \\ 1 & 0\end{pmatrix}` has
 .. math:: \dot X = -A_{N,X}(E'(X)),
 
 each singular value obeys :math:`\dot\sigma = -N\sigma^{2-2/N}\langle E', u v^\top\rangle`
-(MATH.md §3), so for ``N >= 2`` no singular value reaches zero in finite time
+(docs/math.md §3), so for ``N >= 2`` no singular value reaches zero in finite time
 and the sign of :math:`\det X` is preserved. Started from a small matrix
 with :math:`\det X_0 > 0`, the flow can only approach the solution set
 :math:`\{\det = -1\}` by sending :math:`|X_{11}| \to \infty`: the loss goes to
@@ -24,7 +24,7 @@ forces :math:`|X_{22}| > X_{12}X_{21}/|X_{11}|`, the loss obeys
 Depth 2 is numerically inconclusive in double precision: the smallest
 singular value decays exponentially, rounding loses the sign of the
 determinant and the run settles at a finite solution with ``det = -1``
-(MATH-NOTES §7.5). We report what happens and do not tune it away.
+(docs/math.md §5.5). We report what happens and do not tune it away.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def end_to_end_flow_svd(
     Write :math:`X = R(\theta)\,\mathrm{diag}(e^{\ell_1}, e^{\ell_2})\,(R(\varphi)\,\mathrm{diag}(1, d))^\top`
     with rotations :math:`R` and the fixed sign :math:`d = \operatorname{sign}\det X_0`.
     With :math:`\tilde G = U^\top E'(X) V` and :math:`p_i = \sigma_i^{2/N}`, the flow
-    :math:`U^\top \dot X V = -K \circ \tilde G` (MATH.md §3) reads
+    :math:`U^\top \dot X V = -K \circ \tilde G` (docs/math.md §3) reads
 
     .. math::
 
@@ -263,7 +263,7 @@ def end_to_end_flow_svd(
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
         U, s, V = _from_svd_coordinates(y, d)
         G = U.T @ loss_gradient((U * s) @ V.T) @ V
-        # K_ii / sigma_i = N sigma_i^(1 - 2/N) (MATH.md §3), written without the quotient
+        # K_ii / sigma_i = N sigma_i^(1 - 2/N) (docs/math.md §3), written without the quotient
         # so that sigma_2 = 0 after underflow (depth 2) stays finite.
         rate = n * np.exp((1.0 - 2.0 / n) * y[2:4])
         # p_1 - p_2 = p_1 (1 - exp(2 (l_2 - l_1) / N)), stable for tiny sigma_2.

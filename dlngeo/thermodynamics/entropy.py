@@ -9,8 +9,8 @@ The balanced fibre (group orbit) over an end-to-end matrix ``X`` of rank ``r``,
     O_X = \{ W_k = Q_k \Lambda Q_{k-1}^\top :\ Q_k \in \mathrm{St}(d_k, r),\ k = 1..N-1 \},
     \qquad Q_0 = V,\ Q_N = U,\ \Lambda = \operatorname{diag}(s)^{1/N}
 
-(MATH.md §6; Menon & Yu 2024). Its volume in the metric induced by the
-Frobenius metric of the weights is (MATH-NOTES §5.1; the square case is
+(docs/math.md §6; Menon & Yu 2024). Its volume in the metric induced by the
+Frobenius metric of the weights is (docs/math.md §6.1; the square case is
 Menon & Yu's Theorem 4, with the square root)
 
 .. math::
@@ -206,7 +206,7 @@ def _pair_force_ratio(t: np.ndarray, n: int) -> np.ndarray:
 def entropic_force(s: Any, depth: int, widths: Sequence[int] | None = None) -> np.ndarray:
     r"""The diagonal of :math:`\operatorname{grad}_{g_N} S` in the singular basis: ``K_aa dS/ds_a``.
 
-    :math:`\operatorname{grad}_{g_N} S = U \operatorname{diag}(f) V^\top` with (MATH-NOTES §5.2,
+    :math:`\operatorname{grad}_{g_N} S = U \operatorname{diag}(f) V^\top` with (docs/math.md §6.2,
     plus the stretch term of excess hidden widths)
 
     .. math::

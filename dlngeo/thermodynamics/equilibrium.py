@@ -3,7 +3,7 @@ r"""The equilibrium law of the singular values, by quadrature.
 At inverse temperature ``beta`` the end-to-end matrix of a network whose
 weights are spread over the balanced manifold with density
 :math:`\propto e^{-\beta L(W)}` has density :math:`\propto e^{-\beta E(X) + S(X)}`
-with respect to :math:`d\mathrm{vol}_{g_N}` (MATH.md §6, coarea formula for
+with respect to :math:`d\mathrm{vol}_{g_N}` (docs/math.md §6, coarea formula for
 the Riemannian submersion ``phi``). On full-rank ``m x n`` matrices,
 :math:`d\mathrm{vol}_{g_N} = \prod_{i \le m, j \le n} K_{ij}^{-1/2}\, dX` (``K`` over
 the padded grid) and :math:`dX = \prod_{a<b}|s_a^2 - s_b^2| \prod_a s_a^{|m-n|}\,

@@ -1,6 +1,6 @@
 r"""Langevin samplers: the Riemannian Langevin equation on :math:`(M, g_N)` and Langevin on the factors.
 
-**RLE** (Menon 2024; MATH.md §6, MATH-NOTES §5.3). The diffusion on the
+**RLE** (Menon 2024; docs/math.md §6, §6.3). The diffusion on the
 full-rank ``m x n`` matrices with the metric :math:`g_N` whose stationary law is
 :math:`\propto e^{-\beta E + S}\, d\mathrm{vol}_{g_N}` is, in matrix coordinates (Itô),
 

@@ -1,6 +1,6 @@
 r"""The Riemannian Langevin equation on the rank-r manifold :math:`(M_r, g_N)`, ``r < min(m, n)``.
 
-Derived as in MATH-NOTES §5.3 (and checked by the stationary-law tests): on
+Derived as in docs/math.md §6.5 (and checked by the stationary-law tests): on
 ``M_r`` at ``X = U diag(s) V^T`` the Riemannian volume in singular-value
 coordinates is :math:`\prod_{a,b\le r}K_{ab}^{-1/2}\prod_a c_a^{-q/2}
 \prod_{a<b}|s_a^2-s_b^2|\prod_a s_a^{q}\,ds\,dU\,dV`, ``c_a = s_a^{2(N-1)/N}``,

@@ -3,7 +3,7 @@ r"""Metropolis-adjusted Riemannian Langevin (MALA) on full-rank matrices with ``
 The RLE proposal :math:`Y = X + h\,b(X) + \sqrt{2h/\beta}\,A_X^{1/2}\xi`
 (:mod:`.rle`), accepted with the Metropolis–Hastings probability against the
 density of :math:`e^{-\beta E + S}\,d\mathrm{vol}_{g_N}` with respect to ``dX``,
-:math:`\pi(X) \propto e^{-\beta E + S}\prod_{ij}K_{ij}^{-1/2}` (MATH.md §6): the
+:math:`\pi(X) \propto e^{-\beta E + S}\prod_{ij}K_{ij}^{-1/2}` (docs/math.md §6): the
 chain's stationary law is exact for any step.
 """
 
