@@ -69,8 +69,14 @@ class Task:
 
     @property
     def X0(self) -> np.ndarray:
-        """The end-to-end start ``phi(W(0))``."""
-        return self.network.product(self.weights0)
+        """The end-to-end start ``phi(W(0))`` (a nonlinear network: its outputs ``F(W(0))``)."""
+        return self.point(self.weights0)
+
+    def point(self, weights: list[np.ndarray]) -> np.ndarray:
+        """``phi(W)``; for a nonlinear network, its outputs on the loss's inputs (``loss.inputs``)."""
+        if self.network.activation == "linear":
+            return self.network.product(weights)
+        return self.network.outputs(weights, self.loss.inputs)  # type: ignore[attr-defined]
 
     def state(
         self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
@@ -225,6 +231,8 @@ class Method:
     name: str = "method"
     #: True for methods that train the factors (their Record has final_weights).
     overparametrized: bool = False
+    #: True for methods that also train nonlinear networks (``network.activation``).
+    supports_activation: bool = False
     #: True when ``Record.times`` are flow times (comparable across flows), False
     #: when they are iteration numbers (``Record.time_kind == "iteration"``).
     flow_time: bool = True
