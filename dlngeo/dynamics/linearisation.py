@@ -56,6 +56,7 @@ class Linearisation:
         output_gap: :math:`\\|F(W(t)) - F^{lin}(W^{lin}(t))\\|_F`.
         changed_samples: Samples whose pattern (of the true flow) differs from the start's.
         gates: The frozen gates of the linearised network.
+        before: The true flow's dense output on ``[t_0, t_h]`` (``scipy`` ``OdeSolution``).
         evaluations: Right-hand sides evaluated: ``{"true": .., "linearised": ..}``.
     """
 
@@ -69,6 +70,7 @@ class Linearisation:
     changed_samples: np.ndarray
     gates: list[np.ndarray]
     shapes: list[tuple[int, int]] = field(default_factory=list)
+    before: Any = None
     evaluations: dict[str, int] = field(default_factory=dict)
 
     def weights(self, index: int, which: str = "true") -> list[np.ndarray]:
@@ -200,5 +202,6 @@ def linearisation(
         changed_samples=changed,
         gates=gates,
         shapes=list(shapes),
+        before=first.sol,
         evaluations=counts,
     )
