@@ -23,7 +23,7 @@ from scipy.integrate import solve_ivp
 
 import dlngeo
 from dlngeo.dynamics import OverparametrizedFlow, OverparametrizedGD, Stopping, Task
-from dlngeo.dynamics.linearisation import linearisation, margin
+from dlngeo.dynamics.linearisation import initial_signs, linearisation, margin
 from dlngeo.dynamics.rk4 import RK4
 from dlngeo.relu import OutputLoss, ReLUNetwork, make_network, unit_balance
 
@@ -306,7 +306,7 @@ def test_true_and_linearised_flows_agree_until_the_horizon():
 def test_horizon_is_located_within_one_query_and_one_step():
     net, loss, W = _problem(seed=5)
     A = loss.inputs
-    signs = [np.where(z > 0, 1.0, -1.0) for z in net.pre_activations(W, A)]
+    signs = initial_signs(net, W, A)
     res = linearisation(net, W, loss, 1.0, step=1e-3)
     t_h, (k, j, i) = res.horizon, res.crossing
 
@@ -355,6 +355,13 @@ def test_one_sample_one_pattern_is_the_deep_linear_network_on_the_active_units()
         g = grads[k][np.ix_(keep[k + 1], keep[k])]
         assert np.linalg.norm(g - ref[k]) <= 1e2 * EPS * np.linalg.norm(ref[k])
     assert not grads[0][1].any() and not grads[1][:, 1].any()
+    # The dead unit's pre-activation is watched (it is negative); a sample dead below
+    # a layer is not: its pre-activations there are zero until a unit below turns on.
+    assert initial_signs(net, W, a)[0][1, 0] == -1
+    dead = [w.copy() for w in W]
+    dead[0][:] = -np.abs(dead[0])
+    assert not initial_signs(net, dead, a)[1].any()
+    assert margin(net, dead, a, initial_signs(net, dead, a)) > 0
     # The trajectories, while the pattern holds: the DLN flow on the active units.
     rtol, atol = 1e-10, 1e-12
     res = linearisation(net, W, loss, 3.0, rtol=rtol, atol=atol)

@@ -32,13 +32,25 @@ from scipy.integrate import solve_ivp
 from ..relu import OutputLoss, ReLUNetwork
 from .rk4 import RK4
 
-__all__ = ["Linearisation", "linearisation", "margin"]
+__all__ = ["Linearisation", "linearisation", "margin", "initial_signs"]
 
 
 def margin(network: ReLUNetwork, weights: list[np.ndarray], inputs: Any, signs: Any) -> float:
-    """``min s * Z`` over every hidden unit and sample: positive while the pattern ``signs`` holds."""
+    """``min s * Z`` over the hidden units and samples with ``s != 0``: positive while the pattern ``signs`` holds."""
     Z = network.pre_activations(weights, inputs)
-    return float(min(np.min(s * z) for s, z in zip(signs, Z))) if Z else np.inf
+    values = [(s * z)[s != 0] for s, z in zip(signs, Z)]
+    return float(min((np.min(v) for v in values if v.size), default=np.inf))
+
+
+def initial_signs(network: ReLUNetwork, weights: list[np.ndarray], inputs: Any) -> list[np.ndarray]:
+    """``+1`` where ``Z > 0``, ``-1`` elsewhere, and ``0`` where ``Z`` vanishes identically.
+
+    ``Z_{k,:,i} = W_k H_{k-1,:,i}`` is exactly zero while sample ``i``'s
+    activations ``H_{k-1,:,i}`` below are (every unit of layer ``k-1`` off under
+    ``relu``); it changes only after a pattern change below, so it is not watched.
+    """
+    H, Z, _ = network.forward(weights, inputs)
+    return [np.where(z > 0, 1.0, -1.0) * np.any(h != 0, axis=0)[None, :] for h, z in zip(H[:-2], Z)]
 
 
 @dataclass
@@ -134,7 +146,7 @@ def linearisation(
     A, shapes = loss.inputs, network.shapes
     y0 = np.concatenate([w.ravel() for w in W0])
     gates = network.gates(W0, A)
-    signs = [np.where(z > 0, 1.0, -1.0) for z in network.pre_activations(W0, A)]
+    signs = initial_signs(network, W0, A)
     counts = {"true": 0, "linearised": 0}
 
     def rhs(frozen: Any, key: str) -> Any:
@@ -167,8 +179,9 @@ def linearisation(
     if np.isfinite(horizon):
         y_h = first.sol(horizon) if horizon > t0 else y0
         Z = network.pre_activations(_unpack(y_h, shapes), A)
-        k = int(np.argmin([np.min(s * z) for s, z in zip(signs, Z)]))
-        j, i = np.unravel_index(int(np.argmin(signs[k] * Z[k])), Z[k].shape)
+        scores = [np.where(s != 0, s * z, np.inf) for s, z in zip(signs, Z)]
+        k = int(np.argmin([np.min(v) for v in scores]))
+        j, i = np.unravel_index(int(np.argmin(scores[k])), Z[k].shape)
         crossing = (k + 1, int(j), int(i))
         if np.any(~before) and horizon < t_end:
             rest = solve_ivp(
