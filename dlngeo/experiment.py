@@ -135,7 +135,6 @@ def build(config: dict[str, Any]) -> Plan:
     network = make_network(dims, net.get("activation", "linear"), net.get("slope"))
     m, n = network.output_shape
     loss, data, visible = _build_loss(config, rng, (m, n))
-    teacher = data.get("target")
     if network.activation != "linear":
         loss, data = _output_task(config, loss, data)
     init = config.get("init", {"sampler": "gaussian", "init_scale": 1e-3})
@@ -207,7 +206,7 @@ def build(config: dict[str, Any]) -> Plan:
         "seed": seed,
         "initial_loss": float(loss.value(task.X0)),
     }
-    target = teacher
+    target = data.get("target")  # a nonlinear network: the target outputs B, like its point F
     if network.activation != "linear":
         problem["activation"] = network.activation
         problem["slope"] = getattr(network, "slope", 0.0)

@@ -407,3 +407,20 @@ def test_config_activation_runs_and_bad_values_name_the_key(tmp_path):
             dlngeo.compare(_regression_config(**network))
     with pytest.raises(ConfigError, match=r"methods\.intrinsic_flow"):
         dlngeo.compare(_regression_config(activation="relu"))
+
+
+def test_cli_runs_the_relu_example_config(tmp_path):
+    from dlngeo.cli import main
+
+    argv = ["run", "examples/relu_regression.toml", "--no-progress", "--no-plots"]
+    short = ["--set", "stopping.end_time=1.0"]
+    assert main([*argv, *short, "--out", str(tmp_path / "a")]) == 0
+    from dlngeo.results import read_results
+
+    results = read_results(tmp_path / "a" / "results.json")
+    assert results["problem"]["activation"] == "relu"
+    assert set(results["methods"]) == {"overparametrized_gd", "overparametrized_flow"}
+    assert (
+        main([*argv, *short, "--set", "methods.intrinsic_flow={}", "--out", str(tmp_path / "b")])
+        == 2
+    )
