@@ -252,6 +252,7 @@ class ScipyODEStepper(Stepper):
         self._y = y0
         self.counts = {"loss": 0, "gradient": 0}
         self._cache: tuple[Any, float, float] | None = None  # (y, loss, gradient norm)
+        self.solver_cls: Any
         if integrator == "RK4":
             from .rk4 import RK4
 

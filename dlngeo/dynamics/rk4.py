@@ -44,11 +44,13 @@ class RK4(OdeSolver):
                 f"max_step must be a positive finite number: RK4 steps by max_step, got {max_step!r}"
             )
         self.h = float(max_step)
-        self.f = self.fun(self.t, self.y)
+        self.f = self.fun(self.t, self.y)  # type: ignore[has-type]
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None
 
     def _step_impl(self) -> tuple[bool, str | None]:
-        t, y, k1 = self.t, self.y, self.f
+        t: float = float(self.t)  # type: ignore[has-type]
+        y: np.ndarray = np.asarray(self.y)  # type: ignore[has-type]
+        k1 = self.f
         h = min(self.h, abs(self.t_bound - t)) * self.direction
         if h == 0:
             return False, "step is zero"
