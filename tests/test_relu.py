@@ -424,3 +424,33 @@ def test_cli_runs_the_relu_example_config(tmp_path):
         main([*argv, *short, "--set", "methods.intrinsic_flow={}", "--out", str(tmp_path / "b")])
         == 2
     )
+
+
+# ------------------------------------------------------------------ phases
+def test_phases_and_drift_by_phase_on_known_curves():
+    from dlngeo.dynamics.phases import drift_by_phase, phases
+
+    t = np.linspace(0.0, 30.0, 3001)
+    # Three bumps of heights s^2/2 for s = 3, 1.5, 0.75 over a small background.
+    rate = 1e-4 + sum(
+        0.5 * s**2 * np.exp(-((t - c) ** 2)) for s, c in ((3, 5), (1.5, 12), (0.75, 20))
+    )
+    ph = phases(t, rate)
+    np.testing.assert_allclose(ph["peak_times"], [5.0, 12.0, 20.0], atol=t[1] - t[0])
+    names = [name for name, _, _ in ph["intervals"]]
+    assert names == ["plateau", "burst 1", "burst 2", "burst 3", "saturation"]
+    starts = [a for _, a, _ in ph["intervals"]]
+    ends = [b for _, _, b in ph["intervals"]]
+    assert starts[0] == 0.0 and ends[-1] == 30.0 and ends[:-1] == starts[1:]
+    # 2% of the top (4.5) is crossed where exp(-(t-5)^2) = 0.02: t = 5 -+ 1.98.
+    assert abs(ph["plateau_end"] - (5 - np.sqrt(np.log(50)))) <= t[1] - t[0]
+    # Two layers drifting apart linearly in time: the spread changes by the phase's length.
+    layers = np.stack([t, 2 * t], axis=1)
+    rows = drift_by_phase(ph["intervals"], t, spread=layers, flat=np.ones_like(layers))
+    for row in rows:
+        assert row["spread"] == pytest.approx(row["end"] - row["start"], abs=2 * (t[1] - t[0]))
+        assert row["flat"] == 0.0
+    with pytest.raises(ValueError, match="rate"):
+        phases(t, rate[:-1])
+    with pytest.raises(ValueError, match="samples"):
+        drift_by_phase(ph["intervals"], t, x=np.ones(5))
