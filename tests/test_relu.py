@@ -74,8 +74,15 @@ def test_backpropagation_matches_autograd(activation, slope, p):
         ref = autograd.grad(reference, k)(*W)
         # Same products in another order: rounding, eps times the size of the terms summed.
         assert np.linalg.norm(g - ref) <= 1e3 * EPS * max(1.0, np.linalg.norm(ref)), k
-    # The outputs are the regression's: E(X) = l(XA) is the same number on outputs.
     assert F.shape == (3, 20)
+    # The Hessian on the outputs against a central difference of the gradient
+    # (exact for p = 2; O(h^2) relative for p = 4, h = 1e-5).
+    loss = OutputLoss(base)
+    Z = rng.standard_normal(F.shape)
+    h = 1e-5
+    fd = (loss.gradient(F + h * Z) - loss.gradient(F - h * Z)) / (2 * h)
+    hvp = loss.hessian_vector_product(F, Z)
+    assert np.linalg.norm(hvp - fd) <= 1e-8 * np.linalg.norm(hvp)
 
 
 def test_make_network_and_bad_input():
@@ -90,6 +97,12 @@ def test_make_network_and_bad_input():
     with pytest.raises(ValueError, match="slope"):
         ReLUNetwork((3, 4, 2), "leaky_relu", float("nan"))
     net = ReLUNetwork((3, 4, 2))
+    with pytest.raises(ValueError, match="loss"):
+        Task(
+            loss=Regression(target=np.ones((2, 3))),
+            network=net,
+            weights0=[np.ones((4, 3)), np.ones((2, 4))],
+        )
     with pytest.raises(ValueError, match="end-to-end"):
         net.product([np.ones((4, 3)), np.ones((2, 4))])
     with pytest.raises(ValueError, match="inputs"):

@@ -56,6 +56,11 @@ class Task:
 
     def __post_init__(self) -> None:
         self.weights0 = self.network.check_weights(self.weights0)
+        if self.network.activation != "linear" and not hasattr(self.loss, "inputs"):
+            raise ValueError(
+                f"loss: a {self.network.activation} network needs a loss on its outputs with inputs"
+                f" (dlngeo.relu.OutputLoss), got {type(self.loss).__name__}"
+            )
         if self.rank is None:
             self.rank = self.network.rank_bound
         if not 1 <= self.rank <= self.network.rank_bound:
