@@ -27,6 +27,8 @@ _LAZY = {
     "create_solver": "dlngeo.plugins",
     "available": "dlngeo.plugins",
     "compare": "dlngeo.experiment",
+    "ReLUNetwork": "dlngeo.relu",
+    "make_network": "dlngeo.relu",
     "Record": "dlngeo.dynamics.record",
     "entropy": "dlngeo.thermodynamics",
     "free_energy": "dlngeo.thermodynamics",

@@ -92,7 +92,7 @@ _SCHEMA: dict[str, Any] = {
     "rank": int,
     "plugins": list,
     "problem": {"shape": list},
-    "network": {"depth": int, "width": int, "dims": list},
+    "network": {"depth": int, "width": int, "dims": list, "activation": str, "slope": (int, float)},
     "target": _SAMPLER,
     "observations": _SAMPLER,
     "loss": ("options", {"name": str}),
@@ -274,6 +274,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if "problem" in config and "shape" in config["problem"]:
         _int_list("problem.shape", config["problem"]["shape"], 2)
     dims = network_dims(config)
+    _check_activation(config["network"])
     if "rank" in config and not 1 <= config["rank"] <= min(dims):
         raise ConfigError(
             "rank",
@@ -308,6 +309,22 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for i, name in enumerate(config.get("plugins", [])):
         _check_type(f"plugins[{i}]", name, str)
     return config
+
+
+def _check_activation(net: dict[str, Any]) -> None:
+    """``network.activation`` is one of :data:`~dlngeo.relu.ACTIVATIONS`; ``slope`` only with ``leaky_relu``."""
+    from .relu import ACTIVATIONS
+
+    activation = net.get("activation", "linear")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            "network.activation", f"must be one of {', '.join(ACTIVATIONS)}; got {activation!r}"
+        )
+    if "slope" in net:
+        if activation != "leaky_relu":
+            raise ConfigError("network.slope", f"only leaky_relu takes a slope, not {activation}")
+        if not math.isfinite(net["slope"]):
+            raise ConfigError("network.slope", f"must be finite, got {net['slope']!r}")
 
 
 def _check_method(label: str, options: Any) -> None:

@@ -43,8 +43,8 @@ from .config import (
 )
 from .dynamics.base import Stopping, Task
 from .lowrank import entries, to_dense
-from .network import DeepLinearNetwork
 from .options import OptionError
+from .relu import OutputLoss, make_network
 
 __all__ = [
     "ConfigError",
@@ -134,9 +134,12 @@ def build(config: dict[str, Any]) -> Plan:
     seed = int(config.get("seed", 0))
     rng = np.random.default_rng(seed)
     dims = network_dims(config)
-    network = DeepLinearNetwork(dims)
+    net = config["network"]
+    network = make_network(dims, net.get("activation", "linear"), net.get("slope"))
     m, n = network.output_shape
     loss, data, visible = _build_loss(config, rng, (m, n))
+    if network.activation != "linear":
+        loss, data = _output_task(config, loss, data)
     init = config.get("init", {"sampler": "gaussian", "init_scale": 1e-3})
     sampler = _plugin("sampler", "init.sampler", init["sampler"], _options(init, "sampler"))
     context: dict[str, Any] = {"network": network, "target": visible}
@@ -184,6 +187,15 @@ def build(config: dict[str, Any]) -> Plan:
         method_options[label] = _options(options, "solver", "enabled", "stopping")
     if not methods:
         raise ConfigError("methods", "every method is disabled")
+    if network.activation != "linear":
+        for label, (solver, method, _) in methods.items():
+            if not getattr(method, "supports_activation", False):
+                raise ConfigError(
+                    f"methods.{label}",
+                    f"{solver} does not train a {network.activation} network"
+                    " (network.activation); use overparametrized_gd or overparametrized_flow",
+                )
+        data["initial_patterns"] = network.patterns(weights0, loss.inputs)  # type: ignore[attr-defined]
     gap_pairs = (
         [tuple(p) for p in config["gap"]] if "gap" in config else _default_gap_pairs(methods)
     )
@@ -197,7 +209,10 @@ def build(config: dict[str, Any]) -> Plan:
         "seed": seed,
         "initial_loss": float(loss.value(task.X0)),
     }
-    target = data.get("target")
+    target = data.get("target")  # a nonlinear network: the target outputs B, like its point F
+    if network.activation != "linear":
+        problem["activation"] = network.activation
+        problem["slope"] = getattr(network, "slope", 0.0)
     if target is not None:
         problem["target_singular_values"] = np.linalg.svd(to_dense(target), compute_uv=False)[
             : int(task.rank)
@@ -210,6 +225,27 @@ def build(config: dict[str, Any]) -> Plan:
         gap_pairs=gap_pairs,
         problem=problem,
     )
+
+
+def _output_task(
+    config: dict[str, Any], loss: Any, data: dict[str, Any]
+) -> tuple[OutputLoss, dict[str, Any]]:
+    """A nonlinear network's loss on its outputs ``F`` (``m x b``), and the target outputs as ``target``.
+
+    The metrics see ``state.point = F`` and ``state.data["target"] = B`` (the
+    teacher's outputs ``M* A``; whitened: ``M*`` itself, the outputs on ``I_n``),
+    and the teacher ``M*`` as ``data["teacher"]``.
+    """
+    try:
+        out = OutputLoss(loss)
+    except ValueError as exc:
+        raise ConfigError("loss.name", str(exc)) from None
+    data = dict(data)
+    if "target" in data:
+        data["teacher"] = data["target"]
+        B = getattr(out.base, "B", None)
+        data["target"] = getattr(out.base, "target", None) if B is None else B
+    return out, data
 
 
 def _stopping(cls: Any, key: str, options: dict[str, Any]) -> Any:

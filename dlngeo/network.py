@@ -46,7 +46,10 @@ class DeepLinearNetwork:
         dims: The widths as a tuple.
         shapes: ``[(d_1, d_0), ..., (d_N, d_{N-1})]``, the shapes of ``W_1 .. W_N``.
         rank_bound: ``min(dims)``, the largest rank the product can have.
+        activation: ``"linear"`` (:class:`~dlngeo.relu.ReLUNetwork` overrides it).
     """
+
+    activation: str = "linear"
 
     def __init__(self, dims: Sequence[int]):
         try:

@@ -40,9 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import integrate, signal
 
 import dlngeo
+from dlngeo.dynamics import OverparametrizedFlow, OverparametrizedGD, Stopping, Task
+from dlngeo.dynamics.overparametrized import factor_loss_and_gradients
+from dlngeo.dynamics.phases import phases
+from dlngeo.relu import OutputLoss, make_network
 from dlngeo.reproductions.figure_io import example_parser, save_small_png
 
 __all__ = [
@@ -107,6 +110,16 @@ def make_problem(
     }
 
 
+def _setting(problem: dict[str, Any], activation: str) -> tuple[Any, Any]:
+    """The library's network and loss for ``activation``: ``E = ||f(x) - y||^2/(2n)``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    loss = dlngeo.create_loss("regression", A=problem["inputs"], B=problem["targets"])
+    if activation == "linear":
+        return problem["network"], loss
+    return make_network(problem["network"].dims, activation), OutputLoss(loss)
+
+
 def loss_and_gradients(
     weights: Sequence[np.ndarray],
     inputs: np.ndarray,
@@ -116,56 +129,37 @@ def loss_and_gradients(
 ) -> tuple[float, list[np.ndarray]]:
     r"""Loss :math:`\tfrac1{2n}\|f(x) - y\|^2` and its gradients in every ``W_k``.
 
-    ``activation="linear"``: :math:`f = W_N \cdots W_1 x`; the gradients are the
-    library's :meth:`dlngeo.DeepLinearNetwork.gradients` with
-    :math:`E'(X) = (X x - y) x^\top / n` (when ``network`` is given; otherwise
-    the same backpropagation as ReLU with the identity). ``"relu"``:
-    :math:`f = W_N \sigma(W_{N-1} \cdots \sigma(W_1 x))`, no biases,
-    backpropagation with :math:`\sigma'(0) = 0`.
+    ``activation="linear"`` with a ``network``: the library's
+    :meth:`dlngeo.DeepLinearNetwork.gradients` with :math:`E'(X) = (X x - y) x^\top / n`.
+    Otherwise backpropagation (:meth:`dlngeo.relu.ReLUNetwork.loss_and_gradients`)
+    through the identity (a leaky ReLU of slope 1) or ReLU, :math:`\sigma'(0) = 0`.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    n = inputs.shape[1]
+    dims = [inputs.shape[0]] + [W.shape[0] for W in weights]
+    loss = dlngeo.create_loss("regression", A=inputs, B=targets)
     if activation == "linear" and network is not None:
-        X = network.product(weights)
-        residual = X @ inputs - targets
-        return 0.5 * float(np.sum(residual**2)) / n, network.gradients(
-            weights, residual @ inputs.T / n
-        )
-    hs, zs = [inputs], []
-    for k, W in enumerate(weights):
-        z = W @ hs[-1]
-        zs.append(z)
-        last = k == len(weights) - 1
-        hs.append(z if (last or activation == "linear") else np.maximum(z, 0.0))
-    delta = (hs[-1] - targets) / n
-    loss = 0.5 * n * float(np.sum(delta**2))
-    grads: list[np.ndarray] = [None] * len(weights)  # type: ignore[list-item]
-    for k in range(len(weights) - 1, -1, -1):
-        grads[k] = delta @ hs[k].T
-        if k:
-            delta = weights[k].T @ delta
-            if activation == "relu":
-                delta = delta * (zs[k - 1] > 0)
-    return loss, grads
+        value, gradient = loss.value_and_gradient(network.product(weights))
+        return value, network.gradients(weights, gradient)
+    net = (
+        make_network(dims, "leaky_relu", 1.0)
+        if activation == "linear"
+        else make_network(dims, "relu")
+    )
+    _, value, grads = net.loss_and_gradients(weights, OutputLoss(loss))  # type: ignore[attr-defined]
+    return value, grads
 
 
 def _sq_norms(weights: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([float(np.sum(W * W)) for W in weights])
 
 
-def _imbalance(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [
-        weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T
-        for k in range(len(weights) - 1)
-    ]
-
-
 def _invariant_drifts(
     weights: Sequence[np.ndarray], G0: list[np.ndarray], D0: np.ndarray
 ) -> tuple[float, float, float]:
     """Max over k of: ``|G_k - G_k(0)|`` (entries), its diagonal part, ``|Δ(‖W_{k+1}‖² - ‖W_k‖²)|``."""
-    G = _imbalance(weights)
+    dims = [weights[0].shape[1]] + [W.shape[0] for W in weights]
+    G = dlngeo.DeepLinearNetwork(dims).imbalance(weights)
     full = max(float(np.abs(g - g0).max()) for g, g0 in zip(G, G0))
     diag = max(float(np.abs(np.diag(g) - np.diag(g0)).max()) for g, g0 in zip(G, G0))
     D = np.diff(_sq_norms(weights))
@@ -176,7 +170,7 @@ def _invariant_drifts(
 def gradient_descent(
     problem: dict[str, Any], activation: str, eta: float, T: float, n_records: int = 400
 ) -> dict[str, Any]:
-    r"""Factor gradient descent for time ``T`` (``T/eta`` steps).
+    r"""Factor gradient descent for time ``T`` (``T/eta`` steps): the library's ``OverparametrizedGD``.
 
     Records, at ``n_records`` sampled steps: ``times``, ``loss``,
     ``sq_norms`` (``‖W_k‖²``), ``rates`` (per-layer one-step growth rate
@@ -189,40 +183,47 @@ def gradient_descent(
     """
     if not eta > 0 or not T > 0:
         raise ValueError(f"eta and T must be positive, got eta={eta!r}, T={T!r}")
-    net, x, y = problem["network"], problem["inputs"], problem["targets"]
-    W = [w.copy() for w in problem["weights0"]]
-    G0, D0 = _imbalance(W), np.diff(_sq_norms(W))
+    network, loss = _setting(problem, activation)
+    W0 = problem["weights0"]
     n_steps = int(round(T / eta))
     record_at = set(np.unique(np.linspace(0, n_steps - 1, n_records).astype(int)).tolist())
+    G0, D0 = network.imbalance(W0), np.diff(_sq_norms(W0))
     rec: dict[str, list[Any]] = {
         k: []
         for k in ("times", "loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")
     }
-    worst_res, worst_rhs = 0.0, 0.0
-    norms = _sq_norms(W)
-    for step in range(n_steps):
-        loss, grads = loss_and_gradients(W, x, y, activation, net)
-        W = [w - eta * g for w, g in zip(W, grads)]
-        new = _sq_norms(W)
-        g2 = _sq_norms(grads)
-        lhs = -np.diff(new) + np.diff(norms)  # Δ(‖W_k‖² - ‖W_{k+1}‖²)
-        rhs = -(eta**2) * np.diff(g2)
-        worst_res = max(worst_res, float(np.abs(lhs - rhs).max()))
-        worst_rhs = max(worst_rhs, float(np.abs(rhs).max()))
+    worst = {"res": 0.0, "rhs": 0.0}
+    previous: dict[str, Any] = {}
+
+    def watch(state: Any, _record: Any) -> None:
+        # Called at every iterate (record_every = 1): the step identity needs each step's gradients.
+        W, step = state.weights, state.iteration
+        norms = _sq_norms(W)
+        if previous:
+            lhs = -np.diff(norms) + np.diff(previous["norms"])  # Δ(‖W_k‖² - ‖W_{k+1}‖²)
+            rhs = -(eta**2) * np.diff(_sq_norms(previous["grads"]))
+            worst["res"] = max(worst["res"], float(np.abs(lhs - rhs).max()))
+            worst["rhs"] = max(worst["rhs"], float(np.abs(rhs).max()))
+            if step - 1 in record_at:
+                rec["rates"].append((norms - previous["norms"]) / eta)
+                full, diag, nd = _invariant_drifts(W, G0, D0)
+                rec["G_drift"].append(full)
+                rec["diagG_drift"].append(diag)
+                rec["norm_diff_drift"].append(nd)
+        value, grads = factor_loss_and_gradients(network, W, loss)[1:]
         if step in record_at:
             rec["times"].append(step * eta)
-            rec["loss"].append(loss)
+            rec["loss"].append(value)
             rec["sq_norms"].append(norms)
-            rec["rates"].append((new - norms) / eta)
-            full, diag, nd = _invariant_drifts(W, G0, D0)
-            rec["G_drift"].append(full)
-            rec["diagG_drift"].append(diag)
-            rec["norm_diff_drift"].append(nd)
-        norms = new
+        previous.update(norms=norms, grads=grads)
+
+    record = OverparametrizedGD(step=eta).run(
+        Task(loss=loss, network=network, weights0=W0), Stopping(max_iterations=n_steps), watch
+    )
     out = {k: np.asarray(v) for k, v in rec.items()}
-    out["step_identity_residual"] = worst_res / max(worst_rhs, 1e-300)
-    out["final_weights"] = W
-    full, diag, nd = _invariant_drifts(W, G0, D0)
+    out["step_identity_residual"] = worst["res"] / max(worst["rhs"], 1e-300)
+    out["final_weights"] = record.final_weights
+    full, diag, nd = _invariant_drifts(record.final_weights, G0, D0)
     out.update(final_G_drift=full, final_diagG_drift=diag, final_norm_diff_drift=nd)
     return out
 
@@ -236,109 +237,54 @@ def gradient_flow(
     rtol: float = 1e-10,
     atol: float = 1e-12,
 ) -> dict[str, Any]:
-    r"""Gradient flow :math:`\dot W_k = -\partial_k L` over ``[0, T]``.
+    r"""Gradient flow :math:`\dot W_k = -\partial_k L` over ``[0, T]``: the library's ``OverparametrizedFlow``.
 
-    ``step=None``: ``solve_ivp`` (DOP853, ``rtol``/``atol``), for the smooth
-    linear case. ``step=h``: classical fixed-step Runge-Kutta 4. Use it for
-    ReLU: the right-hand side jumps whenever a pre-activation changes sign, and
-    where a unit slides along its kink an adaptive step control shrinks the
-    step without bound (``solve_ivp`` stalls); RK4's error there is ``O(h)``
-    instead of ``O(h^4)``, still far below the effects measured here. The
-    invariants hold exactly for every evaluation of the right-hand side
-    (DHL18), so their drift is the integrator's error alone.
+    ``step=None``: DOP853 (``rtol``/``atol``), for the smooth linear case.
+    ``step=h``: the library's fixed-step RK4 (:class:`dlngeo.dynamics.rk4.RK4`).
+    Use it for ReLU: the right-hand side jumps whenever a pre-activation
+    changes sign, and where a unit slides along its kink an adaptive step
+    control shrinks the step without bound; RK4's error there is ``O(h)``
+    instead of ``O(h^4)``. The invariants hold exactly for every evaluation
+    of the right-hand side (DHL18), so their drift is the integrator's error alone.
 
-    Records ``times``, ``loss``, ``sq_norms``, ``rates`` (exact
-    :math:`-2\langle W_k, \partial_k L\rangle` per layer) and the invariant
-    drifts ``G_drift``, ``diagG_drift``, ``norm_diff_drift``.
+    Records ``times``, ``loss``, ``sq_norms``, ``rates`` (the library's
+    ``growth_rates``: :math:`-2\langle W_k, \partial_k L\rangle` per layer) and the
+    invariant drifts ``G_drift``, ``diagG_drift``, ``norm_diff_drift``.
     """
     if not T > 0:
         raise ValueError(f"T must be positive, got {T!r}")
     if step is not None and not 0 < step <= T:
         raise ValueError(f"step must be in (0, T], got {step!r}")
-    net, x, y = problem["network"], problem["inputs"], problem["targets"]
-    shapes = [w.shape for w in problem["weights0"]]
-    sizes = np.cumsum([0] + [a * b for a, b in shapes])
-
-    def unpack(v: np.ndarray) -> list[np.ndarray]:
-        return [v[sizes[k] : sizes[k + 1]].reshape(shapes[k]) for k in range(len(shapes))]
-
-    def rhs(_t: float, v: np.ndarray) -> np.ndarray:
-        return -np.concatenate(
-            [g.ravel() for g in loss_and_gradients(unpack(v), x, y, activation, net)[1]]
-        )
-
+    network, loss = _setting(problem, activation)
     W0 = problem["weights0"]
-    v0 = np.concatenate([w.ravel() for w in W0])
     if step is None:
-        times = np.linspace(0.0, T, n_records)
-        sol = integrate.solve_ivp(
-            rhs, (0.0, T), v0, method="DOP853", t_eval=times, rtol=rtol, atol=atol
-        )
-        if not sol.success:
-            raise RuntimeError(f"solve_ivp failed: {sol.message}")
-        states, nfev = sol.y.T, int(sol.nfev)
-    else:
-        n_steps = int(round(T / step))
-        record_at = np.unique(np.linspace(0, n_steps, n_records).astype(int))
-        times, states, v, nfev = record_at * step, [], v0, 0
-        for i in range(n_steps + 1):
-            if i in record_at:
-                states.append(v)
-            if i == n_steps:
-                break
-            k1 = rhs(0.0, v)
-            k2 = rhs(0.0, v + 0.5 * step * k1)
-            k3 = rhs(0.0, v + 0.5 * step * k2)
-            k4 = rhs(0.0, v + step * k3)
-            v = v + (step / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-            nfev += 4
-    G0, D0 = _imbalance(W0), np.diff(_sq_norms(W0))
-    rec: dict[str, list[Any]] = {
-        k: [] for k in ("loss", "sq_norms", "rates", "G_drift", "diagG_drift", "norm_diff_drift")
-    }
-    for v in states:
-        W = unpack(v)
-        loss, grads = loss_and_gradients(W, x, y, activation, net)
-        rec["loss"].append(loss)
-        rec["sq_norms"].append(_sq_norms(W))
-        rec["rates"].append(np.array([-2.0 * float(np.sum(w * g)) for w, g in zip(W, grads)]))
-        full, diag, nd = _invariant_drifts(W, G0, D0)
-        rec["G_drift"].append(full)
-        rec["diagG_drift"].append(diag)
-        rec["norm_diff_drift"].append(nd)
-    out = {k: np.asarray(v) for k, v in rec.items()}
-    out["times"] = np.asarray(times, dtype=float)
-    out["nfev"] = nfev
-    out["method"] = "DOP853" if step is None else f"RK4 h={step:g}"
-    return out
-
-
-def phases(
-    times: np.ndarray, rate: np.ndarray, level: float = 0.02, prominence: float = 0.5
-) -> dict[str, Any]:
-    """Phases of learning from the common growth rate ``d‖W_k‖²/dt``.
-
-    Bursts are the peaks of ``log(rate)`` (``scipy.signal.find_peaks`` with
-    the given ``prominence`` in natural-log units: the rate falls by a factor
-    ``e^prominence`` on both sides; the log because a mode of strength ``s``
-    peaks at ``~s²/2``, so weak modes' bursts are small in absolute terms).
-    The plateau ends, and saturation begins, where the rate first / last
-    exceeds ``level`` times its maximum. Returns ``peak_times``,
-    ``peak_rates``, ``valley_rates`` (the minimum between consecutive peaks),
-    ``plateau_end``, ``saturation_start``.
-    """
-    rate = np.asarray(rate, dtype=float)
-    top = float(rate.max())
-    log_rate = np.log(np.maximum(rate, 1e-6 * top))
-    peaks, _ = signal.find_peaks(log_rate, prominence=prominence)
-    above = np.nonzero(rate > level * top)[0]
-    valleys = [float(rate[a:b].min()) for a, b in zip(peaks[:-1], peaks[1:])]
+        grid = np.linspace(0.0, T, n_records)
+        flow = OverparametrizedFlow(integrator="DOP853", rtol=rtol, atol=atol, record_times=grid)
+    else:  # record on the steps themselves: no interpolation across a kink
+        every = max(1, int(round(T / step)) // max(n_records - 1, 1))
+        flow = OverparametrizedFlow(integrator="RK4", max_step=step, record_every=every)
+    states: list[Any] = []
+    task = Task(
+        loss=loss,
+        network=network,
+        weights0=W0,
+        metrics={"rates": dlngeo.create_metric("growth_rates")},
+    )
+    record = flow.run(
+        task, Stopping(end_time=T, max_iterations=10**8), lambda s, _r: states.append(s.weights)
+    )
+    G0, D0 = network.imbalance(W0), np.diff(_sq_norms(W0))
+    drifts = np.array([_invariant_drifts(W, G0, D0) for W in states])
     return {
-        "peak_times": times[peaks],
-        "peak_rates": rate[peaks],
-        "valley_rates": np.asarray(valleys),
-        "plateau_end": float(times[above[0]]) if above.size else np.nan,
-        "saturation_start": float(times[above[-1]]) if above.size else np.nan,
+        "times": np.asarray(record.times, dtype=float),
+        "loss": np.asarray(record.metrics["loss"]),
+        "rates": np.asarray(record.metrics["rates"]),
+        "sq_norms": np.array([_sq_norms(W) for W in states]),
+        "G_drift": drifts[:, 0],
+        "diagG_drift": drifts[:, 1],
+        "norm_diff_drift": drifts[:, 2],
+        "nfev": record.evaluations["gradient"],
+        "method": "DOP853" if step is None else f"RK4 h={step:g}",
     }
 
 

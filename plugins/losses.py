@@ -117,6 +117,17 @@ class Regression(_Data):
         self.check_point(X)
         return self._back(self._forward(Z))
 
+    def output_value_and_gradient(self, F: np.ndarray) -> tuple[float, np.ndarray]:
+        """``l(F) = ||F - B||^2/(2b)`` and ``(F - B)/b`` on a network's outputs ``F`` (``m x b``).
+
+        Whitened: ``B = Y``, ``b = 1`` (the outputs on the inputs ``I_n``).
+        """
+        R = F - (self.target if self.B is None else self.B)
+        return 0.5 * float(np.vdot(R, R)) / self.batch, R / self.batch
+
+    def output_hessian_vector_product(self, F: np.ndarray, Z: Any) -> np.ndarray:
+        return to_dense(Z) / self.batch
+
 
 class LpRegression(_Data):
     r""":math:`\ell_p` regression :math:`E(X) = \frac{1}{p\,b}\sum_{ij} |(XA - B)_{ij}|^p` (Arora, Cohen & Hazan 2018).
@@ -155,6 +166,18 @@ class LpRegression(_Data):
         if self.p == 1:
             return np.zeros(self.shape)
         return (self.p - 1) * self._back(np.abs(R) ** (self.p - 2) * self._forward(Z))
+
+    def output_value_and_gradient(self, F: np.ndarray) -> tuple[float, np.ndarray]:
+        """``sum |F - B|^p/(p b)`` and its gradient on a network's outputs ``F`` (``m x b``)."""
+        R = F - (self.target if self.B is None else self.B)
+        value = float(np.sum(np.abs(R) ** self.p)) / (self.p * self.batch)
+        return value, np.sign(R) * np.abs(R) ** (self.p - 1) / self.batch
+
+    def output_hessian_vector_product(self, F: np.ndarray, Z: Any) -> np.ndarray:
+        R = F - (self.target if self.B is None else self.B)
+        if self.p == 1:
+            return np.zeros(R.shape)
+        return (self.p - 1) * np.abs(R) ** (self.p - 2) * to_dense(Z) / self.batch
 
 
 class MatrixCompletion(Loss):

@@ -14,6 +14,17 @@ Each registered factory takes its options and returns a callable
 * ``imbalance``: :math:`\|G_k\|_F`, :math:`G_k = W_{k+1}^\top W_{k+1} - W_k W_k^\top`,
   ``k = 1..N-1`` (empty when the state has no weights).
 * ``layer_norms``: :math:`\|W_k\|_F` (empty when the state has no weights).
+* ``imbalance_offdiagonal``: :math:`\|G_k - \operatorname{diag} G_k\|_F`: the part of
+  :math:`G_k` a ReLU network does not conserve.
+* ``unit_balance``: per hidden unit, incoming minus outgoing squared norm
+  (:math:`-\operatorname{diag} G_k`, all hidden layers concatenated): conserved by
+  the gradient flow of a bias-free ReLU network (Du, Hu & Lee 2018).
+* ``layer_norm_differences``: :math:`\|W_{k+1}\|_F^2 - \|W_k\|_F^2 = \operatorname{tr} G_k`.
+* ``growth_rates``: :math:`\tfrac{d}{dt}\|W_k\|^2` along the gradient flow, exactly
+  :math:`-2\langle W_k, \partial_k L\rangle` (``norm="fro"``), or of the squared spectral
+  norm, :math:`-2\sigma_1 u_1^\top \partial_k L\, v_1` (``norm="spectral"``).
+* ``pattern_changes``: samples whose activation pattern differs from
+  ``state.data["initial_patterns"]`` (0 for a linear network).
 * ``distance_to_target``: :math:`\|X - M^\star\|_F`, ``M* = state.data["target"]``.
 * ``test_error``: RMSE of ``X - M*`` on the entries not observed by the loss.
 
@@ -263,6 +274,91 @@ class HeldOutError(Metric):
         return float(mse if self.squared else np.sqrt(mse))
 
 
+def _needs_weights(state: Any, metric: str) -> list[np.ndarray]:
+    weights = _weights(state)
+    if not weights or state.network is None:
+        raise ValueError(f"{metric} needs the factors and the network (an overparametrized method)")
+    return weights
+
+
+class ImbalanceOffDiagonal(Metric):
+    """``||G_k - diag G_k||_F`` for ``k = 1..N-1``: what a ReLU network does not conserve."""
+
+    name = "imbalance_offdiagonal"
+
+    def __call__(self, state: Any) -> np.ndarray:
+        weights = _weights(state)
+        G = [
+            weights[k + 1].T @ weights[k + 1] - weights[k] @ weights[k].T
+            for k in range(len(weights) - 1)
+        ]
+        return np.array([np.linalg.norm(g - np.diag(np.diag(g))) for g in G])
+
+
+class UnitBalance(Metric):
+    """Per hidden unit, ``||W_k[j,:]||^2 - ||W_{k+1}[:,j]||^2`` (layers concatenated); conserved by the ReLU flow."""
+
+    name = "unit_balance"
+
+    def __call__(self, state: Any) -> np.ndarray:
+        from dlngeo.relu import unit_balance
+
+        weights = _weights(state)
+        return np.concatenate(unit_balance(weights)) if len(weights) > 1 else np.zeros(0)
+
+
+class LayerNormDifferences(Metric):
+    """``||W_{k+1}||_F^2 - ||W_k||_F^2`` for ``k = 1..N-1`` (the trace of ``G_k``)."""
+
+    name = "layer_norm_differences"
+
+    def __call__(self, state: Any) -> np.ndarray:
+        return np.diff([float(np.vdot(W, W)) for W in _weights(state)])
+
+
+class GrowthRates(Metric):
+    """Per layer, ``d/dt ||W_k||^2 = -2 <W_k, dL/dW_k>`` along the gradient flow (``norm``: ``"fro"`` or ``"spectral"``)."""
+
+    name = "growth_rates"
+
+    def __init__(self, norm: str = "fro"):
+        if norm not in ("fro", "spectral"):
+            raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
+        self.norm = norm
+
+    def __call__(self, state: Any) -> np.ndarray:
+        from dlngeo.dynamics.overparametrized import factor_loss_and_gradients
+
+        weights = _needs_weights(state, "growth_rates")
+        grads = factor_loss_and_gradients(state.network, weights, state.loss)[2]
+        if self.norm == "fro":
+            return np.array([-2.0 * float(np.vdot(W, g)) for W, g in zip(weights, grads)])
+        rates = []
+        for W, g in zip(weights, grads):
+            u, s, vt = np.linalg.svd(W)
+            rates.append(-2.0 * s[0] * float(u[:, 0] @ g @ vt[0]))
+        return np.array(rates)
+
+
+class PatternChanges(Metric):
+    """Samples whose activation pattern differs from ``state.data["initial_patterns"]`` (0 for a linear network)."""
+
+    name = "pattern_changes"
+
+    def __call__(self, state: Any) -> float:
+        network = state.network
+        if network is None or network.activation == "linear":
+            return 0.0
+        weights = _needs_weights(state, "pattern_changes")
+        initial = (state.data or {}).get("initial_patterns")
+        if initial is None:
+            raise ValueError("pattern_changes needs state.data['initial_patterns']")
+        changed = np.zeros(np.asarray(initial[0]).shape[1], dtype=bool)
+        for p0, p in zip(initial, network.patterns(weights, state.loss.inputs)):
+            changed |= np.any(np.asarray(p0) != p, axis=0)
+        return float(changed.sum())
+
+
 _METRICS = (
     LossValue,
     SingularValues,
@@ -271,6 +367,11 @@ _METRICS = (
     NuclearNorm,
     Imbalance,
     LayerNorms,
+    ImbalanceOffDiagonal,
+    UnitBalance,
+    LayerNormDifferences,
+    GrowthRates,
+    PatternChanges,
     DistanceToTarget,
     HeldOutError,
 )

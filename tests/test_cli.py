@@ -183,7 +183,7 @@ def test_console_exit_code_is_2_in_a_real_process(tmp_path):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dlngeo: error:")]
     assert errors == [
-        "dlngeo: error: network.dpth: unknown key (known keys of [network]: depth, dims, width)"
+        "dlngeo: error: network.dpth: unknown key (known keys of [network]: activation, depth, dims, slope, width)"
     ]
 
 

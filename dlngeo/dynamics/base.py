@@ -56,6 +56,11 @@ class Task:
 
     def __post_init__(self) -> None:
         self.weights0 = self.network.check_weights(self.weights0)
+        if self.network.activation != "linear" and not hasattr(self.loss, "inputs"):
+            raise ValueError(
+                f"loss: a {self.network.activation} network needs a loss on its outputs with inputs"
+                f" (dlngeo.relu.OutputLoss), got {type(self.loss).__name__}"
+            )
         if self.rank is None:
             self.rank = self.network.rank_bound
         if not 1 <= self.rank <= self.network.rank_bound:
@@ -69,8 +74,14 @@ class Task:
 
     @property
     def X0(self) -> np.ndarray:
-        """The end-to-end start ``phi(W(0))``."""
-        return self.network.product(self.weights0)
+        """The end-to-end start ``phi(W(0))`` (a nonlinear network: its outputs ``F(W(0))``)."""
+        return self.point(self.weights0)
+
+    def point(self, weights: list[np.ndarray]) -> np.ndarray:
+        """``phi(W)``; for a nonlinear network, its outputs on the loss's inputs (``loss.inputs``)."""
+        if self.network.activation == "linear":
+            return self.network.product(weights)
+        return self.network.outputs(weights, self.loss.inputs)  # type: ignore[attr-defined]
 
     def state(
         self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
@@ -225,6 +236,8 @@ class Method:
     name: str = "method"
     #: True for methods that train the factors (their Record has final_weights).
     overparametrized: bool = False
+    #: True for methods that also train nonlinear networks (``network.activation``).
+    supports_activation: bool = False
     #: True when ``Record.times`` are flow times (comparable across flows), False
     #: when they are iteration numbers (``Record.time_kind == "iteration"``).
     flow_time: bool = True

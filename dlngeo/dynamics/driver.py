@@ -252,7 +252,13 @@ class ScipyODEStepper(Stepper):
         self._y = y0
         self.counts = {"loss": 0, "gradient": 0}
         self._cache: tuple[Any, float, float] | None = None  # (y, loss, gradient norm)
-        self.solver_cls = getattr(scipy.integrate, integrator)
+        self.solver_cls: Any
+        if integrator == "RK4":
+            from .rk4 import RK4
+
+            self.solver_cls = RK4
+        else:
+            self.solver_cls = getattr(scipy.integrate, integrator)
         self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
         self.t_bound = t_bound
         self.solver = None

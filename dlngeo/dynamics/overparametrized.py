@@ -127,7 +127,13 @@ def factor_loss_and_gradients(
         loss: A :class:`~dlngeo.losses.Loss`.
         gradient: Optional replacement for ``loss.gradient`` (a stochastic estimate);
             the loss value is always the exact one.
+
+    A nonlinear network (:class:`~dlngeo.relu.ReLUNetwork`) returns its
+    outputs ``F`` instead of ``X`` and backpropagates ``loss`` (an
+    :class:`~dlngeo.relu.OutputLoss`) through its gates.
     """
+    if network.activation != "linear":
+        return network.loss_and_gradients(weights, loss, gradient=gradient)  # type: ignore[attr-defined]
     n = network.depth
     prefix: list[Any] = [None] * n  # B_k = W_{k-1} .. W_1
     for k in range(1, n):
@@ -227,6 +233,7 @@ class OverparametrizedGD(Method):
     name = "overparametrized_gd"
     flow_time = True
     overparametrized = True
+    supports_activation = True
 
     def __init__(
         self,
@@ -316,7 +323,7 @@ class _FactorFlowStepper(ScipyODEStepper):
         return out
 
     def point(self) -> np.ndarray:
-        return self.task.network.product(self.unpack(self._y))
+        return self.task.point(self.unpack(self._y))
 
     def weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.unpack(self._y)]
@@ -324,7 +331,7 @@ class _FactorFlowStepper(ScipyODEStepper):
     def interpolate(self, t: float) -> tuple[Any, Any]:
         y = self.solver.dense_output()(t)
         W = [w.copy() for w in self.unpack(y)]
-        return self.task.network.product(W), W
+        return self.task.point(W), W
 
 
 def _check_ode_options(rtol: Any, atol: Any, max_step: Any) -> tuple[float, float, float]:
@@ -342,10 +349,13 @@ class OverparametrizedFlow(Method):
 
     Args:
         integrator: One of :data:`ODE_INTEGRATORS` (scipy.integrate's classes;
-            ``solve_ivp(method=...)`` names).
+            ``solve_ivp(method=...)`` names), or ``"RK4"``: fixed-step
+            :class:`~dlngeo.dynamics.rk4.RK4` with step ``max_step``, for the
+            flow of a ReLU network (its right-hand side jumps at the kinks,
+            where an adaptive step can collapse).
         rtol, atol: The solver's relative and absolute tolerances (componentwise,
-            as in ``solve_ivp``).
-        max_step: Largest step (flow time).
+            as in ``solve_ivp``; unused by ``RK4``).
+        max_step: Largest step (flow time); ``RK4``'s step (required).
         end_time: Default final flow time when the stopping has no ``end_time``
             (``None``: integrate until another criterion stops the run).
         record_every: Record every ``k``-th accepted step.
@@ -360,6 +370,7 @@ class OverparametrizedFlow(Method):
     name = "overparametrized_flow"
     flow_time = True
     overparametrized = True
+    supports_activation = True
 
     def __init__(
         self,
@@ -372,8 +383,10 @@ class OverparametrizedFlow(Method):
         record_every: int = 1,
         record_times: Any = None,
     ):
-        self.integrator = check_choice("integrator", integrator, ODE_INTEGRATORS)
+        self.integrator = check_choice("integrator", integrator, (*ODE_INTEGRATORS, "RK4"))
         self.rtol, self.atol, self.max_step = _check_ode_options(rtol, atol, max_step)
+        if integrator == "RK4" and not np.isfinite(self.max_step):
+            raise ValueError("max_step: integrator RK4 needs its fixed step as max_step")
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
 
