@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry.kernel import column_weights
+from ..geometry.lowrank_ops import retract, tangent_from_products, tangent_project
 from ..lowrank import ambient_matmul, ambient_rmatmul
 from .entropy import batched_kernel, entropic_force
 
@@ -70,17 +71,12 @@ def _tangent_of_gradient(
     U: np.ndarray, Vt: np.ndarray, G: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``P_T G`` in ``(Up, M, Vp)`` coordinates; ``G`` a dense stack or a list of ambient matrices."""
-    V = np.swapaxes(Vt, 1, 2)
     if isinstance(G, np.ndarray):
-        GV = G @ V
-        GtU = np.swapaxes(G, 1, 2) @ U
-    else:
-        GV = np.stack([ambient_matmul(g, v) for g, v in zip(G, V)])
-        GtU = np.stack([ambient_rmatmul(g, u) for g, u in zip(G, U)])
-    M = np.swapaxes(U, 1, 2) @ GV
-    Up = GV - U @ M
-    Vp = GtU - V @ np.swapaxes(M, 1, 2)
-    return Up, M, Vp
+        return tangent_project(U, Vt, G)
+    V = np.swapaxes(Vt, 1, 2)
+    GV = np.stack([ambient_matmul(g, v) for g, v in zip(G, V)])
+    GtU = np.stack([ambient_rmatmul(g, u) for g, u in zip(G, U)])
+    return tangent_from_products(U, V, GV, GtU)
 
 
 def lowrank_tangent_drift(
@@ -106,24 +102,6 @@ def lowrank_tangent_drift(
         dM = dM.copy()
         dM[:, np.arange(r), np.arange(r)] += diag / beta
     return (dUp, dM, dVp), K, c
-
-
-def retract(
-    U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
-):
-    """Metric projection of ``X + xi`` onto ``M_r`` (batched; as :meth:`dlngeo.FixedRank.retraction`)."""
-    C, _, r = U.shape
-    Qu, Ru = np.linalg.qr(Up)
-    Qv, Rv = np.linalg.qr(Vp)
-    T = np.zeros((C, 2 * r, 2 * r))
-    T[:, :r, :r] = M
-    T[:, np.arange(r), np.arange(r)] += s
-    T[:, :r, r:] = np.swapaxes(Rv, 1, 2)
-    T[:, r:, :r] = Ru
-    Ut, St, Vtt = np.linalg.svd(T)
-    U_new = np.concatenate((U, Qu), axis=2) @ Ut[:, :, :r]
-    V_new = np.concatenate((np.swapaxes(Vt, 1, 2), Qv), axis=2) @ np.swapaxes(Vtt, 1, 2)[:, :, :r]
-    return U_new, St[:, :r], np.swapaxes(V_new, 1, 2)
 
 
 def lowrank_step(
