@@ -40,9 +40,16 @@ import numpy as np
 from ..geometry.kernel import column_weights
 from ..geometry.lowrank_ops import retract, tangent_from_products, tangent_project
 from ..lowrank import ambient_matmul, ambient_rmatmul
+from .chains import ChainStepper
 from .entropy import batched_kernel, entropic_force
 
-__all__ = ["check_lowrank_start", "lowrank_tangent_drift", "retract", "lowrank_step"]
+__all__ = [
+    "check_lowrank_start",
+    "lowrank_tangent_drift",
+    "retract",
+    "lowrank_step",
+    "LowRankRLEStepper",
+]
 
 
 def check_lowrank_start(start: Any, chains: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,3 +141,75 @@ def lowrank_step(
     M = step * dM + scale * np.sqrt(K) * Zm
     Vp = step * dVp + scale * sc * nVp
     return retract(U, s, Vt, Up, M, Vp)
+
+
+class LowRankRLEStepper(ChainStepper):
+    """The RLE on ``(M_r, g_N)`` for stacks ``(C, m, r), (C, r), (C, r, n)`` (:func:`lowrank_step`).
+
+    A step whose result is non-finite or leaves ``M_r`` (``s_r <= 1e-12 s_1``)
+    is not taken: the run stops ``diverged``.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        loss: Any,
+        point: tuple[np.ndarray, np.ndarray, np.ndarray],
+        depth: int,
+        options: dict[str, Any],
+        single: bool,
+        widths: Sequence[int],
+    ):
+        self.U, self.s, self.Vt = point
+        super().__init__(loss, depth, options, self.U.shape[0], single, widths)
+        self.rng = rng
+        self.batched = bool(getattr(loss, "batched", False))
+        self.drift = options["drift"]
+
+    def _points(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [(self.U[c], self.s[c], self.Vt[c]) for c in range(self.chains)]
+
+    def energies(self) -> np.ndarray:
+        if self.batched:
+            return np.asarray(
+                self.loss_fn.value((self.U * self.s[:, None, :]) @ self.Vt), dtype=float
+            )
+        return np.array([float(self.loss_fn.value(p)) for p in self._points()])
+
+    def singular_values(self) -> np.ndarray:
+        return self.s.copy()
+
+    def chain0(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (self.U[0], self.s[0], self.Vt[0])
+
+    def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.chain0() if self.single else (self.U, self.s, self.Vt)
+
+    def start(self) -> None:
+        self._observe()
+
+    def step(self) -> None:
+        U, s, Vt = self.U, self.s, self.Vt
+        if self.batched:
+            G: Any = np.asarray(self.loss_fn.gradient((U * s[:, None, :]) @ Vt), dtype=float)
+        else:
+            G = [self.loss_fn.gradient(p) for p in self._points()]
+        U_new, s_new, Vt_new = lowrank_step(
+            self.rng,
+            U,
+            s,
+            Vt,
+            G,
+            beta=self.beta,
+            step=self.h,
+            depth=self.depth,
+            widths=self.widths,
+            drift=self.drift,
+        )
+        finite = np.all(np.isfinite(U_new)) and np.all(np.isfinite(s_new))
+        if not (finite and np.all(np.isfinite(Vt_new))) or np.any(
+            s_new[:, -1] <= 1e-12 * s_new[:, 0]
+        ):
+            self._fail("a chain became non-finite or left M_r (rank collapse)")
+        self.U, self.s, self.Vt = U_new, s_new, Vt_new
+        self._advance()
