@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import scipy.integrate
 
+from ..geometry import lowrank_ops
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
-from ..geometry.lowrank_ops import truncate
 from ..lowrank import Factored, tangent_to_factored, to_dense
 from .base import Callback, Method, Stopping, Task
 from .driver import (
@@ -67,6 +67,10 @@ LOWRANK_INTEGRATORS = ("RK45", "RK23")
 
 
 # ---------------------------------------------------------------- low rank helpers
+#: Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both factors and a small SVD).
+truncate = lowrank_ops.truncate
+
+
 def lowrank_start(
     task: Task, rank: int | None = None
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
