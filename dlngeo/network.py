@@ -25,13 +25,15 @@ import scipy.sparse as sp
 
 from .lowrank import Factored, ambient_matmul, ambient_rmatmul, is_lowrank_point, to_dense
 
-__all__ = ["DeepLinearNetwork"]
+__all__ = ["DeepLinearNetwork", "haar_stiefel"]
 
 
-def _stiefel(rng: np.random.Generator, d: int, r: int) -> np.ndarray:
-    """A Haar-random ``d x r`` matrix with orthonormal columns."""
-    q, R = np.linalg.qr(rng.standard_normal((d, r)))
-    return q * np.sign(np.where(np.diag(R) == 0, 1.0, np.diag(R)))
+def haar_stiefel(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A Haar-random ``rows x cols`` partial isometry: orthonormal columns (``rows >= cols``) or rows."""
+    big, small = max(rows, cols), min(rows, cols)
+    q, R = np.linalg.qr(rng.standard_normal((big, small)))
+    q = q * np.sign(np.where(np.diag(R) == 0, 1.0, np.diag(R)))
+    return q if rows >= cols else q.T
 
 
 class DeepLinearNetwork:
@@ -202,5 +204,5 @@ class DeepLinearNetwork:
             )
         u, s, vt = u[:, :rank], s[:rank], vt[:rank]
         root = s ** (1.0 / self.depth)
-        frames = [vt.T] + [_stiefel(rng, d, rank) for d in self.dims[1:-1]] + [u]
+        frames = [vt.T] + [haar_stiefel(rng, d, rank) for d in self.dims[1:-1]] + [u]
         return [(frames[k + 1] * root) @ frames[k].T for k in range(self.depth)]

@@ -46,14 +46,13 @@ summary columns), so that sweeps can be queried with plain SQL.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .dynamics.record import to_json_value
 
 __all__ = [
     "SCHEMA",
@@ -77,24 +76,6 @@ _METHOD_KEYS = {
     "metrics": dict,
     "info": dict,
 }
-
-
-def to_json_value(value: Any) -> Any:
-    """Plain JSON value of ``value``: arrays to lists, numpy scalars to Python, NaN/inf to ``None``."""
-    if isinstance(value, np.ndarray):
-        return to_json_value(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return repr(value)
 
 
 def write_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:

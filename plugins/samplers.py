@@ -41,7 +41,7 @@ import scipy.sparse.linalg as spla
 
 from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import is_lowrank_point, point_shape
-from dlngeo.network import DeepLinearNetwork
+from dlngeo.network import DeepLinearNetwork, haar_stiefel
 from dlngeo.validation import positive_integer, positive_number
 
 __all__ = [
@@ -79,14 +79,6 @@ def _network(network: Any) -> DeepLinearNetwork:
     if not isinstance(network, DeepLinearNetwork):
         raise ValueError(f"network must be a DeepLinearNetwork, got {type(network).__name__}")
     return network
-
-
-def _stiefel(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """Haar-random ``rows x cols`` partial isometry (orthonormal columns or rows)."""
-    big, small = max(rows, cols), min(rows, cols)
-    q, R = np.linalg.qr(rng.standard_normal((big, small)))
-    q = q * np.sign(np.where(np.diag(R) == 0, 1.0, np.diag(R)))
-    return q if rows >= cols else q.T
 
 
 class Sampler:
@@ -160,7 +152,7 @@ class Orthogonal(Sampler):
     ) -> list[np.ndarray]:
         rng, network = np.random.default_rng(rng), _network(network)
         gain = (self.init_scale * np.sqrt(network.dims[0])) ** (1.0 / network.depth)
-        return [gain * _stiefel(rng, *shape) for shape in network.shapes]
+        return [gain * haar_stiefel(rng, *shape) for shape in network.shapes]
 
 
 class Identity(Sampler):

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import scipy.integrate
 
+from ..geometry import lowrank_ops
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
 from ..lowrank import Factored, tangent_to_factored, to_dense
 from .base import Callback, Method, Stopping, Task
@@ -66,14 +67,8 @@ LOWRANK_INTEGRATORS = ("RK45", "RK23")
 
 
 # ---------------------------------------------------------------- low rank helpers
-def truncate(
-    left: np.ndarray, right: np.ndarray, rank: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both sides + a small SVD)."""
-    Ql, Rl = np.linalg.qr(left)
-    Qr, Rr = np.linalg.qr(right)
-    a, s, bt = np.linalg.svd(Rl @ Rr.T)
-    return Ql @ a[:, :rank], s[:rank], bt[:rank] @ Qr.T
+#: Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both factors and a small SVD).
+truncate = lowrank_ops.truncate
 
 
 def lowrank_start(

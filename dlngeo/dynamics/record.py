@@ -6,12 +6,13 @@ one. ``to_dict()`` gives the JSON summary written to ``results.json``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Record", "STOP_REASONS", "TIME_KINDS"]
+__all__ = ["Record", "STOP_REASONS", "TIME_KINDS", "to_json_value"]
 
 #: Structured stop reason codes shared by every method.
 STOP_REASONS = (
@@ -34,16 +35,27 @@ STOP_REASONS = (
 TIME_KINDS = ("flow", "iteration")
 
 
-def _jsonable(value: Any) -> Any:
+def to_json_value(value: Any) -> Any:
+    """Plain JSON value of ``value``: arrays to lists, numpy scalars to Python, NaN/inf to ``None``.
+
+    The one converter of the package: :meth:`Record.to_dict` and the results
+    file (:mod:`dlngeo.results`) both use it. Dictionary keys become strings;
+    any other object becomes its ``repr``.
+    """
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+        return to_json_value(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): to_json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+        return [to_json_value(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return repr(value)
 
 
 @dataclass
@@ -93,19 +105,19 @@ class Record:
         return float(series[-1]) if series else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary (no final point)."""
+        """JSON-able summary (no final point; non-finite numbers as ``None``)."""
         return {
             "method": self.method,
             "final_loss": self.final_loss,
             "iterations": self.n_iterations,
-            "evaluations": _jsonable(self.evaluations),
+            "evaluations": to_json_value(self.evaluations),
             "wall_time_s": self.wall_time_s,
             "stop_reason": self.stop_reason,
             "time_kind": self.time_kind,
             "metrics": {
                 "time": list(self.times),
                 "iteration": list(self.iterations),
-                **_jsonable(self.metrics),
+                **to_json_value(self.metrics),
             },
-            "info": _jsonable(self.info),
+            "info": to_json_value(self.info),
         }

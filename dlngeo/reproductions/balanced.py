@@ -51,6 +51,7 @@ from scipy.integrate import solve_ivp
 
 from ..geometry.kernel import metric_operator, metric_operator_svd
 from ..network import DeepLinearNetwork
+from ..plugins import create_sampler
 
 __all__ = [
     "regression_target",
@@ -80,11 +81,14 @@ def regression_target(
 
 
 def gaussian_factors(network: DeepLinearNetwork, scale: float, rng: Any = None) -> list[np.ndarray]:
-    """``W_k = scale * Z_k``, ``Z_k`` iid ``N(0, 1/d_{k-1})``: the imbalances are exactly ``scale**2 * G_k(Z)``."""
-    if not scale > 0:
+    """``W_k = scale * Z_k``, ``Z_k`` iid ``N(0, 1/d_{k-1})``: the imbalances are ``scale**2 * G_k(Z)`` (to rounding).
+
+    The registered ``gaussian`` initialization with ``init_scale = scale**N``.
+    """
+    if not (isinstance(scale, (int, float, np.integer, np.floating)) and scale > 0):
         raise ValueError(f"scale must be positive, got {scale!r}")
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return [scale * g.standard_normal(shape) / np.sqrt(shape[1]) for shape in network.shapes]
+    return create_sampler("gaussian", init_scale=float(scale) ** network.depth).sample(g, network)
 
 
 def _loss(Y: np.ndarray, X: np.ndarray) -> float:

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..network import DeepLinearNetwork
+from ..plugins import create_metric, create_sampler
+from ..state import State
 
 __all__ = [
     "low_rank_target",
@@ -62,20 +64,16 @@ def _positive_int(value: Any, name: str) -> int:
 def low_rank_target(n: int, rank: int, rng: Any = None) -> np.ndarray:
     r"""The ``n x n`` ground truth :math:`UV^\top/\sqrt r`, rescaled to Frobenius norm ``n``.
 
+    The registered ``low_rank_target`` data sampler with ``shape = (n, n)``.
+
     Args:
         n: Size (rows = columns).
         rank: ``1 <= rank <= n``.
         rng: ``numpy.random.Generator`` or seed.
     """
     n = _positive_int(n, "n")
-    rank = _positive_int(rank, "rank")
-    if rank > n:
-        raise ValueError(f"rank must be at most n = {n}, got {rank}")
-    g = _rng(rng)
-    U = g.standard_normal((n, rank))
-    V = g.standard_normal((n, rank))
-    M = U @ V.T / np.sqrt(rank)
-    return M * (n / np.linalg.norm(M))
+    sampler = create_sampler("low_rank_target", shape=(n, n), rank=_positive_int(rank, "rank"))
+    return sampler.sample(_rng(rng))
 
 
 def uniform_observations(
@@ -95,13 +93,8 @@ def uniform_observations(
 
 
 def effective_rank(X: np.ndarray) -> float:
-    r"""Roy & Vetterli's effective rank :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p = \sigma/\sum\sigma`."""
-    s = np.linalg.svd(np.asarray(X, dtype=float), compute_uv=False)
-    s = s[s > 0]
-    if s.size == 0:
-        return 0.0
-    p = s / s.sum()
-    return float(np.exp(-np.sum(p * np.log(p))))
+    r"""Roy & Vetterli's effective rank :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p = \sigma/\sum\sigma` (the registered metric)."""
+    return float(create_metric("effective_rank")(State(point=np.asarray(X, dtype=float))))
 
 
 def gaussian_factors(
@@ -109,13 +102,11 @@ def gaussian_factors(
 ) -> list[np.ndarray]:
     r"""Arora et al.'s Gaussian init: iid :math:`\mathcal N(0, (\text{init\_scale}^{1/N}/\sqrt{d_0})^2)` entries.
 
-    For square layers :math:`\|\phi(W)\|_F \approx \text{init\_scale}\sqrt n`.
+    The registered ``gaussian`` initialization with ``width = d_0``. For
+    square layers :math:`\|\phi(W)\|_F \approx \text{init\_scale}\sqrt n`.
     """
-    if not init_scale > 0:
-        raise ValueError(f"init_scale must be positive, got {init_scale!r}")
-    g = _rng(rng)
-    std = init_scale ** (1.0 / network.depth) / np.sqrt(network.dims[0])
-    return [std * g.standard_normal(shape) for shape in network.shapes]
+    sampler = create_sampler("gaussian", init_scale=init_scale, width=network.dims[0])
+    return sampler.sample(_rng(rng), network)
 
 
 class GroupRMSprop:

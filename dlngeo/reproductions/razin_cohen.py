@@ -36,6 +36,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..geometry.kernel import metric_operator
+from ..plugins import create_metric
+from ..state import State
 
 __all__ = [
     "OBSERVED_MASK",
@@ -67,11 +69,8 @@ def loss_gradient(X: np.ndarray) -> np.ndarray:
 
 
 def effective_rank(X: np.ndarray) -> float:
-    r"""Roy & Vetterli's :math:`\exp H(\sigma / \sum \sigma)`."""
-    s = np.linalg.svd(X, compute_uv=False)
-    s = s[s > 0]
-    p = s / s.sum()
-    return float(np.exp(-np.sum(p * np.log(p))))
+    r"""Roy & Vetterli's :math:`\exp H(\sigma / \sum \sigma)` (the registered ``effective_rank`` metric)."""
+    return float(create_metric("effective_rank")(State(point=np.asarray(X, dtype=float))))
 
 
 def small_init(rng: Any = None, scale: float = 1e-2, max_tries: int = 1000) -> np.ndarray:

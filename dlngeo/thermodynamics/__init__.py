@@ -4,7 +4,8 @@ The Boltzmann entropy of the balanced fibre over ``X`` and the free energy
 ``F = E - S / beta`` (:mod:`.entropy`), numerical checks of the orbit volume
 (:mod:`.orbit`), the equilibrium law of the singular values by quadrature
 (:mod:`.equilibrium`), and the Riemannian Langevin samplers (:mod:`.rle`,
-:mod:`.langevin`, :mod:`.mala`, :mod:`.lowrank_langevin`).
+:mod:`.langevin`, :mod:`.mala`, :mod:`.lowrank_langevin`; their run loop is the
+driver's, :mod:`.chains`).
 """
 
 from .entropy import (

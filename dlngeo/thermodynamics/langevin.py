@@ -34,7 +34,10 @@ the drift, the noise and the Euler schemes are in :mod:`.rle`.
   (the weights are not confined to the balanced manifold).
 
 All samplers run ``chains`` independent chains at once (a ``(chains, m, n)``
-array and one batched SVD per step). :class:`RiemannianLangevin` also runs on
+array and one batched SVD per step). Each is a stepper
+(:class:`~dlngeo.thermodynamics.chains.ChainStepper`) run by the one driver,
+:func:`dlngeo.dynamics.driver.drive`: the records, the stop reasons and the
+handling of a diverged step are the driver's (:mod:`.chains`). :class:`RiemannianLangevin` also runs on
 the rank-r manifold from a low-rank point ``(u, s, vt)`` (tangent drift plus
 the metric-projection retraction, :mod:`.lowrank_langevin`);
 :class:`~dlngeo.thermodynamics.mala.RiemannianMALA` and :class:`OverparametrizedLangevin` do not
@@ -44,7 +47,6 @@ retraction, which is not derived here).
 
 from __future__ import annotations
 
-import time as _time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,12 +55,12 @@ import numpy as np
 from ..dynamics.record import Record
 from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
-from ..state import State
 from ..validation import check_depth as _check_depth
 from ..validation import positive_number
-from .entropy import check_beta, entropy_from_singular_values
-from .lowrank_langevin import check_lowrank_start, lowrank_step
-from .rle import DRIFTS, SCHEMES, Geometry, carry_svd, drift_basis, layer_step, rle_drift
+from .chains import ChainStepper, DenseChainStepper, dense_gradient, run_chains
+from .entropy import check_beta
+from .lowrank_langevin import LowRankRLEStepper, check_lowrank_start
+from .rle import DRIFTS, SCHEMES, DenseRLEStepper, rle_drift
 
 __all__ = [
     "QuadraticEnergy",
@@ -129,20 +131,6 @@ def _check_start(start: Any, chains: int) -> np.ndarray:
     return X
 
 
-def _batch_call(fn_batched: bool, fn: Callable[[np.ndarray], Any], X: np.ndarray) -> np.ndarray:
-    if fn_batched:
-        return np.asarray(fn(X), dtype=float)
-    return np.stack([np.asarray(fn(x), dtype=float) for x in X])
-
-
-def _to_dense_gradient(G: Any) -> np.ndarray:
-    if hasattr(G, "toarray"):
-        return G.toarray()
-    if hasattr(G, "to_dense"):
-        return G.to_dense()
-    return np.asarray(G, dtype=float)
-
-
 # ------------------------------------------------------------------ samplers
 class _Sampler:
     """Shared options, validation and recording."""
@@ -205,53 +193,11 @@ class _Sampler:
             )
         return o
 
-    def _record_point(
-        self,
-        record: Record,
-        X: np.ndarray,
-        loss: Any,
-        batched: bool,
-        o: dict,
-        depth: int,
-        it: int,
-        metrics: dict[str, Callable[[State], Any]] | None,
-        callback: Callable | None = None,
-        weights: list[np.ndarray] | None = None,
-    ) -> None:
-        E = _batch_call(batched, loss.value, X)
-        s = np.linalg.svd(X, compute_uv=False)
-        hidden = o["widths"] if o["widths"] is not None else [min(X.shape[1:])] * (depth - 1)
-        values = {"loss": float(np.mean(E))}
-        if all(
-            w >= s.shape[-1] for w in hidden
-        ):  # else X (full rank) is not a product of these widths
-            S = entropy_from_singular_values(s, depth, hidden)
-            values["entropy"] = float(np.mean(S))
-            values["free_energy"] = float(np.mean(E - S / o["beta"]))
-        t = it * o["step"]
-        state = State(point=X[0], loss=loss, weights=weights, depth=depth, time=t, iteration=it)
-        for name, metric in (
-            metrics or {}
-        ).items():  # the caller's metrics (chain 0) take precedence
-            values[name] = metric(state)
-        record.append(t, it, values)
-        if o["keep_samples"]:
-            record.info.setdefault("singular_values", []).append(s)
-        if callback is not None:
-            callback(state, record)
-
-    @staticmethod
-    def _finish(record: Record, X: Any, single: bool, start_time: float, it: int) -> Record:
-        """Final point (one chain or the stack; a tuple of stacks for low-rank points), counts, wall time."""
-        if isinstance(X, tuple):
-            record.final_point = tuple(a[0].copy() if single else a.copy() for a in X)
-        else:
-            record.final_point = X[0].copy() if single else X.copy()
-        record.n_iterations = it
-        record.wall_time_s = _time.perf_counter() - start_time
-        if "singular_values" in record.info:
-            record.info["singular_values"] = np.stack(record.info["singular_values"])
-        return record
+    def _begin(self, rng: Any, depth: int, options: dict[str, Any]):
+        """Validated options, depth, the seed (when ``rng`` is one) and the generator."""
+        o = self._options(options)
+        seed = rng if isinstance(rng, (int, np.integer)) else None
+        return o, _check_depth(depth), seed, np.random.default_rng(rng)
 
 
 class RiemannianLangevin(_Sampler):
@@ -311,143 +257,55 @@ class RiemannianLangevin(_Sampler):
         ``M_r``. ``record.final_point`` has the form of ``start`` (one chain:
         a single matrix / point). Stops with ``stop_reason = "diverged"`` when a
         chain becomes non-finite or loses rank (``K`` has a zero; on ``M_r``:
-        ``s_r <= 1e-12 s_1``); ``final_point`` is then the last finite state.
+        ``s_r <= 1e-12 s_1``); ``final_point`` is then the last finite state, and
+        the record's last sample.
         """
-        o = self._options(options)
-        depth = _check_depth(depth)
-        seed = rng if isinstance(rng, (int, np.integer)) else None
-        rng = np.random.default_rng(rng)
+        o, depth, seed, rng = self._begin(rng, depth, options)
+        info = {"beta": o["beta"], "step": o["step"], "chains": o["chains"], "drift": o["drift"]}
         if is_lowrank_point(start):
-            return self._sample_lowrank(rng, seed, loss, start, depth, metrics, callback, o)
-        X = _check_start(start, o["chains"])
-        single = np.ndim(start) == 2 and o["chains"] == 1
-        C, m, n = X.shape
-        batched = bool(getattr(loss, "batched", False))
-        beta, h = o["beta"], o["step"]
-        record = Record(
-            method=self.name,
-            info={"beta": beta, "step": h, "chains": C, "drift": o["drift"], "seed": seed},
-        )
-        t0 = _time.perf_counter()
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback)
-        noise_scale = np.sqrt(2.0 * h / beta)
-        it = 0
-        carried = None  # the SVD of X from the previous layer step
-        excess = o["widths"] is not None and any(w > min(m, n) for w in o["widths"])
-        for it in range(1, o["n_steps"] + 1):
-            G = _batch_call(batched, lambda Y: _to_dense_gradient(loss.gradient(Y)), X)
-            # a fresh SVD every 64 steps keeps the carried frames orthonormal to rounding
-            geo = Geometry(X, depth, None if it % 64 == 1 else carried)
-            xi = geo.to_basis(
-                rng.standard_normal(X.shape)
-            )  # U^T dB V: the ambient increments in the singular basis
-            b = drift_basis(geo, G, beta, depth, o["widths"], o["drift"])
-            step_b = h * b + noise_scale * np.sqrt(geo.K) * xi
-            carried = None
-            if o["scheme"] == "layer" and depth > 1:
-                out_b, frames = layer_step(geo, b, step_b, xi, h, beta, depth, o["drift"], excess)
-                X_new = geo.from_basis(out_b)
-                if np.all(np.isfinite(X_new)):
-                    carried = carry_svd(geo, X_new, frames)
-            else:
-                X_new = X + geo.from_basis(step_b)
-            if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
-                record.stop_reason = "diverged"
-                it -= 1
-                break
-            X = X_new
-            if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(record, X, loss, batched, o, depth, it, metrics, callback)
-        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
-        return self._finish(record, X, single, t0, it)
-
-    def _sample_lowrank(self, rng, seed, loss, start, depth, metrics, callback, o) -> Record:
-        """The RLE on ``(M_r, g_N)`` from a ``(u, s, vt)`` point (or stacks of them): see :mod:`.lowrank_langevin`."""
-        U, s, Vt = check_lowrank_start(start, o["chains"])
-        single = np.ndim(start[1]) == 1 and o["chains"] == 1
-        C, m, r = U.shape
-        n = Vt.shape[2]
-        widths = o["widths"] if o["widths"] is not None else [min(m, n)] * (depth - 1)
-        if any(w < r for w in widths):
-            raise ValueError(f"widths must be >= the rank {r}")
-        batched = bool(getattr(loss, "batched", False))
-        beta, h = o["beta"], o["step"]
-        record = Record(
-            method=self.name,
-            info={
-                "beta": beta,
-                "step": h,
-                "chains": C,
-                "drift": o["drift"],
-                "seed": seed,
-                "rank": r,
-            },
-        )
-        t0 = _time.perf_counter()
-
-        def points(U, s, Vt):
-            return [(U[c], s[c], Vt[c]) for c in range(C)]
-
-        def energy(U, s, Vt):
-            if batched:
-                return np.asarray(loss.value((U * s[:, None, :]) @ Vt), dtype=float)
-            return np.array([float(loss.value(p)) for p in points(U, s, Vt)])
-
-        def gradient(U, s, Vt):
-            if batched:
-                return np.asarray(loss.gradient((U * s[:, None, :]) @ Vt), dtype=float)
-            return [loss.gradient(p) for p in points(U, s, Vt)]
-
-        def record_point(it):
-            E = energy(U, s, Vt)
-            S = entropy_from_singular_values(s, depth, widths)
-            values = {
-                "loss": float(np.mean(E)),
-                "entropy": float(np.mean(S)),
-                "free_energy": float(np.mean(E - S / beta)),
-            }
-            state = State(
-                point=(U[0], s[0], Vt[0]), loss=loss, depth=depth, time=it * h, iteration=it
+            U, s, Vt = check_lowrank_start(start, o["chains"])
+            m, r, n = U.shape[1], U.shape[2], Vt.shape[2]
+            widths = o["widths"] if o["widths"] is not None else [min(m, n)] * (depth - 1)
+            if any(w < r for w in widths):
+                raise ValueError(f"widths must be >= the rank {r}")
+            single = np.ndim(start[1]) == 1 and o["chains"] == 1
+            stepper: ChainStepper = LowRankRLEStepper(
+                rng, loss, (U, s, Vt), depth, o, single, widths
             )
-            for name, metric in (metrics or {}).items():
-                values[name] = metric(state)
-            record.append(it * h, it, values)
-            if o["keep_samples"]:
-                record.info.setdefault("singular_values", []).append(s.copy())
-            if callback is not None:
-                callback(state, record)
+            info.update(chains=U.shape[0], seed=seed, rank=r)
+        else:
+            X = _check_start(start, o["chains"])
+            single = np.ndim(start) == 2 and o["chains"] == 1
+            stepper = DenseRLEStepper(rng, loss, X, depth, o, single)
+            info.update(chains=X.shape[0], seed=seed)
+        return run_chains(self.name, stepper, metrics=metrics, callback=callback, info=info)
 
-        record_point(0)
-        it = 0
-        for it in range(1, o["n_steps"] + 1):
-            U_new, s_new, Vt_new = lowrank_step(
-                rng,
-                U,
-                s,
-                Vt,
-                gradient(U, s, Vt),
-                beta=beta,
-                step=h,
-                depth=depth,
-                widths=widths,
-                drift=o["drift"],
+
+class _FactorStepper(DenseChainStepper):
+    """Noisy gradient descent on the factors of ``C`` networks (one list of factors per chain)."""
+
+    def __init__(self, rng, loss, net, weights, depth, options, single):
+        X = np.stack([net.product(W) for W in weights])
+        super().__init__(loss, X, depth, options, single, list(net.dims[1:-1]), batched=False)
+        self.rng, self.net, self.W = rng, net, weights
+        self.scale = np.sqrt(2.0 * self.h / self.beta)
+
+    def weights(self) -> list[np.ndarray]:
+        return self.W[0]
+
+    def step(self) -> None:
+        h, scale, net, rng = self.h, self.scale, self.net, self.rng
+        new = []
+        for W, x in zip(self.W, self.X):
+            grads = net.gradients(W, dense_gradient(self.loss_fn.gradient(x)))
+            new.append(
+                [Wk - h * gk + scale * rng.standard_normal(Wk.shape) for Wk, gk in zip(W, grads)]
             )
-            finite = (
-                np.all(np.isfinite(U_new))
-                and np.all(np.isfinite(s_new))
-                and np.all(np.isfinite(Vt_new))
-            )
-            if not finite or np.any(
-                s_new[:, -1] <= 1e-12 * s_new[:, 0]
-            ):  # left M_r (rank collapse)
-                record.stop_reason = "diverged"
-                it -= 1
-                break
-            U, s, Vt = U_new, s_new, Vt_new
-            if it % o["record_every"] == 0 or it == o["n_steps"]:
-                record_point(it)
-        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
-        return self._finish(record, (U, s, Vt), single, t0, it)
+        Xn = np.stack([net.product(W) for W in new])
+        if not np.all(np.isfinite(Xn)):
+            self._fail("a chain became non-finite")
+        self.W, self.X = new, Xn
+        self._advance()
 
 
 class OverparametrizedLangevin(_Sampler):
@@ -483,10 +341,7 @@ class OverparametrizedLangevin(_Sampler):
         ``weights``: initial factors ``W_1 .. W_N`` (every chain starts there;
         ``start`` is then ignored); default: a balanced factorization of ``start``.
         """
-        o = self._options(options)
-        depth = _check_depth(depth)
-        seed = rng if isinstance(rng, (int, np.integer)) else None
-        rng = np.random.default_rng(rng)
+        o, depth, seed, rng = self._begin(rng, depth, options)
         if weights is not None:
             if len(weights) != depth:
                 raise ValueError(f"weights must hold N = {depth} factors, got {len(weights)}")
@@ -495,52 +350,18 @@ class OverparametrizedLangevin(_Sampler):
             W0 = net.check_weights(weights)
             if not all(np.all(np.isfinite(W)) for W in W0):
                 raise ValueError("weights must be finite")
-            C = o["chains"]
-            weights_c = [[W.copy() for W in W0] for _ in range(C)]
-            X0 = np.stack([net.product(W) for W in weights_c])
-            single = C == 1
-            o["widths"] = list(dims[1:-1])
+            weights_c = [[W.copy() for W in W0] for _ in range(o["chains"])]
+            single = o["chains"] == 1
         else:
             X0 = _check_start(start, o["chains"])
             single = np.ndim(start) == 2 and o["chains"] == 1
-            C, m, n = X0.shape
+            _, m, n = X0.shape
             hidden = list(o["widths"]) if o["widths"] is not None else [min(m, n)] * (depth - 1)
             if len(hidden) != depth - 1:
                 raise ValueError(f"widths must list the N - 1 = {depth - 1} hidden widths")
             net = DeepLinearNetwork((n, *hidden, m))
             weights_c = [net.balanced(x, rng=rng) for x in X0]
-        weights = weights_c
-        batched = False
-        beta, h = o["beta"], o["step"]
-        scale = np.sqrt(2.0 * h / beta)
-        record = Record(
-            method=self.name,
-            info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims},
-        )
-        t0 = _time.perf_counter()
-        X = np.stack([net.product(W) for W in weights])
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback, weights[0])
-        it = 0
-        for it in range(1, o["n_steps"] + 1):
-            new = []
-            for W, x in zip(weights, X):
-                grads = net.gradients(W, _to_dense_gradient(loss.gradient(x)))
-                new.append(
-                    [
-                        Wk - h * gk + scale * rng.standard_normal(Wk.shape)
-                        for Wk, gk in zip(W, grads)
-                    ]
-                )
-            Xn = np.stack([net.product(W) for W in new])
-            if not np.all(np.isfinite(Xn)):
-                record.stop_reason = "diverged"
-                it -= 1
-                break
-            weights, X = new, Xn
-            if it % o["record_every"] == 0 or it == o["n_steps"]:
-                self._record_point(
-                    record, X, loss, batched, o, depth, it, metrics, callback, weights[0]
-                )
-        record.final_weights = [W.copy() for W in weights[0]]
-        record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
-        return self._finish(record, X, single, t0, it)
+        stepper = _FactorStepper(rng, loss, net, weights_c, depth, o, single)
+        info = {"beta": o["beta"], "step": o["step"], "chains": len(weights_c), "seed": seed}
+        info["dims"] = net.dims
+        return run_chains(self.name, stepper, metrics=metrics, callback=callback, info=info)

@@ -38,10 +38,18 @@ from typing import Any
 import numpy as np
 
 from ..geometry.kernel import column_weights
+from ..geometry.lowrank_ops import retract, tangent_from_products, tangent_project
 from ..lowrank import ambient_matmul, ambient_rmatmul
+from .chains import ChainStepper
 from .entropy import batched_kernel, entropic_force
 
-__all__ = ["check_lowrank_start", "lowrank_tangent_drift", "retract", "lowrank_step"]
+__all__ = [
+    "check_lowrank_start",
+    "lowrank_tangent_drift",
+    "retract",
+    "lowrank_step",
+    "LowRankRLEStepper",
+]
 
 
 def check_lowrank_start(start: Any, chains: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,17 +78,12 @@ def _tangent_of_gradient(
     U: np.ndarray, Vt: np.ndarray, G: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``P_T G`` in ``(Up, M, Vp)`` coordinates; ``G`` a dense stack or a list of ambient matrices."""
-    V = np.swapaxes(Vt, 1, 2)
     if isinstance(G, np.ndarray):
-        GV = G @ V
-        GtU = np.swapaxes(G, 1, 2) @ U
-    else:
-        GV = np.stack([ambient_matmul(g, v) for g, v in zip(G, V)])
-        GtU = np.stack([ambient_rmatmul(g, u) for g, u in zip(G, U)])
-    M = np.swapaxes(U, 1, 2) @ GV
-    Up = GV - U @ M
-    Vp = GtU - V @ np.swapaxes(M, 1, 2)
-    return Up, M, Vp
+        return tangent_project(U, Vt, G)
+    V = np.swapaxes(Vt, 1, 2)
+    GV = np.stack([ambient_matmul(g, v) for g, v in zip(G, V)])
+    GtU = np.stack([ambient_rmatmul(g, u) for g, u in zip(G, U)])
+    return tangent_from_products(U, V, GV, GtU)
 
 
 def lowrank_tangent_drift(
@@ -106,24 +109,6 @@ def lowrank_tangent_drift(
         dM = dM.copy()
         dM[:, np.arange(r), np.arange(r)] += diag / beta
     return (dUp, dM, dVp), K, c
-
-
-def retract(
-    U: np.ndarray, s: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
-):
-    """Metric projection of ``X + xi`` onto ``M_r`` (batched; as :meth:`dlngeo.FixedRank.retraction`)."""
-    C, _, r = U.shape
-    Qu, Ru = np.linalg.qr(Up)
-    Qv, Rv = np.linalg.qr(Vp)
-    T = np.zeros((C, 2 * r, 2 * r))
-    T[:, :r, :r] = M
-    T[:, np.arange(r), np.arange(r)] += s
-    T[:, :r, r:] = np.swapaxes(Rv, 1, 2)
-    T[:, r:, :r] = Ru
-    Ut, St, Vtt = np.linalg.svd(T)
-    U_new = np.concatenate((U, Qu), axis=2) @ Ut[:, :, :r]
-    V_new = np.concatenate((np.swapaxes(Vt, 1, 2), Qv), axis=2) @ np.swapaxes(Vtt, 1, 2)[:, :, :r]
-    return U_new, St[:, :r], np.swapaxes(V_new, 1, 2)
 
 
 def lowrank_step(
@@ -156,3 +141,75 @@ def lowrank_step(
     M = step * dM + scale * np.sqrt(K) * Zm
     Vp = step * dVp + scale * sc * nVp
     return retract(U, s, Vt, Up, M, Vp)
+
+
+class LowRankRLEStepper(ChainStepper):
+    """The RLE on ``(M_r, g_N)`` for stacks ``(C, m, r), (C, r), (C, r, n)`` (:func:`lowrank_step`).
+
+    A step whose result is non-finite or leaves ``M_r`` (``s_r <= 1e-12 s_1``)
+    is not taken: the run stops ``diverged``.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        loss: Any,
+        point: tuple[np.ndarray, np.ndarray, np.ndarray],
+        depth: int,
+        options: dict[str, Any],
+        single: bool,
+        widths: Sequence[int],
+    ):
+        self.U, self.s, self.Vt = point
+        super().__init__(loss, depth, options, self.U.shape[0], single, widths)
+        self.rng = rng
+        self.batched = bool(getattr(loss, "batched", False))
+        self.drift = options["drift"]
+
+    def _points(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [(self.U[c], self.s[c], self.Vt[c]) for c in range(self.chains)]
+
+    def energies(self) -> np.ndarray:
+        if self.batched:
+            return np.asarray(
+                self.loss_fn.value((self.U * self.s[:, None, :]) @ self.Vt), dtype=float
+            )
+        return np.array([float(self.loss_fn.value(p)) for p in self._points()])
+
+    def singular_values(self) -> np.ndarray:
+        return self.s.copy()
+
+    def chain0(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (self.U[0], self.s[0], self.Vt[0])
+
+    def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.chain0() if self.single else (self.U, self.s, self.Vt)
+
+    def start(self) -> None:
+        self._observe()
+
+    def step(self) -> None:
+        U, s, Vt = self.U, self.s, self.Vt
+        if self.batched:
+            G: Any = np.asarray(self.loss_fn.gradient((U * s[:, None, :]) @ Vt), dtype=float)
+        else:
+            G = [self.loss_fn.gradient(p) for p in self._points()]
+        U_new, s_new, Vt_new = lowrank_step(
+            self.rng,
+            U,
+            s,
+            Vt,
+            G,
+            beta=self.beta,
+            step=self.h,
+            depth=self.depth,
+            widths=self.widths,
+            drift=self.drift,
+        )
+        finite = np.all(np.isfinite(U_new)) and np.all(np.isfinite(s_new))
+        if not (finite and np.all(np.isfinite(Vt_new))) or np.any(
+            s_new[:, -1] <= 1e-12 * s_new[:, 0]
+        ):
+            self._fail("a chain became non-finite or left M_r (rank collapse)")
+        self.U, self.s, self.Vt = U_new, s_new, Vt_new
+        self._advance()

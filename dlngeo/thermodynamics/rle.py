@@ -17,13 +17,24 @@ is batched over chains: ``(C, m, n)`` stacks and one batched SVD per step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..validation import check_depth as _check_depth
+from .chains import DenseChainStepper, batch_call, dense_gradient
 from .entropy import batched_kernel, check_beta, entropic_force
 
-__all__ = ["DRIFTS", "SCHEMES", "Geometry", "drift_basis", "layer_step", "carry_svd", "rle_drift"]
+__all__ = [
+    "DRIFTS",
+    "SCHEMES",
+    "Geometry",
+    "drift_basis",
+    "layer_step",
+    "carry_svd",
+    "rle_drift",
+    "DenseRLEStepper",
+]
 
 #: Drift variants of the Euler–Maruyama RLE (``"full"`` is the RLE; the others are diagnostics).
 DRIFTS = ("full", "no_entropy", "naive")
@@ -208,3 +219,52 @@ def rle_drift(
     geo = Geometry(Xb, _check_depth(depth))
     out = geo.from_basis(drift_basis(geo, Gb, check_beta(beta), depth, widths, drift))
     return out[0] if single else out
+
+
+class DenseRLEStepper(DenseChainStepper):
+    """Euler–Maruyama for the RLE on dense full-rank ``(C, m, n)`` stacks (``scheme`` ``"layer"`` or ``"matrix"``).
+
+    A step whose result is non-finite, or taken where ``K`` has a zero (a
+    chain lost rank), is not taken: the run stops ``diverged``.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        loss: Any,
+        X: np.ndarray,
+        depth: int,
+        options: dict[str, Any],
+        single: bool,
+    ):
+        super().__init__(loss, X, depth, options, single)
+        self.rng = rng
+        self.widths_option = options["widths"]
+        self.drift = options["drift"]
+        self.scheme = options["scheme"]
+        self.noise_scale = np.sqrt(2.0 * self.h / self.beta)
+        self.excess = self.widths_option is not None and any(w > self.rank for w in self.widths)
+        self.carried: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def step(self) -> None:
+        it = self.iteration + 1
+        X, h, beta, depth = self.X, self.h, self.beta, self.depth
+        G = batch_call(self.batched, lambda Y: dense_gradient(self.loss_fn.gradient(Y)), X)
+        # a fresh SVD every 64 steps keeps the carried frames orthonormal to rounding
+        geo = Geometry(X, depth, None if it % 64 == 1 else self.carried)
+        # U^T dB V: the ambient increments in the singular basis
+        xi = geo.to_basis(self.rng.standard_normal(X.shape))
+        b = drift_basis(geo, G, beta, depth, self.widths_option, self.drift)
+        step_b = h * b + self.noise_scale * np.sqrt(geo.K) * xi
+        carried = None
+        if self.scheme == "layer" and depth > 1:
+            out_b, frames = layer_step(geo, b, step_b, xi, h, beta, depth, self.drift, self.excess)
+            X_new = geo.from_basis(out_b)
+            if np.all(np.isfinite(X_new)):
+                carried = carry_svd(geo, X_new, frames)
+        else:
+            X_new = X + geo.from_basis(step_b)
+        if not np.all(np.isfinite(X_new)) or np.any(geo.K <= 0):
+            self._fail("a chain became non-finite or lost rank")
+        self.X, self.carried = X_new, carried
+        self._advance()

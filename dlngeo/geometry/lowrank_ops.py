@@ -1,0 +1,98 @@
+r"""Low-rank primitives with leading batch axes: tangent projection, ambient form, retraction.
+
+A point of the rank-``r`` manifold :math:`M_r \subset \mathbb R^{m\times n}` is
+``(U, s, Vt)`` with :math:`X = U \operatorname{diag}(s) V^\top`; a tangent vector
+at it is ``(Up, M, Vp)`` with :math:`U^\top U_p = 0`, :math:`V^\top V_p = 0` and
+ambient form :math:`\xi = U M V^\top + U_p V^\top + U V_p^\top` (pymanopt's
+layout, Vandereycken 2013). Every function here takes stacks: ``U`` of shape
+``(..., m, r)``, ``s`` ``(..., r)``, ``Vt`` ``(..., r, n)``, ``Up`` ``(..., m, r)``,
+``M`` ``(..., r, r)``, ``Vp`` ``(..., n, r)``; the leading axes (chains of a
+sampler, say) broadcast as in :func:`numpy.matmul`. With no leading axes they
+are the single-point operations of :class:`~dlngeo.geometry.FixedRank`
+(``projection``, ``embedding``, ``retraction``), to rounding.
+
+* :func:`tangent_project`: :math:`P_T Z = (P_{U^\perp} Z V,\ U^\top Z V,\ P_{V^\perp} Z^\top U)`.
+* :func:`tangent_to_ambient`: :math:`\xi = L R^\top` with
+  ``L = [U M + Up, U]``, ``R = [V, Vp]`` (``m x 2r`` and ``n x 2r``).
+* :func:`retract`: the metric projection of :math:`X + \xi` onto :math:`M_r`
+  (a second-order retraction, Absil & Malick 2012) from a ``2r x 2r`` SVD.
+* :func:`truncate`: the best rank-``r`` approximation of :math:`L R^\top`
+  (QR of both factors and a small SVD; Eckart–Young).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["tangent_project", "tangent_from_products", "tangent_to_ambient", "retract", "truncate"]
+
+
+def _t(A: np.ndarray) -> np.ndarray:
+    return np.swapaxes(A, -1, -2)
+
+
+def tangent_from_products(
+    U: np.ndarray, V: np.ndarray, ZV: np.ndarray, ZtU: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``P_T Z`` as ``(Up, M, Vp)`` from the products ``ZV = Z V`` and ``ZtU = Z^T U``.
+
+    For an ambient ``Z`` that is applied to vectors rather than formed (sparse,
+    factored: :func:`dlngeo.lowrank.ambient_matmul`); ``V = Vt^T``.
+    """
+    M = _t(U) @ ZV
+    return ZV - U @ M, M, ZtU - V @ _t(M)
+
+
+def tangent_project(
+    U: np.ndarray, Vt: np.ndarray, Z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Orthogonal projection of dense ambient matrices ``Z`` (``(..., m, n)``) onto the tangent spaces."""
+    V = _t(Vt)
+    return tangent_from_products(U, V, Z @ V, _t(Z) @ U)
+
+
+def tangent_to_ambient(
+    U: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ambient form of ``(Up, M, Vp)`` as factors ``(L, R)``, ``xi = L @ R^T``, never forming ``m x n``."""
+    return np.concatenate((U @ M + Up, U), axis=-1), np.concatenate((_t(Vt), Vp), axis=-1)
+
+
+def retract(
+    U: np.ndarray,
+    s: np.ndarray,
+    Vt: np.ndarray,
+    Up: np.ndarray,
+    M: np.ndarray,
+    Vp: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Metric projection of :math:`X + \xi` onto :math:`M_r`: the rank-r truncated SVD, in ``O((m + n) r^2)``.
+
+    With :math:`U_p = Q_u R_u`, :math:`V_p = Q_v R_v` (``U^T Q_u = 0`` since
+    ``U^T Up = 0``), :math:`X + \xi = [U, Q_u]\, T\, [V, Q_v]^\top` with
+    :math:`T = \begin{pmatrix}\operatorname{diag}(s) + M & R_v^\top\\ R_u & 0\end{pmatrix}`;
+    the truncated SVD of ``T`` gives that of :math:`X + \xi`.
+    """
+    r = U.shape[-1]
+    batch = np.broadcast_shapes(U.shape[:-2], s.shape[:-1], M.shape[:-2])
+    Qu, Ru = np.linalg.qr(Up)
+    Qv, Rv = np.linalg.qr(Vp)
+    T = np.zeros((*batch, 2 * r, 2 * r))
+    T[..., :r, :r] = M
+    T[..., np.arange(r), np.arange(r)] += s
+    T[..., :r, r:] = _t(Rv)
+    T[..., r:, :r] = Ru
+    Ut, St, Vtt = np.linalg.svd(T)
+    U_new = np.concatenate((U, Qu), axis=-1) @ Ut[..., :, :r]
+    V_new = np.concatenate((_t(Vt), Qv), axis=-1) @ _t(Vtt)[..., :, :r]
+    return U_new, St[..., :r], _t(V_new)
+
+
+def truncate(
+    left: np.ndarray, right: np.ndarray, rank: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right^T`` (QR of both factors + a small SVD)."""
+    Ql, Rl = np.linalg.qr(left)
+    Qr, Rr = np.linalg.qr(right)
+    a, s, bt = np.linalg.svd(Rl @ _t(Rr))
+    return Ql @ a[..., :, :rank], s[..., :rank], bt[..., :rank, :] @ _t(Qr)
