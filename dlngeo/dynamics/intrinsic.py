@@ -46,7 +46,7 @@ import scipy.integrate
 
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
 from ..lowrank import Factored, tangent_to_factored, to_dense
-from .base import Callback, Method, Stopping, Task
+from .base import Callback, Method, Stopping, Task, flow_stationary_floor
 from .driver import (
     NumericalFailure,
     ScipyODEStepper,
@@ -128,6 +128,7 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         super().__init__(task.X0.ravel().copy(), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.depth = task.depth
+        self.rank = task.rank
         self.shape = task.network.output_shape
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
@@ -137,7 +138,9 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         value, G = self.task.loss.value_and_gradient(X)
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
-        F = metric_operator(X, G, self.depth)
+        # At the task's rank: X(t) is rank r only up to the integrator's error e, which
+        # would enter K as e**(2/N) and make the flow stiff and wrong (metric_operator).
+        F = metric_operator(X, G, self.depth, rank=self.rank)
         # ||grad||_{g_N}^2 = <E'(X), A(E'(X))>.
         gnorm2 = float(np.sum(F * to_dense(G)))
         if not (np.isfinite(value) and np.all(np.isfinite(F))):
@@ -184,6 +187,7 @@ class _LowRankIntrinsicStepper(Stepper):
         m, n = task.network.output_shape
         self.root_mn = float(np.sqrt(m * n))
         self.rtol, self.atol, self.max_step, self.t_bound = rtol, atol, max_step, t_bound
+        self.stationary_floor = flow_stationary_floor(rtol)
         self.first_step = first_step
         self.counts = {"loss": 0, "gradient": 0}
         self.X, self.truncation = lowrank_start(task)

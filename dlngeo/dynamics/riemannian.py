@@ -213,6 +213,9 @@ class _Monitor:
         self.point = point
         self.value = self.cost_of(point)
         self.gradient_norm = float(self.manifold.norm(point, gradient))
+        if self.accepted == 0 and np.isfinite(self.gradient_norm):
+            # ||g_0|| of the stationary test is the start's (TrustRegions tests first after a step).
+            self.clock.initial_gradient_norm = self.gradient_norm
         if self.accepted % self.record_every == 0:
             t = self.t if self.flow_time else float(self.accepted)
             self.recorder.sample(
@@ -497,6 +500,7 @@ class PymanoptSolver(Method):
                 "rank": task.rank,
                 "accepted_steps": max(monitor.accepted, 0),
                 "gradient_norm": monitor.tested_gradient_norm,
+                "initial_gradient_norm": clock.initial_gradient_norm,
             }
         )
         return record
