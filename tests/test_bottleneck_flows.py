@@ -59,9 +59,9 @@ def reference():
 @pytest.mark.parametrize("integrator", ODE_INTEGRATORS)
 def test_dense_intrinsic_flow_on_a_bottleneck_equals_the_factor_flow(reference, integrator):
     task, factor = reference
-    record = IntrinsicFlow(
-        representation="dense", integrator=integrator, rtol=RTOL, atol=ATOL
-    ).run(task, Stopping(max_iterations=MAX_STEPS, end_time=T))
+    record = IntrinsicFlow(representation="dense", integrator=integrator, rtol=RTOL, atol=ATOL).run(
+        task, Stopping(max_iterations=MAX_STEPS, end_time=T)
+    )
     assert record.info["representation"] == "dense"
     assert record.stop_reason == "end_time", (record.stop_reason, record.n_iterations)
     X, X_ref = to_dense(record.final_point), to_dense(factor.final_point)

@@ -113,8 +113,10 @@ def test_balanced_start_intrinsic_flow_equals_factor_flow(flows, case):
     assert over.times == dense.times == list(GRID)  # both sampled on the flow-time grid
     # At every grid time (the solvers' dense outputs), ||phi(W(t)) - X(t)|| / ||X(t)||.
     gaps = [rel(a, b) for a, b in zip(over.metrics["X"], dense.metrics["X"])]
-    # Measured 2.6e-9 (full) and 2.6e-7 (bottleneck: the dense flow reads error-level singular values).
-    assert max(gaps) <= {"full": 1e-8, "bottleneck": 1e-6}[case], gaps
+    # 100 * rtol (global error of two rtol-controlled integrations, see
+    # test_bottleneck_flows): the dense flow works at the task's rank, so the
+    # bottleneck is as accurate as the full-rank case.
+    assert max(gaps) <= 100 * 1e-10, gaps
     assert rel(over.final_point, dense.final_point) <= 1e-6
     # The flow moved: the check is not vacuous.
     assert rel(over.final_point, runs["task"].X0) > 0.1

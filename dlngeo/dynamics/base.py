@@ -34,6 +34,7 @@ __all__ = [
     "STATIONARY_ATOL",
     "FLOW_STATIONARY_FACTOR",
     "flow_stationary_floor",
+    "stationary_default_text",
 ]
 
 #: Default relative gradient tolerance of the ``stationary`` stop.
@@ -75,7 +76,25 @@ def flow_stationary_floor(rtol: float) -> float:
     return min(FLOW_STATIONARY_FACTOR * rtol, 1e-3)
 
 
-STATIONARY_ATOL = 1e-14
+#: Default absolute floor of the ``stationary`` stop, so that a start that is
+#: already stationary up to rounding stops at once (the relative test cannot
+#: fire when :math:`\|g_0\|` is itself rounding). The rounding of a computed
+#: gradient norm is :math:`\sim\varepsilon\sqrt{mn}\,\|E'\|` times the
+#: metric's (or the factors') norms: for data of unit scale and ``m, n`` up
+#: to ~1000, at most :math:`2\cdot10^{-16}\cdot 10^3\cdot 5 = 10^{-12}` (a
+#: 12 x 10 regression at its minimum, depth 4: :math:`2\cdot 10^{-14}`). It
+#: is absolute: for data far below unit scale (entries :math:`\ll 10^{-3}`)
+#: set it lower.
+STATIONARY_ATOL = 1e-12
+
+
+def stationary_default_text(flow: bool = False) -> str:
+    """The default ``stationary`` stop in one line (``dlngeo plugins``, option errors)."""
+    rtol = f"gradient_norm_rtol={STATIONARY_RTOL:g}"
+    if flow:
+        rtol += f" (at least {FLOW_STATIONARY_FACTOR:g} x the integrator's rtol)"
+    return f"stops when stationary, ||grad|| <= {rtol} x ||grad_0|| or gradient_norm_atol={STATIONARY_ATOL:g}"
+
 
 #: ``callback(state, record) -> None``; called at every recorded sample.
 Callback = Callable[[State, Record], None]
