@@ -178,11 +178,14 @@ def test_a_stationary_start_stops_at_once(key):
     assert record.n_iterations <= (1 if key == "riemannian_tr" else 0)
 
 
-def test_stationary_test_can_be_switched_off():
-    task = _task()
-    off = Stopping(max_iterations=50, gradient_norm_rtol=None, gradient_norm_atol=None)
-    record = _method("riemannian_tr").run(task, off)
-    assert record.stop_reason == "max_iterations" and record.n_iterations == 50
+@pytest.mark.parametrize("off", [None, 0.0])  # None from Python, 0 from a TOML config
+@pytest.mark.parametrize("key", ["riemannian_tr", "overparametrized_flow"])
+def test_stationary_test_can_be_switched_off(key, off):
+    # TrustRegions is stationary after ~15 iterations and the flow after ~350 steps.
+    n = {"riemannian_tr": 50, "overparametrized_flow": 1000}[key]
+    stopping = Stopping(max_iterations=n, gradient_norm_rtol=off, gradient_norm_atol=off)
+    record = _method(key).run(_task(), stopping)
+    assert record.stop_reason == "max_iterations" and record.n_iterations == n
 
 
 def test_langevin_samplers_do_not_stop_on_the_gradient():

@@ -261,7 +261,7 @@ class _StopClock:
         if s.gradient_norm_rtol is None and s.gradient_norm_atol is None:
             return False
         relative = 0.0
-        if s.gradient_norm_rtol is not None and self.initial_gradient_norm is not None:
+        if s.gradient_norm_rtol and self.initial_gradient_norm is not None:  # 0: off
             rtol = max(s.gradient_norm_rtol, self.relative_floor)
             relative = rtol * self.initial_gradient_norm
         return gradient_norm <= max(relative, s.gradient_norm_atol or 0.0)

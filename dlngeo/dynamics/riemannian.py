@@ -15,11 +15,15 @@ r"""Riemannian optimization on the rank-r manifold: constant-step descent and py
   when it can work on ``(u, s, vt)``). pymanopt runs its own loop; dlngeo
   watches it through the problem (every Riemannian gradient evaluation is a
   new iterate: it is recorded there) and through the optimizer's stopping
-  test (subclassed to add dlngeo's criteria: ``loss_below``, ``diverged``,
-  ``stalled`` ...). pymanopt's criteria map to reason codes: max time ->
+  test (subclassed to add dlngeo's criteria: ``loss_below``, ``stationary``,
+  ``diverged``, ``stalled`` ...). pymanopt's criteria map to reason codes: max time ->
   ``max_time``, max iterations -> ``max_iterations``, min grad norm ->
   ``gradient_norm_below``, min step size -> ``step_below``, anything else ->
-  ``converged``.
+  ``converged``. pymanopt's own gradient test (``min_gradient_norm``,
+  absolute, ``1e-6`` by default in pymanopt) is given ``gradient_norm_below``
+  or ``0`` (off): the default stop at a stationary point is dlngeo's relative
+  ``stationary`` test, whose :math:`\|g_0\|` is the gradient norm at the start
+  point (TrustRegions runs its first test only after its first step).
 
 Times. SteepestDescent moves by :math:`R_X(-\alpha\,\operatorname{grad})`; its record's
 ``times`` are the accumulated :math:`\sum \alpha_k` (flow time of the gradient
