@@ -74,3 +74,33 @@ def test_dense_intrinsic_flow_on_a_bottleneck_equals_the_factor_flow(reference, 
 @pytest.mark.parametrize("integrator", ["Radau", "BDF", "LSODA", "DOP853"])
 def test_auto_picks_the_dense_flow_for_integrators_without_a_lowrank_scheme(integrator):
     assert IntrinsicFlow(integrator=integrator).resolved_representation(_task()) == "dense"
+
+
+def test_the_dense_flow_keeps_the_rank_of_its_start_not_a_lower_task_rank():
+    """A full-width network (task rank 2 for the low-rank methods) from a full-rank start:
+    the dense flow must move every singular value (the quick default comparison)."""
+    rng = np.random.default_rng(3)
+    net = dlngeo.DeepLinearNetwork((5, 5, 5, 5))
+    target = rng.standard_normal((5, 5))
+    X0 = 0.3 * rng.standard_normal((5, 5))
+    loss = dlngeo.create_loss("regression", target=target)
+    task = Task(loss=loss, network=net, weights0=net.balanced(X0, rng=4), rank=2)
+    stopping = Stopping(max_iterations=MAX_STEPS, end_time=T)
+    factor = OverparametrizedFlow(integrator="DOP853", rtol=1e-12, atol=1e-14).run(task, stopping)
+    dense = IntrinsicFlow(representation="dense", integrator="BDF", rtol=RTOL, atol=ATOL).run(
+        task, stopping
+    )
+    assert dense.info["rank"] == 5 and dense.stop_reason == "end_time"
+    X, X_ref = to_dense(dense.final_point), to_dense(factor.final_point)
+    assert np.linalg.norm(X - X_ref) <= GAP * np.linalg.norm(X_ref)
+    # ... while a rank-2 start in the same network keeps rank 2.
+    task2 = Task(
+        loss=loss, network=net, weights0=net.balanced(X0 @ _projector(X0, 2), rng=4), rank=2
+    )
+    assert IntrinsicFlow(representation="dense").run(task2, stopping).info["rank"] == 2
+
+
+def _projector(X: np.ndarray, r: int) -> np.ndarray:
+    """Projector onto the top-r right singular vectors of X."""
+    vt = np.linalg.svd(X)[2][:r]
+    return vt.T @ vt

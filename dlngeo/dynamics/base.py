@@ -185,7 +185,10 @@ class Stopping:
             so that a method whose minimum lies above ``loss_below`` stops there;
             the default is what every method resolves (:data:`STATIONARY_RTOL`);
             flows use at least ``FLOW_STATIONARY_FACTOR * rtol`` of their
-            integrator. Langevin samplers never stop on it.
+            integrator. Langevin samplers never stop on it. A gradient test
+            cannot tell a saddle from a minimum: a run that passes a saddle
+            closer than this (saddle-to-saddle dynamics from a tiny start)
+            stops there; set it lower, or ``0`` (off), for such runs.
         gradient_norm_atol: Absolute floor of the ``stationary`` test: a start
             that is stationary up to rounding stops at once (see
             :data:`STATIONARY_ATOL`).
