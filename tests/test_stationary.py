@@ -50,6 +50,10 @@ METHODS = {
     "riemannian_sd": {},
     "riemannian_cg": {},
     "riemannian_tr": {},
+    "riemannian_gd-embedded": {"step": 0.05, "metric": "embedded"},
+    "riemannian_sd-embedded": {"metric": "embedded"},
+    "riemannian_cg-embedded": {"metric": "embedded"},
+    "riemannian_tr-embedded": {"metric": "embedded"},
 }
 FLOWS = ("overparametrized_flow", "intrinsic_flow")
 
@@ -90,7 +94,7 @@ def _own_gradient_norm(key: str, task: Task, record) -> float:
     if record.final_weights is not None:  # factor methods: the factor gradient
         _, _, grads = factor_loss_and_gradients(task.network, record.final_weights, task.loss)
         return float(np.sqrt(sum(np.sum(g * g) for g in grads)))
-    manifold = manifold_for(task, "dln")
+    manifold = manifold_for(task, METHODS[key].get("metric", "dln"))
     X = record.final_point
     point = manifold.point(*X) if isinstance(X, tuple) else manifold.point(*_svd(X))
     grad = manifold.euclidean_to_riemannian_gradient(point, task.loss.gradient(point))
@@ -132,10 +136,11 @@ def test_every_method_stops_at_the_stationary_point(runs, key):
     # Recomputed from the final point. (SteepestDescent tests its gradient before its
     # last step, so its final point is one step further, where nothing bounds the
     # gradient by the tested one; the checks below cover it.)
-    if key != "riemannian_sd":
+    if not key.startswith("riemannian_sd"):
         assert _own_gradient_norm(key, task, record) <= (1 + 1e-9) * rtol * g0
     # The same point in one currency, the Frobenius Riemannian gradient on the rank-3
-    # matrices. Each method's own norm is the g_N norm (for balanced factors the factor
+    # matrices. Each method's own norm is the g_N norm (metric="embedded": the Frobenius
+    # one itself; for balanced factors the factor
     # gradient has the same norm), which differs from the Frobenius one by at most
     # sqrt(cond A_{N,X}) ~ (s_max / s_min)^{(N-1)/N} between start (s ~ 0.2) and end
     # (s ~ 3): a factor < 10, so the ratio is below 10 rtol <= 1e-4 < 1e-3.
@@ -194,6 +199,15 @@ def test_langevin_samplers_do_not_stop_on_the_gradient():
     task = _task(X0=(u[:, :RANK] * s[:RANK]) @ vt[:RANK])  # start at the minimum
     sampler = dlngeo.create_solver("overparametrized_langevin", beta=1e8, step=1e-4)
     record = sampler.run(task, Stopping(max_iterations=20))
+    assert record.stop_reason == "max_iterations" and record.n_iterations == 20
+
+
+def test_noisy_gradient_descent_samples_and_does_not_stop_on_the_gradient():
+    u, s, vt = np.linalg.svd(_data(), full_matrices=False)
+    task = _task(X0=(u[:, :RANK] * s[:RANK]) @ vt[:RANK])  # start at the minimum
+    record = dlngeo.create_solver("overparametrized_gd", step=1e-3, noise=1e-8).run(
+        task, Stopping(max_iterations=20)
+    )
     assert record.stop_reason == "max_iterations" and record.n_iterations == 20
 
 

@@ -236,15 +236,21 @@ class Stopping:
                     f"stopping.{name} must be a non-negative finite number, got {value!r}"
                 )
 
-    def start(self, relative_floor: float = 0.0) -> _StopClock:
-        """A clock for one run; ``relative_floor``: the smallest ``gradient_norm_rtol`` the method resolves."""
+    def start(self, relative_floor: float | None = 0.0) -> _StopClock:
+        """A clock for one run.
+
+        Args:
+            relative_floor: The smallest ``gradient_norm_rtol`` the method
+                resolves; ``None``: the method never stops ``stationary`` (a
+                sampler, whose iterates do not settle).
+        """
         return _StopClock(self, relative_floor)
 
 
 class _StopClock:
     """Per-run state of a :class:`Stopping`: start time, initial loss, loss history for stalls."""
 
-    def __init__(self, stopping: Stopping, relative_floor: float = 0.0):
+    def __init__(self, stopping: Stopping, relative_floor: float | None = 0.0):
         self.stopping = stopping
         self.relative_floor = relative_floor
         self.started = time.perf_counter()
@@ -261,7 +267,7 @@ class _StopClock:
     def stationary(self, gradient_norm: float) -> bool:
         """``||g|| <= max(rtol ||g_0||, atol)`` (``False`` when both are off)."""
         s = self.stopping
-        if s.gradient_norm_rtol is None and s.gradient_norm_atol is None:
+        if self.relative_floor is None:
             return False
         relative = 0.0
         if s.gradient_norm_rtol and self.initial_gradient_norm is not None:  # 0: off
