@@ -141,6 +141,25 @@ class Task:
         """The end-to-end start ``phi(W(0))``."""
         return self.network.product(self.weights0)
 
+    @property
+    def start_rank(self) -> int:
+        """The numerical rank of ``phi(W(0))``, at most the narrowest width: the rank the dense flow keeps.
+
+        The intrinsic flow's vector field is tangent to the rank stratum of
+        ``X``, so ``rank X(t) = rank X(0)`` (Bah et al. 2021). Numerically it is
+        the number of singular values above ``max(m, n) * eps * s_max`` (as
+        :func:`numpy.linalg.matrix_rank`): ``rank`` for a start on ``M_r`` (a
+        balanced rank-``r`` start, a width-``r`` bottleneck), the narrowest
+        width for a generic start (where a lower ``rank``, meant for the
+        low-rank methods, would freeze the part of ``X`` beyond it).
+        """
+        X0 = self.X0
+        s = np.linalg.svd(X0, compute_uv=False)
+        if s.size == 0 or s[0] == 0:
+            return 0
+        numerical = int(np.sum(s > max(X0.shape) * np.finfo(float).eps * s[0]))
+        return min(numerical, self.network.rank_bound)
+
     def state(
         self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
     ) -> State:

@@ -200,8 +200,7 @@ class Stepper:
     gradient_norm: float | None = None
     step_norm: float | None = None
     finished: bool = False
-    #: The smallest relative gradient tolerance the method resolves (flows: a multiple
-    #: of rtol); ``None``: never stop ``stationary`` (noisy iterates do not settle).
+    #: Smallest relative gradient tolerance resolved (flows: a multiple of rtol); None: never stationary.
     stationary_floor: float | None = 0.0
 
     def start(self) -> None:  # pragma: no cover - abstract

@@ -9,7 +9,7 @@ as the factor flow's.
 **Dense** (``representation="dense"``): the ODE for :math:`X \in \mathbb R^{m\times n}`
 is integrated by a ``scipy.integrate`` solver; the right-hand side is
 :func:`dlngeo.geometry.metric_operator` (one SVD, ``O(mn min(m, n))``) at the
-rank of :math:`X(0)` (:func:`flow_rank`, ``record.info["rank"]``), which the
+rank of :math:`X(0)` (:attr:`Task.start_rank`, ``record.info["rank"]``), which the
 flow keeps: the singular values beyond it are the integrator's error, not
 part of the point.
 
@@ -62,7 +62,7 @@ from .driver import (
 from .overparametrized import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .record import Record
 
-__all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "flow_rank", "LOWRANK_INTEGRATORS"]
+__all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "LOWRANK_INTEGRATORS"]
 
 #: Embedded Runge–Kutta pairs available on the rank-r manifold.
 LOWRANK_INTEGRATORS = ("RK45", "RK23")
@@ -122,26 +122,6 @@ def _fro(left: np.ndarray, right: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- dense
-def flow_rank(task: Task) -> int:
-    """The rank the dense intrinsic flow keeps: that of ``phi(W(0))``, at most the narrowest width.
-
-    The flow's vector field is tangent to the rank stratum of ``X``, so
-    ``rank X(t) = rank X(0)`` (Bah et al. 2021). Numerically, the rank of
-    ``X(0) = phi(W(0))`` is the number of singular values above
-    ``max(m, n) * eps * s_max`` (as :func:`numpy.linalg.matrix_rank`): the
-    task's rank for a start on ``M_r`` (a balanced rank-``r`` start, a network
-    with a width-``r`` bottleneck), the narrowest width for a generic start.
-    (The task's rank alone would be wrong for a dense flow from a start of
-    higher rank: it would freeze the part of ``X`` beyond rank ``r``.)
-    """
-    X0 = task.X0
-    s = np.linalg.svd(X0, compute_uv=False)
-    if s.size == 0 or s[0] == 0:
-        return 0
-    numerical = int(np.sum(s > max(X0.shape) * np.finfo(float).eps * s[0]))
-    return min(numerical, task.network.rank_bound)
-
-
 class _DenseIntrinsicStepper(ScipyODEStepper):
     """The intrinsic flow on ``vec(X)``; the gradient norm is ``||grad E||_{g_N}``."""
 
@@ -151,7 +131,7 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         super().__init__(task.X0.ravel().copy(), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.depth = task.depth
-        self.rank = flow_rank(task)
+        self.rank = task.start_rank
         self.shape = task.network.output_shape
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
