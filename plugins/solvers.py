@@ -27,6 +27,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from dlngeo.dynamics.base import stationary_default_text
 from dlngeo.dynamics.intrinsic import IntrinsicFlow
 from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD
 from dlngeo.dynamics.riemannian import PymanoptSolver, RiemannianGD
@@ -46,6 +47,7 @@ def solver_factory(
         if unknown:
             raise ValueError(
                 f"unknown option {unknown[0]!r} for solver {name!r}; options: {', '.join(options)}"
+                f" (and under [stopping]: by default, {stationary_default_text()})"
             )
         return build(**kwargs)
 
@@ -110,7 +112,11 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
 }
 
 
+_FLOWS = ("overparametrized_flow", "intrinsic_flow")
+
+
 @hookimpl
 def dlngeo_register_solvers(register):
     for name, (build, options, description) in SOLVERS.items():
+        description = f"{description}; {stationary_default_text(flow=name in _FLOWS)}"
         register(name, solver_factory(name, build, options), description=description)

@@ -113,8 +113,10 @@ def test_balanced_start_intrinsic_flow_equals_factor_flow(flows, case):
     assert over.times == dense.times == list(GRID)  # both sampled on the flow-time grid
     # At every grid time (the solvers' dense outputs), ||phi(W(t)) - X(t)|| / ||X(t)||.
     gaps = [rel(a, b) for a, b in zip(over.metrics["X"], dense.metrics["X"])]
-    # Measured 2.6e-9 (full) and 2.6e-7 (bottleneck: the dense flow reads error-level singular values).
-    assert max(gaps) <= {"full": 1e-8, "bottleneck": 1e-6}[case], gaps
+    # 100 * rtol (global error of two rtol-controlled integrations, see
+    # test_bottleneck_flows): the dense flow works at the task's rank, so the
+    # bottleneck is as accurate as the full-rank case.
+    assert max(gaps) <= 100 * 1e-10, gaps
     assert rel(over.final_point, dense.final_point) <= 1e-6
     # The flow moved: the check is not vacuous.
     assert rel(over.final_point, runs["task"].X0) > 0.1
@@ -253,7 +255,13 @@ def test_stop_reason_codes():
     assert r.stop_reason == "gradient_norm_below"
     r = gd.run(task, Stopping(max_iterations=None, step_below=1e-6))
     assert r.stop_reason == "step_below"
-    r = gd.run(task, Stopping(max_iterations=None, stall_window=5, stall_tolerance=1e-3))
+    # The loss decreases geometrically to 0: it stalls only at rounding, after the
+    # gradient is stationary; the stall test alone, without the stationary one.
+    no_stationary = dict(gradient_norm_rtol=None, gradient_norm_atol=None)
+    r = gd.run(
+        task,
+        Stopping(max_iterations=None, stall_window=5, stall_tolerance=1e-3, **no_stationary),
+    )
     assert r.stop_reason == "stalled"
     assert gd.run(task, Stopping(max_iterations=None, max_time=0.0)).stop_reason == "max_time"
     r = IntrinsicFlow(representation="lowrank").run(

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.integrate
 
 from ..lowrank import is_lowrank_point
-from .base import Callback, Stopping, Task
+from .base import Callback, Stopping, Task, flow_stationary_floor
 from .record import Record
 
 __all__ = [
@@ -200,6 +200,8 @@ class Stepper:
     gradient_norm: float | None = None
     step_norm: float | None = None
     finished: bool = False
+    #: Smallest relative gradient tolerance resolved (flows: a multiple of rtol); None: never stationary.
+    stationary_floor: float | None = 0.0
 
     def start(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -260,6 +262,7 @@ class ScipyODEStepper(Stepper):
         else:
             self.solver_cls = getattr(scipy.integrate, integrator)
         self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
+        self.stationary_floor = flow_stationary_floor(rtol)
         self.t_bound = t_bound
         self.solver = None
 
@@ -313,7 +316,7 @@ def drive(
     """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
     stopping = stopping if stopping is not None else Stopping()
     recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
-    clock = stopping.start()
+    clock = stopping.start(stepper.stationary_floor)
     grid = record_times
     gi = 0
     reason: str | None = None
@@ -397,4 +400,7 @@ def drive(
     record.evaluations = stepper.evaluations()
     record.wall_time_s = clock.elapsed()
     record.info.update(stepper.info())
+    # The norms the stationary test compared (the method's own gradient).
+    record.info["initial_gradient_norm"] = clock.initial_gradient_norm
+    record.info["gradient_norm"] = clock.gradient_norm
     return record

@@ -8,7 +8,10 @@ as the factor flow's.
 
 **Dense** (``representation="dense"``): the ODE for :math:`X \in \mathbb R^{m\times n}`
 is integrated by a ``scipy.integrate`` solver; the right-hand side is
-:func:`dlngeo.geometry.metric_operator` (one SVD, ``O(mn min(m, n))``).
+:func:`dlngeo.geometry.metric_operator` (one SVD, ``O(mn min(m, n))``) at the
+rank of :math:`X(0)` (:attr:`Task.start_rank`, ``record.info["rank"]``), which the
+flow keeps: the singular values beyond it are the integrator's error, not
+part of the point.
 
 **Low rank** (``representation="lowrank"``): points ``(u, s, vt)`` of
 :math:`M_r`; the vector field :math:`F(Y) = -\operatorname{grad}_{g_N} E(Y)`
@@ -47,7 +50,7 @@ import scipy.integrate
 from ..geometry import lowrank_ops
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
 from ..lowrank import Factored, tangent_to_factored, to_dense
-from .base import Callback, Method, Stopping, Task
+from .base import Callback, Method, Stopping, Task, flow_stationary_floor
 from .driver import (
     NumericalFailure,
     ScipyODEStepper,
@@ -123,6 +126,7 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         super().__init__(task.X0.ravel().copy(), integrator, rtol, atol, max_step, t_bound)
         self.task = task
         self.depth = task.depth
+        self.rank = task.start_rank
         self.shape = task.network.output_shape
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
@@ -132,7 +136,9 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         value, G = self.task.loss.value_and_gradient(X)
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
-        F = metric_operator(X, G, self.depth)
+        # At the flow's rank r: X(t) is rank r only up to the integrator's error e, which
+        # would enter K as e**(2/N) and make the flow stiff and wrong (metric_operator).
+        F = metric_operator(X, G, self.depth, rank=self.rank)
         # ||grad||_{g_N}^2 = <E'(X), A(E'(X))>.
         gnorm2 = float(np.sum(F * to_dense(G)))
         if not (np.isfinite(value) and np.all(np.isfinite(F))):
@@ -145,6 +151,9 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
         return self.solver.dense_output()(t).reshape(self.shape), None
+
+    def info(self) -> dict[str, Any]:
+        return {"rank": self.rank}
 
 
 # ---------------------------------------------------------------- low rank
@@ -179,6 +188,7 @@ class _LowRankIntrinsicStepper(Stepper):
         m, n = task.network.output_shape
         self.root_mn = float(np.sqrt(m * n))
         self.rtol, self.atol, self.max_step, self.t_bound = rtol, atol, max_step, t_bound
+        self.stationary_floor = flow_stationary_floor(rtol)
         self.first_step = first_step
         self.counts = {"loss": 0, "gradient": 0}
         self.X, self.truncation = lowrank_start(task)

@@ -167,6 +167,8 @@ class _FactorGDStepper(Stepper):
         self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator
     ):
         self.task, self.eta, self.sampler, self.noise, self.rng = task, step, sampler, noise, rng
+        # With noise it samples (Euler–Maruyama): its gradient never settles, no stationary stop.
+        self.stationary_floor = 0.0 if noise == 0 else None
         self.W = [w.copy() for w in task.weights0]
         self.X = task.X0
         self.counts = {"loss": 0, "gradient": 0}
@@ -225,6 +227,7 @@ class OverparametrizedGD(Method):
             (losses with a sparse gradient, e.g. matrix completion).
         noise: Standard deviation ``sigma >= 0`` of additive Gaussian noise per unit
             time: each step adds ``sigma * sqrt(eta) * N(0, I)`` to every factor.
+            With noise the method samples and never stops ``stationary``.
         seed: Seed of the generator for the sampler and the noise (default: the task's seed).
         record_every: Record every ``k``-th iterate.
         record_times: Record the first iterate at or after each of these flow times instead.

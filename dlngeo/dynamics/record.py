@@ -20,6 +20,7 @@ STOP_REASONS = (
     "max_time",
     "loss_below",
     "gradient_norm_below",
+    "stationary",  # gradient norm <= rtol * its start value (Stopping.gradient_norm_rtol)
     "step_below",
     "diverged",
     "stalled",

@@ -15,11 +15,15 @@ r"""Riemannian optimization on the rank-r manifold: constant-step descent and py
   when it can work on ``(u, s, vt)``). pymanopt runs its own loop; dlngeo
   watches it through the problem (every Riemannian gradient evaluation is a
   new iterate: it is recorded there) and through the optimizer's stopping
-  test (subclassed to add dlngeo's criteria: ``loss_below``, ``diverged``,
-  ``stalled`` ...). pymanopt's criteria map to reason codes: max time ->
+  test (subclassed to add dlngeo's criteria: ``loss_below``, ``stationary``,
+  ``diverged``, ``stalled`` ...). pymanopt's criteria map to reason codes: max time ->
   ``max_time``, max iterations -> ``max_iterations``, min grad norm ->
   ``gradient_norm_below``, min step size -> ``step_below``, anything else ->
-  ``converged``.
+  ``converged``. pymanopt's own gradient test (``min_gradient_norm``,
+  absolute, ``1e-6`` by default in pymanopt) is given ``gradient_norm_below``
+  or ``0`` (off): the default stop at a stationary point is dlngeo's relative
+  ``stationary`` test, whose :math:`\|g_0\|` is the gradient norm at the start
+  point (TrustRegions runs its first test only after its first step).
 
 Times. SteepestDescent moves by :math:`R_X(-\alpha\,\operatorname{grad})`; its record's
 ``times`` are the accumulated :math:`\sum \alpha_k` (flow time of the gradient
@@ -213,6 +217,9 @@ class _Monitor:
         self.point = point
         self.value = self.cost_of(point)
         self.gradient_norm = float(self.manifold.norm(point, gradient))
+        if self.accepted == 0 and np.isfinite(self.gradient_norm):
+            # ||g_0|| of the stationary test is the start's (TrustRegions tests first after a step).
+            self.clock.initial_gradient_norm = self.gradient_norm
         if self.accepted % self.record_every == 0:
             t = self.t if self.flow_time else float(self.accepted)
             self.recorder.sample(
@@ -497,6 +504,7 @@ class PymanoptSolver(Method):
                 "rank": task.rank,
                 "accepted_steps": max(monitor.accepted, 0),
                 "gradient_norm": monitor.tested_gradient_norm,
+                "initial_gradient_norm": clock.initial_gradient_norm,
             }
         )
         return record
