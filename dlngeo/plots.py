@@ -20,6 +20,7 @@ Working from the JSON document (not live objects) means a saved
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,7 @@ def _metric_vs_time(
     else:
         _empty(ax_wall, f"no {key} recorded")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _singular_values(document: dict[str, Any], path: Path) -> None:
@@ -159,8 +159,7 @@ def _singular_values(document: dict[str, Any], path: Path) -> None:
     if not methods:
         _empty(axes[0][0], "no singular_values metric recorded")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
@@ -203,8 +202,17 @@ def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
     else:
         _empty(ax, "no overparametrized / intrinsic pair to compare")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as a PNG written whole (:func:`dlngeo.results.atomic_write`) and close it."""
+    from .results import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, buffer.getvalue())
 
 
 def plot_results(document: dict[str, Any], out_dir: str | Path) -> list[Path]:
