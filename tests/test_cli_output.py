@@ -179,12 +179,20 @@ def test_every_file_of_a_run_gets_the_umask_mode(tmp_path, tiny, umask):
     out = tmp_path / "out"
     old = os.umask(umask)
     try:
-        assert main(["run", str(tiny), "--no-progress", "--out", str(out)]) == 0
+        args = ["run", str(tiny), "--no-progress", "--out", str(out)]
+        assert main([*args, "--set", "metrics=['singular_values', 'effective_rank']"]) == 0
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert sorted(modes) == sorted(["results.json", *FIGURES])
+    assert sorted(modes) == sorted(["results.json", *FIGURES[:2], FIGURES[3]])
     assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_no_blank_figure_is_written(tmp_path, tiny):
+    """Without an overparametrized / intrinsic pair or recorded metrics there is only the loss to draw."""
+    out = tmp_path / "out"
+    assert main(["run", str(tiny), "--no-progress", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["loss.png", "results.json"]
 
 
 # ------------------------------------------------------------- Ctrl-C and kill -9
