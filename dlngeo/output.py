@@ -27,6 +27,7 @@ through, and works the same from Python::
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class RunOutput:
         self.plots = plots
         self.overwrite = overwrite
         self.run_id: int | None = None
+        self.written = False  # whether this run has saved anything yet
         self.saved: dict[str, str] = {}  # label -> stop reason, as last saved
         self._store: ResultsStore | None = None
         self._check_out()
@@ -123,9 +125,11 @@ class RunOutput:
             raise OutputError("db", f"{str(db)!r} is a directory, not a database file")
         if db.exists():
             try:
-                ResultsStore(db).close()
+                ResultsStore.check(db)
             except ValueError as exc:
                 raise OutputError("db", _strip_path(str(exc), db)) from None
+            if not os.access(db, os.W_OK) or not os.access(db.absolute().parent, os.W_OK):
+                raise OutputError("db", f"{str(db)!r} (or its folder) is not writable")
             return
         _writable_folder("db", db, "database")
         if not db.absolute().parent.is_dir():
@@ -150,7 +154,7 @@ class RunOutput:
                 self._store = ResultsStore(self.db)
             except ValueError as exc:
                 raise OutputError("db", _strip_path(str(exc), self.db)) from None
-        self._save(comparison)
+        self._save(comparison)  # the first real write of both, before any method runs
 
     def update(self, comparison: Comparison, label: str) -> None:
         """Save the comparison after method ``label`` ended."""
@@ -165,7 +169,11 @@ class RunOutput:
                 "out", f"cannot write {str(self.out / RESULTS)!r}: {exc.strerror or exc}"
             ) from None
         if self._store is not None:
-            self.run_id = self._store.save(document, self.run_id)
+            try:
+                self.run_id = self._store.save(document, self.run_id)
+            except sqlite3.Error as exc:
+                raise OutputError("db", f"cannot write to {str(self.db)!r}: {exc}") from None
+        self.written = True
         self.saved = {label: e["stop_reason"] for label, e in document["methods"].items()}
 
     def finish(self, comparison: Comparison) -> list[Path]:
@@ -179,7 +187,7 @@ class RunOutput:
 
     def summary(self) -> str:
         """What is saved so far, in words (for the line printed after Ctrl-C)."""
-        if self.run_id is None and not (self.out / RESULTS).exists():
+        if not self.written:
             return "nothing written"
         finished = [k for k, v in self.saved.items() if v != "interrupted"]
         stopped = [k for k, v in self.saved.items() if v == "interrupted"]

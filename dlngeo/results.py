@@ -265,6 +265,17 @@ _COLUMNS = {
 }
 
 
+def _check_tables(db: sqlite3.Connection, path: str) -> None:
+    """Refuse an SQLite file whose ``runs`` / ``methods`` tables are someone else's (before creating any)."""
+    for table, need in _COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if have and not set(need) <= have:
+            raise ValueError(
+                f"path {path!r}: table {table!r} is not a dlngeo results table "
+                f"(missing columns: {', '.join(c for c in need if c not in have)})"
+            )
+
+
 class ResultsStore:
     """Comparisons in one SQLite file: ``runs`` (one row per comparison) and ``methods`` (one per method).
 
@@ -299,14 +310,27 @@ class ResultsStore:
             raise
 
     def _check_columns(self) -> None:
-        """Refuse an SQLite file whose ``runs`` / ``methods`` tables are someone else's (before creating any)."""
-        for table, need in _COLUMNS.items():
-            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if have and not set(need) <= have:
-                raise ValueError(
-                    f"path {self.path!r}: table {table!r} is not a dlngeo results table "
-                    f"(missing columns: {', '.join(c for c in need if c not in have)})"
-                )
+        _check_tables(self._db, self.path)
+
+    @staticmethod
+    def check(path: str | os.PathLike[str]) -> None:
+        """Raise ``ValueError`` unless the existing file ``path`` is an SQLite database that
+        :class:`ResultsStore` can use (its ``runs`` / ``methods`` tables, if any, are dlngeo's).
+
+        Opened read-only: the file is not changed.
+        """
+        uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise ValueError(f"path {str(path)!r}: cannot open a database: {exc}") from None
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+            _check_tables(db, str(path))
+        except sqlite3.Error as exc:
+            raise ValueError(f"path {str(path)!r}: not a usable SQLite database: {exc}") from None
+        finally:
+            db.close()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -387,7 +411,7 @@ class ResultsStore:
 
     def methods(self, run_id: int | None = None, solver: str | None = None) -> list[dict[str, Any]]:
         """Method rows, optionally of one run and/or one solver."""
-        query, args = "SELECT * FROM methods WHERE 1=1", []
+        query, args = "SELECT * FROM methods WHERE 1=1", list[Any]()
         if run_id is not None:
             query, args = query + " AND run_id = ?", args + [int(run_id)]
         if solver is not None:

@@ -230,6 +230,10 @@ def _db_methods(db: Path) -> list[tuple[str, str]]:
         return [(m["label"], m["stop_reason"]) for m in store.methods(run["id"])]
 
 
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@posix_signals
 @pytest.mark.parametrize("command", ["run", "compare"])
 def test_ctrl_c_keeps_finished_methods_and_marks_the_interrupted_one(tmp_path, command):
     (tmp_path / "slow.toml").write_text(SLOW)
@@ -263,6 +267,7 @@ def test_ctrl_c_keeps_finished_methods_and_marks_the_interrupted_one(tmp_path, c
     ]
 
 
+@posix_signals
 def test_kill_9_keeps_every_finished_method(tmp_path):
     (tmp_path / "slow.toml").write_text(SLOW)
     proc = _start(
