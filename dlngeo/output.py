@@ -64,6 +64,8 @@ def _writable_folder(option: str, path: Path, what: str) -> None:
             option, f"cannot create {what} {str(path)!r}: {str(anchor)!r} is not a directory"
         )
     if not os.access(anchor, os.W_OK | os.X_OK):
+        if anchor == path.absolute():
+            raise OutputError(option, f"{what} {str(path)!r} is not writable")
         raise OutputError(
             option, f"cannot create {what} {str(path)!r}: {str(anchor)!r} is not writable"
         )
