@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from .config import (
 from .dynamics.base import Stopping, Task
 from .lowrank import entries, to_dense
 from .network import DeepLinearNetwork
-from .runner import _INTRINSIC_FLOWS, _is_flow, run_methods
+from .runner import _INTRINSIC_FLOWS, BALANCED_TOLERANCE, _is_flow, _warn_unbalanced, run_methods
 
 __all__ = [
     "BALANCED_TOLERANCE",
@@ -63,12 +62,6 @@ __all__ = [
     "validate_config",
 ]
 
-#: A start is balanced when ``network.relative_imbalance(W(0))`` is at most this: a
-#: balanced factorization computed in double precision is at the rounding level
-#: (~ depth * eps ~ 1e-15); 1e-8 ~ sqrt(eps) leaves that rounding a margin of 1e7
-#: while an imbalance above it moves phi(W(t)) off the intrinsic flow by more
-#: than the integrators' default tolerances (rtol 1e-6 .. 1e-8) can resolve.
-BALANCED_TOLERANCE = 1e-8
 # --------------------------------------------------------------------------- building
 _UNKNOWN_OPTION = re.compile(r"(?:unexpected keyword argument|unknown option) '([^']+)'")
 
@@ -286,23 +279,6 @@ def compare(
     return run_methods(
         plan, comparison, progress=progress, progress_name=progress_name, on_method=on_method
     )
-
-
-def _warn_unbalanced(plan: Plan) -> None:
-    """Say when an intrinsic-flow method is not the trajectory of the factor methods."""
-    if plan.problem["balanced_start"]:
-        return
-    labels = [label for label, (solver, _, _) in plan.methods.items() if solver in _INTRINSIC_FLOWS]
-    if labels:
-        warnings.warn(
-            f"the start is not balanced (relative imbalance "
-            f"{plan.problem['relative_imbalance']:.1e} > {BALANCED_TOLERANCE:.0e}): "
-            f"{', '.join(labels)} follow(s) the intrinsic flow from phi(W(0)), which is the "
-            "factor methods' training trajectory only from a balanced start "
-            '(init.sampler = "balanced")',
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def _sampler_options(table: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:

@@ -207,8 +207,8 @@ def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Save ``fig`` as a PNG written whole (:func:`dlngeo.results.atomic_write`) and close it."""
-    from .results import atomic_write
+    """Save ``fig`` as a PNG written whole (:func:`dlngeo.files.atomic_write`) and close it."""
+    from .files import atomic_write
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

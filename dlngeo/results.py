@@ -48,23 +48,23 @@ summary columns), so that sweeps can be queried with plain SQL.
 :meth:`ResultsStore.save` replaces one run's rows in a transaction, so a
 run can be stored method by method and a crash keeps the last complete state.
 
-Every file is written whole or not at all (:func:`atomic_write`: a fresh
+Every file is written whole or not at all (:func:`~dlngeo.files.atomic_write`: a fresh
 temporary sibling, then ``os.replace``), with the mode an ordinary ``open``
 would give (``0o666`` less the umask).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import atomic_write
 
 __all__ = [
     "SCHEMA",
@@ -111,36 +111,6 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, (str, int, bool)) or value is None:
         return value
     return repr(value)
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all; return the path.
-
-    The bytes go to a fresh temporary sibling (created with mode ``0o666``,
-    so the umask applies as for an ordinary ``open``), are flushed to disk,
-    and the sibling is renamed over ``path`` (``os.replace``, atomic on
-    POSIX and Windows). A crash or a kill leaves either the old file or the
-    new one, never a mixture; no other file is touched.
-    """
-    path = Path(path)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 32 random bits collided
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,19 @@ from .comparison import Comparison, Interrupted, _Capture, _Progress, trajectory
 if TYPE_CHECKING:  # pragma: no cover
     from .experiment import Plan
 
-__all__ = ["SMALL_PROBLEM", "run_methods"]
+__all__ = ["BALANCED_TOLERANCE", "SMALL_PROBLEM", "run_methods"]
 
 _FLOW_SOLVERS = {"overparametrized_gd", "overparametrized_flow", "intrinsic_flow", "riemannian_gd"}
 # End-to-end methods that follow the intrinsic flow (the default partners of the trajectory gap).
 _INTRINSIC_FLOWS = {"intrinsic_flow", "riemannian_gd"}
 # Methods that evaluate their dense output at any requested time (``record_times``).
 _CONTINUOUS = {"intrinsic_flow", "overparametrized_flow"}
+#: A start is balanced when ``network.relative_imbalance(W(0))`` is at most this: a
+#: balanced factorization computed in double precision is at the rounding level
+#: (~ depth * eps ~ 1e-15); 1e-8 ~ sqrt(eps) leaves that rounding a margin of 1e7
+#: while an imbalance above it moves phi(W(t)) off the intrinsic flow by more
+#: than the integrators' default tolerances (rtol 1e-6 .. 1e-8) can resolve.
+BALANCED_TOLERANCE = 1e-8
 
 
 def run_methods(
@@ -102,6 +109,23 @@ def run_methods(
         if bar is not None:
             bar.close()
     return comparison
+
+
+def _warn_unbalanced(plan: Plan) -> None:
+    """Say when an intrinsic-flow method is not the trajectory of the factor methods."""
+    if plan.problem["balanced_start"]:
+        return
+    labels = [label for label, (solver, _, _) in plan.methods.items() if solver in _INTRINSIC_FLOWS]
+    if labels:
+        warnings.warn(
+            f"the start is not balanced (relative imbalance "
+            f"{plan.problem['relative_imbalance']:.1e} > {BALANCED_TOLERANCE:.0e}): "
+            f"{', '.join(labels)} follow(s) the intrinsic flow from phi(W(0)), which is the "
+            "factor methods' training trajectory only from a balanced start "
+            '(init.sampler = "balanced")',
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _gaps(

@@ -55,11 +55,11 @@ def save_small_png(fig: Any, path: str | Path, dpi: int = 100, colors: int = 256
     """Save ``fig`` at ``dpi`` as a PNG with a ``colors``-colour palette (a few times smaller than RGBA for line plots).
 
     The folder is created if needed; the file is written whole
-    (:func:`dlngeo.results.atomic_write`).
+    (:func:`dlngeo.files.atomic_write`).
     """
     from PIL import Image
 
-    from ..results import atomic_write
+    from ..files import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
