@@ -147,6 +147,9 @@ class RunOutput:
             if self.overwrite:
                 for name in FIGURES:  # an earlier run's figures must not sit beside the new results
                     (self.out / name).unlink(missing_ok=True)
+            for name in (RESULTS, *FIGURES):  # temporary files of a process killed mid-write
+                for stale in self.out.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
         except OSError as exc:
             raise OutputError(
                 "out", f"cannot create {str(self.out)!r}: {exc.strerror or exc}"

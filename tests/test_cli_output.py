@@ -188,6 +188,14 @@ def test_every_file_of_a_run_gets_the_umask_mode(tmp_path, tiny, umask):
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
+def test_a_killed_write_leaves_no_temporary_file_for_the_next_run(tmp_path, tiny):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".results.json.0badf00d.tmp").write_text('{"half": ')  # as a kill -9 mid-write leaves
+    assert main(["run", str(tiny), "--no-progress", "--no-plots", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
 def test_no_blank_figure_is_written(tmp_path, tiny):
     """Without an overparametrized / intrinsic pair or recorded metrics there is only the loss to draw."""
     out = tmp_path / "out"
