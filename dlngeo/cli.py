@@ -115,7 +115,12 @@ def _experiment_arguments(parser: argparse.ArgumentParser, *, configs_required: 
         "--out",
         default="dlngeo-out",
         metavar="DIR",
-        help="output directory (default: ./dlngeo-out)",
+        help="output directory (default: ./dlngeo-out); refused if it holds a run's results",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results.json and figures of an earlier run in --out",
     )
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
     parser.add_argument(
@@ -139,29 +144,50 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     _experiment_arguments(parser, configs_required=True)
 
 
-def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = False) -> int:
-    from pathlib import Path
+#: Exit code after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
-    from .experiment import DEFAULT_CONFIG, QUICK_OVERRIDES, compare, load_config, merge_config
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {str(out)!r} exists and is not a directory")
-    if args.db and Path(args.db).is_dir():
-        raise ValueError(f"--db: {args.db!r} is a directory, not a database file")
+def _experiment_config(args: argparse.Namespace, base: dict | None, quick: bool) -> dict:
+    from .experiment import DEFAULT_CONFIG, QUICK_OVERRIDES, load_config, merge_config
+
     if quick:
         base = merge_config(DEFAULT_CONFIG, QUICK_OVERRIDES)
-    config = load_config(args.configs, args.overrides, base=base)
-    comparison = compare(config, progress=not args.no_progress)
-    print(comparison.table())
-    paths = comparison.write(out, plots=not args.no_plots)
-    print(f"wrote {', '.join(p.name for p in paths)} to {out}/")
-    if args.db:
-        from .results import ResultsStore
+    return load_config(args.configs, args.overrides, base=base)
 
-        with ResultsStore(args.db) as store:
-            run_id = store.add(comparison.to_dict())
-        print(f"stored as run {run_id} in {args.db}")
+
+def _run_experiment(
+    args: argparse.Namespace, base: dict | None, *, name: str, quick: bool = False
+) -> int:
+    """Check the outputs, run the methods saving each as it ends, print the table; 130 after Ctrl-C."""
+    from .comparison import Interrupted
+    from .experiment import compare
+    from .output import OutputError, RunOutput
+
+    output = None
+    try:
+        config = _experiment_config(args, base, quick)
+        output = RunOutput(args.out, db=args.db, plots=not args.no_plots, overwrite=args.overwrite)
+        with output:
+            comparison = compare(
+                config,
+                progress=not args.no_progress,
+                progress_name=name,
+                on_start=output.start,
+                on_method=output.update,
+            )
+            print(comparison.table())
+            paths = output.finish(comparison)
+    except OutputError as exc:
+        raise ValueError(f"--{exc.option}: {exc.message}") from None
+    except KeyboardInterrupt as exc:  # Interrupted: during a method; else before or after them
+        during = f" during {exc.label}" if isinstance(exc, Interrupted) else ""
+        saved = output.summary() if output is not None else "nothing written"
+        print(f"dlngeo: interrupted{during}: {saved}", file=sys.stderr)
+        return INTERRUPTED
+    print(f"wrote {', '.join(p.name for p in paths)} to {output.out}/")
+    if output.run_id is not None:
+        print(f"stored as run {output.run_id} in {args.db}")
     return 0
 
 
@@ -172,7 +198,7 @@ def _run_experiment(args: argparse.Namespace, base: dict | None, quick: bool = F
 )
 def _compare(args: argparse.Namespace) -> int:
     """Configs are layered over the default comparison (``dlngeo.experiment.DEFAULT_CONFIG``)."""
-    return _run_experiment(args, None, quick=args.quick)
+    return _run_experiment(args, None, name="dlngeo compare", quick=args.quick)
 
 
 @command(
@@ -182,7 +208,7 @@ def _compare(args: argparse.Namespace) -> int:
 )
 def _run(args: argparse.Namespace) -> int:
     """Configs are layered over nothing: together they must name the whole experiment."""
-    return _run_experiment(args, {})
+    return _run_experiment(args, {}, name="dlngeo run")
 
 
 # --------------------------------------------------------------------- main
@@ -222,7 +248,7 @@ def _show_warning(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input)."""
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 after Ctrl-C)."""
     from .plugins import load_plugin_module
 
     with warnings.catch_warnings():

@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__
 from .lowrank import to_dense
 
-__all__ = ["Comparison", "trajectory_gap"]
+__all__ = ["Comparison", "Interrupted", "trajectory_gap"]
 
 
 @dataclass
@@ -40,6 +40,9 @@ class Comparison:
         wall_times: Method label -> wall-clock seconds at each recorded sample.
         trajectory_gap: One entry per (overparametrized, intrinsic) pair:
             ``{"overparametrized", "intrinsic", "alignment", "time", "gap"}``.
+        status: ``"running"`` while methods run, ``"interrupted"`` after
+            Ctrl-C (the interrupted method has ``stop_reason
+            "interrupted"``), else ``"complete"``.
     """
 
     config: dict[str, Any]
@@ -49,6 +52,10 @@ class Comparison:
     flow_time: dict[str, bool] = field(default_factory=dict)
     wall_times: dict[str, list[float]] = field(default_factory=dict)
     trajectory_gap: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "complete"
+    created: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document (schema in :mod:`dlngeo.results`)."""
@@ -73,7 +80,8 @@ class Comparison:
             {
                 "schema": SCHEMA,
                 "dlngeo_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                "created": self.created,
+                "status": self.status,
                 "config": self.config,
                 "problem": self.problem,
                 "methods": methods,
@@ -147,10 +155,53 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`~dlngeo.experiment.compare`: the comparison so far travels with it.
+
+    Attributes:
+        comparison: Every finished method, and the interrupted one (``label``)
+            with the samples it had recorded and ``stop_reason "interrupted"``;
+            ``status`` is ``"interrupted"``.
+        label: The method that was running.
+    """
+
+    def __init__(self, comparison: Comparison, label: str):
+        super().__init__(f"interrupted during {label}")
+        self.comparison = comparison
+        self.label = label
+
+
+class _Progress:
+    """The tqdm bar of a comparison: one tick per method; the running method named from its start.
+
+    The description is ``"<name> [<label>]"`` and the postfix the running
+    method's last recorded loss, redrawn at most every ``interval`` seconds.
+    """
+
+    def __init__(self, bar: Any, name: str, interval: float = 0.5):
+        self.bar, self.name, self.interval = bar, name, interval
+        self._drawn = 0.0
+
+    def start(self, label: str) -> None:
+        self.bar.set_description_str(f"{self.name} [{label}]", refresh=False)
+        self.bar.set_postfix_str(f"{label}: started", refresh=True)
+        self._drawn = time.perf_counter()
+
+    def loss(self, label: str, value: float) -> None:
+        self.bar.set_postfix_str(f"{label}: loss {value:.2e}", refresh=False)
+        now = time.perf_counter()
+        if now - self._drawn >= self.interval:
+            self.bar.refresh()
+            self._drawn = now
+
+    def done(self) -> None:
+        self.bar.update(1)
+
+
 class _Capture:
     """The callback ``compare`` hands a method: wall time and (if asked) the end-to-end point per sample."""
 
-    def __init__(self, keep_points: bool, progress: Any = None, label: str = ""):
+    def __init__(self, keep_points: bool, progress: _Progress | None = None, label: str = ""):
         self.keep_points = keep_points
         self.started = time.perf_counter()
         self.times: list[float] = []
@@ -158,16 +209,35 @@ class _Capture:
         self.points: list[np.ndarray] = []
         self.progress = progress
         self.label = label
+        self.record: Any = None  # the running method's Record, as last seen
 
     def __call__(self, state: Any, record: Any) -> None:
         self.times.append(float(state.time))
         self.walls.append(time.perf_counter() - self.started)
         if self.keep_points:
             self.points.append(np.array(to_dense(state.point), dtype=float, copy=True))
+        self.record = record
         if self.progress is not None and record is not None and record.metrics.get("loss"):
-            self.progress.set_postfix_str(
-                f"{self.label}: loss {record.metrics['loss'][-1]:.2e}", refresh=False
-            )
+            self.progress.loss(self.label, record.metrics["loss"][-1])
+
+    def interrupted(self, solver: str) -> Any:
+        """The Record of a method stopped by Ctrl-C: its samples so far, ``stop_reason "interrupted"``."""
+        from .dynamics.record import Record
+
+        record = Record(method=solver)
+        seen = self.record
+        if seen is not None:
+            n = min(len(seen.times), len(seen.iterations), len(self.times))
+            record.times, record.iterations = list(seen.times[:n]), list(seen.iterations[:n])
+            record.metrics = {k: list(v[:n]) for k, v in seen.metrics.items() if len(v) >= n}
+            record.time_kind, record.info = seen.time_kind, dict(seen.info)
+            record.n_iterations = int(record.iterations[-1]) if n else 0
+            del self.times[n:], self.walls[n:], self.points[n:]
+        else:
+            del self.times[:], self.walls[:], self.points[:]
+        record.stop_reason = "interrupted"
+        record.wall_time_s = time.perf_counter() - self.started
+        return record
 
 
 def trajectory_gap(

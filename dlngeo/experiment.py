@@ -21,16 +21,14 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .comparison import Comparison, _Capture, trajectory_gap
+from .comparison import Comparison, Interrupted, trajectory_gap
 from .config import (
     DEFAULT_CONFIG,
     QUICK_OVERRIDES,
@@ -43,12 +41,16 @@ from .config import (
 )
 from .dynamics.base import Stopping, Task
 from .lowrank import entries, to_dense
+from .network import DeepLinearNetwork
 from .options import OptionError
 from .relu import OutputLoss, make_network
+from .runner import _INTRINSIC_FLOWS, BALANCED_TOLERANCE, _is_flow, _warn_unbalanced, run_methods
 
 __all__ = [
+    "BALANCED_TOLERANCE",
     "ConfigError",
     "Comparison",
+    "Interrupted",
     "DEFAULT_CONFIG",
     "QUICK_OVERRIDES",
     "Plan",
@@ -61,13 +63,6 @@ __all__ = [
     "trajectory_gap",
     "validate_config",
 ]
-
-_FLOW_SOLVERS = {"overparametrized_gd", "overparametrized_flow", "intrinsic_flow", "riemannian_gd"}
-# End-to-end methods that follow the intrinsic flow (the default partners of the trajectory gap).
-_INTRINSIC_FLOWS = {"intrinsic_flow", "riemannian_gd"}
-# Methods that evaluate their dense output at any requested time (``record_times``).
-_CONTINUOUS = {"intrinsic_flow", "overparametrized_flow"}
-
 
 # --------------------------------------------------------------------------- building
 _UNKNOWN_OPTION = re.compile(r"(?:unexpected keyword argument|unknown option) '([^']+)'")
@@ -208,7 +203,9 @@ def build(config: dict[str, Any]) -> Plan:
         "rank": int(task.rank),
         "seed": seed,
         "initial_loss": float(loss.value(task.X0)),
+        "relative_imbalance": network.relative_imbalance(weights0),
     }
+    problem["balanced_start"] = problem["relative_imbalance"] <= BALANCED_TOLERANCE
     target = data.get("target")  # a nonlinear network: the target outputs B, like its point F
     if network.activation != "linear":
         problem["activation"] = network.activation
@@ -266,13 +263,6 @@ def _build_metrics(config: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _is_flow(solver: str, method: Any) -> bool:
-    flag = getattr(method, "flow_time", None)
-    if flag is not None:
-        return bool(flag)
-    return solver in _FLOW_SOLVERS
-
-
 def _default_gap_pairs(methods: dict[str, tuple[str, Any, Any]]) -> list[tuple[str, str]]:
     over = [
         label
@@ -283,28 +273,13 @@ def _default_gap_pairs(methods: dict[str, tuple[str, Any, Any]]) -> list[tuple[s
     return [(a, b) for a in over for b in intrinsic]
 
 
-def _run_one(
-    label: str, solver: str, method: Any, task: Any, stopping: Any, capture: _Capture
-) -> Any:
-    """Run one method; a numerical blow-up that escapes the method is recorded as ``diverged``."""
-    from .dynamics.record import Record
-
-    capture.started = time.perf_counter()
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return method.run(task, stopping, capture)
-    except (FloatingPointError, OverflowError, np.linalg.LinAlgError) as exc:
-        record = Record(method=solver, stop_reason="diverged")
-        record.wall_time_s = time.perf_counter() - capture.started
-        record.info["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        capture.times.clear()
-        capture.walls.clear()
-        capture.points.clear()
-        return record
-
-
 def compare(
-    config: dict[str, Any] | str | Path | None = None, *, progress: bool = False
+    config: dict[str, Any] | str | Path | None = None,
+    *,
+    progress: bool = False,
+    progress_name: str = "dlngeo compare",
+    on_start: Callable[[Comparison], None] | None = None,
+    on_method: Callable[[Comparison, str], None] | None = None,
 ) -> Comparison:
     """Run every enabled method of ``config`` on one task and compare them.
 
@@ -312,150 +287,38 @@ def compare(
         config: A complete config: a dict (e.g. ``load_config(["a.toml"], ["seed=3"])``,
             which layers over :data:`DEFAULT_CONFIG`), or the path of one
             complete TOML file; ``None`` runs :data:`DEFAULT_CONFIG`.
-        progress: Show a tqdm progress bar (one tick per method, the current
-            method's loss as postfix).
+        progress: Show a tqdm progress bar (one tick per method; the running
+            method's label and last loss).
+        progress_name: The bar's name (``"dlngeo run"`` for ``dlngeo run``).
+        on_start: Called with the empty comparison (``status "running"``) once
+            the config is built and before any method runs (e.g. to create and
+            check the output folder).
+        on_method: Called with the comparison and a label after each method
+            ends (finished, diverged or interrupted), so that results can be
+            saved as they come.
 
     Returns:
-        The :class:`Comparison`.
+        The :class:`Comparison`. When the intrinsic flow runs from a start
+        that is not balanced (``problem["balanced_start"]`` false; the
+        relative imbalance is ``problem["relative_imbalance"]``), a
+        ``UserWarning`` says that it is not the factor methods' trajectory.
 
     Raises:
         ConfigError: a bad config (one line naming the key).
+        Interrupted: Ctrl-C; the comparison so far (finished methods, the
+            interrupted one marked ``"interrupted"``) is its ``comparison``.
     """
     if isinstance(config, (str, Path)):
         config = load_config([config], base={})
     config = copy.deepcopy(DEFAULT_CONFIG if config is None else config)
     plan = build(config)
-    keep = {label for pair in plan.gap_pairs for label in pair}
-    comparison = Comparison(config=config, problem=plan.problem)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=len(plan.methods),
-            unit="method",
-            desc="dlngeo compare",
-            file=sys.stderr,
-            leave=True,
-        )
-    captures: dict[str, _Capture] = {}
-    limits = _blas_threads(config, plan)
-    # Overparametrized partners of a gap run first, so that a continuous
-    # intrinsic flow can be sampled at exactly their flow times.
-    first = [over for over, _ in plan.gap_pairs]
-    order = sorted(
-        plan.methods, key=lambda label: (label not in first, list(plan.methods).index(label))
+    comparison = Comparison(config=config, problem=plan.problem, status="running")
+    _warn_unbalanced(plan)
+    if on_start is not None:
+        on_start(comparison)
+    return run_methods(
+        plan, comparison, progress=progress, progress_name=progress_name, on_method=on_method
     )
-    try:
-        limits.__enter__()
-        for label in order:
-            solver, method, stopping = plan.methods[label]
-            method = _aligned(label, solver, method, plan, captures, comparison.records)
-            if bar is not None:
-                bar.set_description_str(f"dlngeo compare [{label}]")
-            capture = _Capture(label in keep, bar, label)
-            record = _run_one(label, solver, method, plan.task, stopping, capture)
-            captures[label] = capture
-            comparison.records[label] = record
-            comparison.solvers[label] = solver
-            comparison.flow_time[label] = (
-                getattr(record, "time_kind", "flow" if _is_flow(solver, method) else "iteration")
-                == "flow"
-            )
-            comparison.wall_times[label] = _align_walls(record.times, capture)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        limits.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
-    comparison.records = {label: comparison.records[label] for label in plan.methods}
-    for over, intrinsic in plan.gap_pairs:
-        a, b = captures[over], captures[intrinsic]
-        gap = trajectory_gap(a.times, a.points, b.times, b.points)
-        comparison.trajectory_gap.append({"overparametrized": over, "intrinsic": intrinsic, **gap})
-    return comparison
-
-
-#: Problems with at most this many entries (m n) run with one BLAS thread by default.
-SMALL_PROBLEM = 250_000
-
-
-def _blas_threads(config: dict[str, Any], plan: Plan) -> Any:
-    """A context that limits BLAS threads (threadpoolctl) to ``config["threads"]``.
-
-    Default: one thread when ``m n <= SMALL_PROBLEM``. On matrices of a few
-    hundred rows a multithreaded BLAS gains little and, on a machine whose
-    cores are busy, loses badly (a 100 x 100 SVD measured 7 ms on one thread,
-    330 ms on two oversubscribed ones). ``threads = 0`` keeps the library's
-    default. Without threadpoolctl installed this is a no-op.
-    """
-    import contextlib
-
-    m, n = plan.problem["shape"]
-    threads = config.get("threads", 1 if m * n <= SMALL_PROBLEM else 0)
-    if not threads:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional at runtime
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(threads), user_api="blas")
-
-
-def _aligned(
-    label: str,
-    solver: str,
-    method: Any,
-    plan: Plan,
-    captures: dict[str, _Capture],
-    records: dict[str, Any],
-) -> Any:
-    """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
-
-    Only when the config sets neither ``record_times`` nor ``record_every``
-    for it. The grid is the union of the sample times of the partners that
-    did not diverge; past the last one ``T`` the grid continues
-    geometrically (``T * 1.03^k``, up to ``~84 T``) so the rest of the run
-    is still sampled.
-    """
-    options = plan.options.get(label, {})
-    if solver not in _CONTINUOUS or "record_times" in options or "record_every" in options:
-        return method
-    partners = [
-        over
-        for over, intrinsic in plan.gap_pairs
-        if intrinsic == label and over in captures and records[over].stop_reason != "diverged"
-    ]
-    times = np.unique(
-        np.concatenate(
-            [np.asarray(captures[p].times, dtype=float) for p in partners] or [np.zeros(0)]
-        )
-    )
-    times = times[np.isfinite(times)]
-    if times.size == 0:
-        return method
-    last = float(times[-1])
-    if last > 0:
-        times = np.concatenate([times, last * 1.03 ** np.arange(1, 151)])
-    return _plugin(
-        "solver", f"methods.{label}", solver, {**options, "record_times": times.tolist()}
-    )
-
-
-def _align_walls(record_times: Iterable[float], capture: _Capture) -> list[float]:
-    """Wall-clock seconds of each Record sample, from the callback's calls (matched in order by time)."""
-    record_times = list(record_times)
-    if len(capture.times) == len(record_times):
-        return list(capture.walls)
-    walls, j = [], 0
-    for t in record_times:
-        while j < len(capture.times) - 1 and capture.times[j] < t:
-            j += 1
-        if not capture.times or abs(capture.times[j] - t) > 1e-12 * max(1.0, abs(t)):
-            return []
-        walls.append(capture.walls[j])
-    return walls
 
 
 def _sampler_options(table: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:

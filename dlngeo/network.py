@@ -154,6 +154,30 @@ class DeepLinearNetwork:
             for k in range(self.depth - 1)
         ]
 
+    def relative_imbalance(self, weights: Sequence[Any]) -> float:
+        """The largest imbalance relative to the layers it compares, a number in ``[0, 1]``.
+
+        .. math::
+
+            \\delta = \\max_k \\frac{\\|W_{k+1}^T W_{k+1} - W_k W_k^T\\|_F}
+                                 {\\|W_{k+1}^T W_{k+1}\\|_F + \\|W_k W_k^T\\|_F}
+
+        ``0`` exactly on the balanced manifold, where ``phi(W(t))`` follows the
+        intrinsic flow (Arora, Cohen & Hazan 2018); at most ``1`` by the
+        triangle inequality; about ``1/2`` for independent Gaussian square
+        layers; a balanced factorization computed in floating point is at the
+        rounding level. ``0`` for one layer (``phi = W_1``) and for zero layers.
+        """
+        weights = self.check_weights(weights)
+        worst = 0.0
+        for k in range(self.depth - 1):
+            upper = weights[k + 1].T @ weights[k + 1]
+            lower = weights[k] @ weights[k].T
+            scale = float(np.linalg.norm(upper) + np.linalg.norm(lower))
+            if scale > 0:
+                worst = max(worst, float(np.linalg.norm(upper - lower)) / scale)
+        return worst
+
     def layer_norms(self, weights: Sequence[Any]) -> np.ndarray:
         """Frobenius norms ``||W_k||_F``, ``k = 1 .. N``."""
         return np.array([np.linalg.norm(W) for W in self.check_weights(weights)])

@@ -1,6 +1,7 @@
 """Figures of a comparison, drawn from its ``results.json`` document (matplotlib, Agg).
 
-Four PNGs, each readable on its own:
+Up to four PNGs, each readable on its own (a figure with nothing to show is
+not written: see :func:`plot_results`):
 
 * ``loss.png``: the loss against flow time (methods that follow a flow:
   ``t = eta k`` for discrete ones) and against wall-clock seconds (every
@@ -20,6 +21,7 @@ Working from the JSON document (not live objects) means a saved
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +119,7 @@ def _metric_vs_time(
     else:
         _empty(ax_wall, f"no {key} recorded")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _singular_values(document: dict[str, Any], path: Path) -> None:
@@ -159,8 +160,7 @@ def _singular_values(document: dict[str, Any], path: Path) -> None:
     if not methods:
         _empty(axes[0][0], "no singular_values metric recorded")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
@@ -203,23 +203,49 @@ def _trajectory_gap(document: dict[str, Any], path: Path) -> None:
     else:
         _empty(ax, "no overparametrized / intrinsic pair to compare")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as a PNG written whole (:func:`dlngeo.files.atomic_write`) and close it."""
+    from .files import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def _recorded(document: dict[str, Any], key: str) -> bool:
+    return any(entry["metrics"].get(key) for entry in document["methods"].values())
 
 
 def plot_results(document: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write the four figures of :data:`FIGURES` into ``out_dir``; return their paths."""
+    """Write the figures of :data:`FIGURES` that have something to show into ``out_dir``; return their paths.
+
+    ``loss.png`` always; ``singular_values.png`` and ``effective_rank.png``
+    when some method recorded that metric; ``trajectory_gap.png`` when the
+    comparison has an overparametrized / intrinsic pair.
+    """
     out = Path(out_dir)
-    paths = [out / name for name in FIGURES]
-    _metric_vs_time(document, "loss", paths[0], "training loss", "loss", logy=True)
-    _singular_values(document, paths[1])
-    _trajectory_gap(document, paths[2])
-    _metric_vs_time(
-        document,
-        "effective_rank",
-        paths[3],
-        r"effective rank  $\exp H(\sigma / \|\sigma\|_1)$",
-        "effective rank",
-        logy=False,
-    )
+    paths = []
+    loss, singular_values, gap, effective_rank = (out / name for name in FIGURES)
+    _metric_vs_time(document, "loss", loss, "training loss", "loss", logy=True)
+    paths.append(loss)
+    if _recorded(document, "singular_values"):
+        _singular_values(document, singular_values)
+        paths.append(singular_values)
+    if document["trajectory_gap"]:
+        _trajectory_gap(document, gap)
+        paths.append(gap)
+    if _recorded(document, "effective_rank"):
+        _metric_vs_time(
+            document,
+            "effective_rank",
+            effective_rank,
+            r"effective rank  $\exp H(\sigma / \|\sigma\|_1)$",
+            "effective rank",
+            logy=False,
+        )
+        paths.append(effective_rank)
     return paths

@@ -6,6 +6,7 @@ Schema (``"schema": "dlngeo.comparison/1"``)::
       "schema": "dlngeo.comparison/1",
       "dlngeo_version": "0.1.0",
       "created": "2026-01-01T00:00:00+00:00",     # UTC, ISO 8601
+      "status": "complete" | "running" | "interrupted",   # optional; absent means complete
       "config": {...},                              # the merged, validated config
       "problem": {"loss": str, "shape": [m, n], "dims": [d_0, ..., d_N],
                   "depth": N, "rank": r, "initial_loss": float, "seed": int},
@@ -18,6 +19,7 @@ Schema (``"schema": "dlngeo.comparison/1"``)::
           "evaluations": {"loss": int, "gradient": int, ...},
           "wall_time_s": float,
           "stop_reason": str,            # one of dlngeo.dynamics.record.STOP_REASONS
+                                         # ("interrupted": stopped by Ctrl-C, samples so far)
           "metrics": {"time": [float],       # flow time (or iteration, see time_kind)
                       "iteration": [int],
                       "wall_time": [float],  # seconds since the method started
@@ -33,7 +35,9 @@ Schema (``"schema": "dlngeo.comparison/1"``)::
       ]
     }
 
-Non-finite numbers (a diverged loss) are written as ``null`` so that the file
+``"status"`` is ``"running"`` while a comparison is written method by method
+(a process killed mid-run leaves that, with every finished method), and
+``"interrupted"`` after Ctrl-C. Non-finite numbers (a diverged loss) are written as ``null`` so that the file
 is strict JSON. :func:`check_results` validates a loaded document against
 this schema (used by the tests and by ``dlngeo report``-style readers).
 
@@ -41,6 +45,12 @@ this schema (used by the tests and by ``dlngeo report``-style readers).
 standard library's ``sqlite3``): a ``runs`` table (one row per comparison,
 with the whole document) and a ``methods`` table (one row per method, the
 summary columns), so that sweeps can be queried with plain SQL.
+:meth:`ResultsStore.save` replaces one run's rows in a transaction, so a
+run can be stored method by method and a crash keeps the last complete state.
+
+Every file is written whole or not at all (:func:`~dlngeo.files.atomic_write`: a fresh
+temporary sibling, then ``os.replace``), with the mode an ordinary ``open``
+would give (``0o666`` less the umask).
 """
 
 from __future__ import annotations
@@ -48,22 +58,28 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .dynamics.record import to_json_value
 
+from .files import atomic_write
+
 __all__ = [
     "SCHEMA",
+    "STATUSES",
     "ResultsStore",
     "to_json_value",
+    "atomic_write",
     "write_results",
     "read_results",
     "check_results",
 ]
 
 SCHEMA = "dlngeo.comparison/1"
+
+#: Values of the optional top-level ``"status"``.
+STATUSES = ("complete", "running", "interrupted")
 
 _METHOD_KEYS = {
     "solver": str,
@@ -81,22 +97,13 @@ _METHOD_KEYS = {
 def write_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``document`` (already in the schema above) as strict JSON; return the path.
 
-    The file is written to a fresh temporary sibling and renamed, so a crash
-    never leaves a half-written ``results.json`` and no other file is touched.
+    Written by :func:`atomic_write`: a crash never leaves a half-written
+    ``results.json`` and no other file is touched.
     """
-    path = Path(path)
     document = to_json_value(document)
     check_results(document)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=1, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    text = json.dumps(document, indent=1, allow_nan=False) + "\n"
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -129,6 +136,8 @@ def check_results(document: dict[str, Any]) -> None:
     for key in ("dlngeo_version", "created", "config", "problem", "methods", "trajectory_gap"):
         if key not in document:
             _fail(key, "is missing")
+    if document.get("status", "complete") not in STATUSES:
+        _fail("status", f"must be one of {', '.join(STATUSES)}, got {document['status']!r}")
     if not isinstance(document["methods"], dict):
         _fail("methods", "must be an object")
     for label, entry in document["methods"].items():
@@ -182,6 +191,41 @@ CREATE TABLE IF NOT EXISTS methods (
 );
 """
 
+_COLUMNS = {
+    "runs": (
+        "id",
+        "created",
+        "loss",
+        "m",
+        "n",
+        "depth",
+        "rank",
+        "seed",
+        "initial_loss",
+        "document",
+    ),
+    "methods": (
+        "run_id",
+        "label",
+        "solver",
+        "final_loss",
+        "iterations",
+        "wall_time_s",
+        "stop_reason",
+    ),
+}
+
+
+def _check_tables(db: sqlite3.Connection, path: str) -> None:
+    """Refuse an SQLite file whose ``runs`` / ``methods`` tables are someone else's (before creating any)."""
+    for table, need in _COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if have and not set(need) <= have:
+            raise ValueError(
+                f"path {path!r}: table {table!r} is not a dlngeo results table "
+                f"(missing columns: {', '.join(c for c in need if c not in have)})"
+            )
+
 
 class ResultsStore:
     """Comparisons in one SQLite file: ``runs`` (one row per comparison) and ``methods`` (one per method).
@@ -201,9 +245,43 @@ class ResultsStore:
         self.path = str(path)
         if self.path != ":memory:" and Path(self.path).is_dir():
             raise ValueError(f"path {self.path!r} is a directory, not a database file")
-        self._db = sqlite3.connect(self.path)
+        try:
+            self._db = sqlite3.connect(self.path)
+        except sqlite3.Error as exc:
+            raise ValueError(f"path {self.path!r}: cannot open a database: {exc}") from None
         self._db.row_factory = sqlite3.Row
-        self._db.executescript(_TABLES)
+        try:
+            self._check_columns()
+            self._db.executescript(_TABLES)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise ValueError(f"path {self.path!r}: not a usable SQLite database: {exc}") from None
+        except ValueError:
+            self._db.close()
+            raise
+
+    def _check_columns(self) -> None:
+        _check_tables(self._db, self.path)
+
+    @staticmethod
+    def check(path: str | os.PathLike[str]) -> None:
+        """Raise ``ValueError`` unless the existing file ``path`` is an SQLite database that
+        :class:`ResultsStore` can use (its ``runs`` / ``methods`` tables, if any, are dlngeo's).
+
+        Opened read-only: the file is not changed.
+        """
+        uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise ValueError(f"path {str(path)!r}: cannot open a database: {exc}") from None
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+            _check_tables(db, str(path))
+        except sqlite3.Error as exc:
+            raise ValueError(f"path {str(path)!r}: not a usable SQLite database: {exc}") from None
+        finally:
+            db.close()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -216,27 +294,47 @@ class ResultsStore:
 
     def add(self, document: dict[str, Any]) -> int:
         """Store one results document (validated first); return its run id."""
+        return self.save(document)
+
+    def save(self, document: dict[str, Any], run_id: int | None = None) -> int:
+        """Store ``document`` as a new run (``run_id=None``) or replace run ``run_id``; return the id.
+
+        One transaction: the run's row and its method rows change together,
+        so a run saved after each finished method keeps, after a crash, the
+        last state saved.
+        """
         document = to_json_value(document)
         check_results(document)
         problem = document["problem"]
         shape = problem.get("shape") or [None, None]
+        columns = (
+            document["created"],
+            problem.get("loss"),
+            shape[0],
+            shape[1],
+            problem.get("depth"),
+            problem.get("rank"),
+            problem.get("seed"),
+            problem.get("initial_loss"),
+            json.dumps(document, allow_nan=False),
+        )
         with self._db:
-            cursor = self._db.execute(
-                "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    document["created"],
-                    problem.get("loss"),
-                    shape[0],
-                    shape[1],
-                    problem.get("depth"),
-                    problem.get("rank"),
-                    problem.get("seed"),
-                    problem.get("initial_loss"),
-                    json.dumps(document, allow_nan=False),
-                ),
-            )
-            run_id = int(cursor.lastrowid)
+            if run_id is None:
+                cursor = self._db.execute(
+                    "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    columns,
+                )
+                run_id = int(cursor.lastrowid or 0)
+            else:
+                cursor = self._db.execute(
+                    "UPDATE runs SET created = ?, loss = ?, m = ?, n = ?, depth = ?, rank = ?,"
+                    " seed = ?, initial_loss = ?, document = ? WHERE id = ?",
+                    (*columns, int(run_id)),
+                )
+                if cursor.rowcount != 1:
+                    raise ValueError(f"run_id {run_id} is not in {self.path!r}")
+                self._db.execute("DELETE FROM methods WHERE run_id = ?", (int(run_id),))
             self._db.executemany(
                 "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -264,7 +362,7 @@ class ResultsStore:
 
     def methods(self, run_id: int | None = None, solver: str | None = None) -> list[dict[str, Any]]:
         """Method rows, optionally of one run and/or one solver."""
-        query, args = "SELECT * FROM methods WHERE 1=1", []
+        query, args = "SELECT * FROM methods WHERE 1=1", list[Any]()
         if run_id is not None:
             query, args = query + " AND run_id = ?", args + [int(run_id)]
         if solver is not None:

@@ -27,7 +27,7 @@ is symmetric for ``N = 1`` (where :math:`F = E'`) and not for ``N >= 2``.
 
 Run::
 
-    python examples/arora_2018.py [--quick] [--out DIR]
+    python examples/arora_2018.py [--quick] [--out DIR | --update-figures]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ once the loss has fallen by 90 % scales like the conserved imbalance, sigma^2;
 the trajectory gap does not shrink (the escape from the saddle at 0 happens at
 a different time), but both flows end at the same minimizer.
 
-    python examples/balanced_vs_riemannian.py [--quick] [--out DIR]
+    python examples/balanced_vs_riemannian.py [--quick] [--out DIR | --update-figures]
 """
 
 from __future__ import annotations

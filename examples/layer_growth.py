@@ -29,7 +29,7 @@ in the aligned picture: one bump per mode.
 
 Run::
 
-    python examples/layer_growth.py [--quick] [--out DIR]
+    python examples/layer_growth.py [--quick] [--out DIR | --update-figures]
 """
 
 from __future__ import annotations

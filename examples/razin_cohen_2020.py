@@ -13,7 +13,7 @@ Cartesian run is accurate; at depth 2 the smallest singular value decays
 exponentially and the Cartesian run loses the sign of det in double precision
 (it settles at a finite solution with det = -1): inconclusive, reported as such.
 
-    python examples/razin_cohen_2020.py [--quick] [--out DIR]
+    python examples/razin_cohen_2020.py [--quick] [--out DIR | --update-figures]
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ large-depth limit formula, which overestimates finite-depth times (docs/math.md 
 
 Run::
 
-    python examples/saxe_2014.py [--quick] [--out DIR]
+    python examples/saxe_2014.py [--quick] [--out DIR | --update-figures]
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 r"""Thermodynamics of the deep linear network (Menon 2024; Menon & Yu 2024).
 
-Three figures, written to ``examples/figures/``:
+Three figures, written to ``./dlngeo-out/thermodynamics/`` (``--out DIR``
+elsewhere; ``--update-figures`` regenerates the committed ``examples/figures/``):
 
 * ``thermo_free_energy.png``: the free energy
   :math:`F_\beta(X) = E(X) - \beta^{-1} S(X)` of a 2 x 2 regression problem,
@@ -28,7 +29,6 @@ Three figures, written to ``examples/figures/``:
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -38,13 +38,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dlngeo.reproductions.figure_io import example_parser  # noqa: E402
 from dlngeo.thermodynamics import entropy_from_singular_values  # noqa: E402
 from dlngeo.thermodynamics.entropy import log_orthogonal_group_volume  # noqa: E402
 from dlngeo.thermodynamics.equilibrium import SingularValueLaw  # noqa: E402
 from dlngeo.thermodynamics.langevin import QuadraticEnergy, RiemannianLangevin  # noqa: E402
 from dlngeo.thermodynamics.mala import RiemannianMALA  # noqa: E402
-
-FIGURES = Path(__file__).resolve().parent / "figures"
 
 
 def free_energy_contours(path: Path) -> None:
@@ -227,9 +226,7 @@ def entropy_vs_depth(path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer chains")
-    parser.add_argument("--out", type=Path, default=FIGURES)
+    parser = example_parser(__doc__, __file__, "fewer chains")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -175,3 +175,18 @@ def test_bad_balanced_input():
         net.balanced(X)
     with pytest.raises(ValueError, match="rank"):
         net.balanced(np.zeros((3, 4)), rank=-1)
+
+
+def test_relative_imbalance_is_zero_when_balanced_and_near_one_half_for_gaussian_layers():
+    rng = np.random.default_rng(0)
+    net = dlngeo.DeepLinearNetwork((100, 100, 100, 100))
+    X = rng.standard_normal((100, 5)) @ rng.standard_normal((5, 100)) * 1e-3
+    # a balanced factorization in floating point: rounding, a few eps per layer product
+    assert net.relative_imbalance(net.balanced(X, rng=rng)) <= 100 * net.depth * np.finfo(float).eps
+    gaussian = [rng.standard_normal((100, 100)) for _ in range(3)]
+    # independent n x n Gaussian layers: ||W W^T - V^T V||_F ~ sqrt(2) n^1.5 and each term
+    # ~ sqrt(2) n^1.5, so delta -> 1/2 with O(1/n) fluctuations (n = 100)
+    assert abs(net.relative_imbalance(gaussian) - 0.5) <= 5 / 100
+    # at most 1 (triangle inequality), attained when one side vanishes
+    assert net.relative_imbalance([gaussian[0], np.zeros((100, 100)), gaussian[2]]) == 1.0
+    assert dlngeo.DeepLinearNetwork((4, 3)).relative_imbalance([np.ones((3, 4))]) == 0.0

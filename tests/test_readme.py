@@ -41,3 +41,34 @@ def test_tour_runs_and_its_claims_hold():
     # The README shows the same figures (to the printed digits) as this run.
     text = README.read_text(encoding="utf-8")
     assert f"loss {flows.group(1)} vs {flows.group(2)}" in text
+
+
+def test_the_run_example_ends_for_good_reasons_with_a_trajectory_gap(tmp_path, monkeypatch):
+    """The README's `dlngeo run ...` line: every method stops for a reason of its own (no budget
+    hit), and the factor flow and the intrinsic flow from its balanced start agree."""
+    import json
+    import shlex
+
+    from dlngeo.cli import main
+
+    (line,) = [
+        line[2:] for line in _blocks("console")[0].splitlines() if line.startswith("$ dlngeo run ")
+    ]
+    argv = shlex.split(line.split("#")[0])[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    monkeypatch.chdir(README.parent)  # the example config paths are relative to the checkout
+    assert main([*argv, "--no-progress"]) == 0
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["problem"]["balanced_start"] is True
+    for label, entry in document["methods"].items():
+        assert entry["stop_reason"] in ("loss_below", "end_time", "converged"), label
+    assert (tmp_path / "out" / "trajectory_gap.png").exists()
+    flows = [
+        g for g in document["trajectory_gap"] if g["overparametrized"] == "overparametrized_flow"
+    ]
+    (gap,) = flows
+    rtol = document["config"]["methods"]["intrinsic_flow"]["rtol"]
+    assert len(gap["gap"]) > 10
+    # two solutions, each with local error control rtol, over t in [0, 40] with a growth phase:
+    # the global error may exceed rtol by the problem's error amplification; 1e4 * rtol allows it
+    assert max(gap["gap"]) <= 1e4 * rtol

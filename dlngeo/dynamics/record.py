@@ -26,6 +26,7 @@ STOP_REASONS = (
     "stalled",
     "end_time",  # an ODE integration reached its final time
     "converged",  # a solver's own convergence test (pymanopt)
+    "interrupted",  # Ctrl-C during dlngeo.experiment.compare: the samples so far
 )
 
 #: What ``Record.times`` means. ``"flow"``: the flow time of the gradient
