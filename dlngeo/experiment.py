@@ -41,7 +41,6 @@ from .config import (
 )
 from .dynamics.base import Stopping, Task
 from .lowrank import entries, to_dense
-from .network import DeepLinearNetwork
 from .options import OptionError
 from .relu import OutputLoss, make_network
 from .runner import _INTRINSIC_FLOWS, BALANCED_TOLERANCE, _is_flow, _warn_unbalanced, run_methods

@@ -62,7 +62,6 @@ from pathlib import Path
 from typing import Any
 
 from .dynamics.record import to_json_value
-
 from .files import atomic_write
 
 __all__ = [
