@@ -169,7 +169,8 @@ def check_options(
     """
     params, open_ended = _parameters(factory)
     names = [p.name for p in params]
-    listing = ", ".join(names) or "none"
+    # a factory may add a note to its option list (the solvers: what [stopping] does by default)
+    listing = (", ".join(names) or "none") + str(getattr(factory, "option_note", ""))
     if not open_ended:
         for option in options:
             if option not in names:

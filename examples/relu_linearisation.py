@@ -348,10 +348,7 @@ def plot(results: dict[str, Any], path: Path, depth: int = 3, scale: float = 1e-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = example_parser(
-        __doc__, __file__, "depths 2-3, init scales 1e-2 and 1e-1, shorter runs"
-    )
-    parser.set_defaults(out=Path("dlngeo-out") / "relu_linearisation")
+    parser = example_parser(__doc__, __file__, "depths 2-3, init 1e-2 and 1e-1, shorter runs")
     args = parser.parse_args(argv)
     options = (
         dict(depths=(2, 3), scales=(1e-2, 1e-1), T=25.0, T_lin=4.0, eta=1e-2) if args.quick else {}

@@ -52,6 +52,7 @@ def solver_factory(
         return build(**kwargs)
 
     factory.options = options  # type: ignore[attr-defined]
+    factory.option_note = f"; under [stopping], by default: {stationary_default_text()}"  # type: ignore[attr-defined]
     return factory
 
 
