@@ -255,7 +255,7 @@ class ResultsStore:
                     json.dumps(document, allow_nan=False),
                 ),
             )
-            run_id = int(cursor.lastrowid)
+            run_id = int(cursor.lastrowid)  # type: ignore[arg-type]  # set after an INSERT
             self._db.executemany(
                 "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -283,7 +283,7 @@ class ResultsStore:
 
     def methods(self, run_id: int | None = None, solver: str | None = None) -> list[dict[str, Any]]:
         """Method rows, optionally of one run and/or one solver."""
-        query, args = "SELECT * FROM methods WHERE 1=1", []
+        query, args = "SELECT * FROM methods WHERE 1=1", list[Any]()
         if run_id is not None:
             query, args = query + " AND run_id = ?", args + [int(run_id)]
         if solver is not None:

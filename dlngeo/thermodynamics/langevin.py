@@ -509,7 +509,6 @@ class OverparametrizedLangevin(_Sampler):
                 raise ValueError(f"widths must list the N - 1 = {depth - 1} hidden widths")
             net = DeepLinearNetwork((n, *hidden, m))
             weights_c = [net.balanced(x, rng=rng) for x in X0]
-        weights = weights_c
         batched = False
         beta, h = o["beta"], o["step"]
         scale = np.sqrt(2.0 * h / beta)
@@ -518,12 +517,12 @@ class OverparametrizedLangevin(_Sampler):
             info={"beta": beta, "step": h, "chains": C, "seed": seed, "dims": net.dims},
         )
         t0 = _time.perf_counter()
-        X = np.stack([net.product(W) for W in weights])
-        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback, weights[0])
+        X = np.stack([net.product(W) for W in weights_c])
+        self._record_point(record, X, loss, batched, o, depth, 0, metrics, callback, weights_c[0])
         it = 0
         for it in range(1, o["n_steps"] + 1):
             new = []
-            for W, x in zip(weights, X):
+            for W, x in zip(weights_c, X):
                 grads = net.gradients(W, _to_dense_gradient(loss.gradient(x)))
                 new.append(
                     [
@@ -536,11 +535,11 @@ class OverparametrizedLangevin(_Sampler):
                 record.stop_reason = "diverged"
                 it -= 1
                 break
-            weights, X = new, Xn
+            weights_c, X = new, Xn
             if it % o["record_every"] == 0 or it == o["n_steps"]:
                 self._record_point(
-                    record, X, loss, batched, o, depth, it, metrics, callback, weights[0]
+                    record, X, loss, batched, o, depth, it, metrics, callback, weights_c[0]
                 )
-        record.final_weights = [W.copy() for W in weights[0]]
+        record.final_weights = [W.copy() for W in weights_c[0]]
         record.evaluations = {"gradient": it * C, "loss": len(record.times) * C}
         return self._finish(record, X, single, t0, it)
