@@ -247,9 +247,9 @@ def gradient_flow(
     invariants hold exactly for every evaluation of the right-hand side
     (DHL18), so their drift is the integrator's error alone.
 
-    Records ``times``, ``loss``, ``sq_norms``, ``rates`` (exact
-    :math:`-2\langle W_k, \partial_k L\rangle` per layer) and the invariant
-    drifts ``G_drift``, ``diagG_drift``, ``norm_diff_drift``.
+    Records ``times``, ``weights`` (the factors there), ``loss``, ``sq_norms``,
+    ``rates`` (exact :math:`-2\langle W_k, \partial_k L\rangle` per layer) and the
+    invariant drifts ``G_drift``, ``diagG_drift``, ``norm_diff_drift``.
     """
     if not T > 0:
         raise ValueError(f"T must be positive, got {T!r}")
@@ -308,6 +308,7 @@ def gradient_flow(
         rec["norm_diff_drift"].append(nd)
     out = {k: np.asarray(v) for k, v in rec.items()}
     out["times"] = np.asarray(times, dtype=float)
+    out["weights"] = [unpack(v) for v in states]
     out["nfev"] = nfev
     out["method"] = "DOP853" if step is None else f"RK4 h={step:g}"
     return out
