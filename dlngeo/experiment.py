@@ -199,7 +199,7 @@ def build(config: dict[str, Any]) -> Plan:
         "shape": [m, n],
         "dims": list(dims),
         "depth": network.depth,
-        "rank": int(task.rank),
+        "rank": int(task.rank),  # type: ignore[arg-type]  # Task.rank is set in __post_init__
         "seed": seed,
         "initial_loss": float(loss.value(task.X0)),
         "relative_imbalance": network.relative_imbalance(weights0),
@@ -211,7 +211,7 @@ def build(config: dict[str, Any]) -> Plan:
         problem["slope"] = getattr(network, "slope", 0.0)
     if target is not None:
         problem["target_singular_values"] = np.linalg.svd(to_dense(target), compute_uv=False)[
-            : int(task.rank)
+            : problem["rank"]
         ].tolist()
     return Plan(
         task=task,

@@ -94,7 +94,7 @@ class AutogradLoss(Loss):
             raise ValueError("fn must be callable")
         self.fn = fn
         self.shape = None if shape is None else (int(shape[0]), int(shape[1]))
-        self.name = name or getattr(fn, "__name__", "autograd")
+        self.name = str(name or getattr(fn, "__name__", "autograd"))
         self._grad = autograd.grad(fn)
         self._hvp = autograd.hessian_tensor_product(fn)
 

@@ -142,7 +142,8 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                 f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {_error_text(exc)}"
             )
             continue
-        version = ep.dist.version if getattr(ep, "dist", None) is not None else ""
+        dist = getattr(ep, "dist", None)
+        version = dist.version if dist is not None else ""
         _register(pm, plugin, plugin_name, version)
 
 
@@ -207,7 +208,7 @@ def load_plugin_module(name: str) -> ModuleType:
         raise ValueError(f"plugin module name must be a non-empty string, got {name!r}")
     pm = get_plugin_manager()
     if pm.has_plugin(name):
-        return pm.get_plugin(name)
+        return pm.get_plugin(name)  # type: ignore[return-value]
     try:
         module = importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - reported as one line

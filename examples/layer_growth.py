@@ -218,7 +218,9 @@ def gradient_descent(
         previous.update(norms=norms, grads=grads)
 
     record = OverparametrizedGD(step=eta).run(
-        Task(loss=loss, network=network, weights0=W0), Stopping(max_iterations=n_steps), watch
+        Task(loss=loss, network=network, weights0=W0),
+        Stopping(max_iterations=n_steps, gradient_norm_rtol=0, gradient_norm_atol=0),
+        watch,
     )
     out = {k: np.asarray(v) for k, v in rec.items()}
     out["step_identity_residual"] = worst["res"] / max(worst["rhs"], 1e-300)
@@ -247,8 +249,9 @@ def gradient_flow(
     instead of ``O(h^4)``. The invariants hold exactly for every evaluation
     of the right-hand side (DHL18), so their drift is the integrator's error alone.
 
-    Records ``times``, ``loss``, ``sq_norms``, ``rates`` (the library's
-    ``growth_rates``: :math:`-2\langle W_k, \partial_k L\rangle` per layer) and the
+    Records ``times``, ``weights`` (the factors there), ``loss``, ``sq_norms``,
+    ``rates`` (the library's ``growth_rates``: :math:`-2\langle W_k, \partial_k L\rangle`
+    per layer) and the
     invariant drifts ``G_drift``, ``diagG_drift``, ``norm_diff_drift``.
     """
     if not T > 0:
@@ -271,7 +274,9 @@ def gradient_flow(
         metrics={"rates": dlngeo.create_metric("growth_rates")},
     )
     record = flow.run(
-        task, Stopping(end_time=T, max_iterations=10**8), lambda s, _r: states.append(s.weights)
+        task,
+        Stopping(end_time=T, max_iterations=10**8, gradient_norm_rtol=0, gradient_norm_atol=0),
+        lambda s, _r: states.append(s.weights),
     )
     G0, D0 = network.imbalance(W0), np.diff(_sq_norms(W0))
     drifts = np.array([_invariant_drifts(W, G0, D0) for W in states])
@@ -280,6 +285,7 @@ def gradient_flow(
         "loss": np.asarray(record.metrics["loss"]),
         "rates": np.asarray(record.metrics["rates"]),
         "sq_norms": np.array([_sq_norms(W) for W in states]),
+        "weights": states,
         "G_drift": drifts[:, 0],
         "diagG_drift": drifts[:, 1],
         "norm_diff_drift": drifts[:, 2],

@@ -89,7 +89,7 @@ def train(task: Task, eta: float, T: float, every: int) -> dict[str, Any]:
     weights: list[list[np.ndarray]] = []
     record = OverparametrizedGD(step=eta, record_every=every).run(
         task,
-        Stopping(end_time=T, max_iterations=10**7),
+        Stopping(end_time=T, max_iterations=10**7, gradient_norm_rtol=0, gradient_norm_atol=0),
         lambda state, _record: weights.append(state.weights),
     )
     out: dict[str, Any] = {

@@ -215,7 +215,9 @@ def test_balanced_start_gd_tracks_the_flow_with_gap_of_order_step():
 
     g1, g2 = run(0.01), run(0.005)
     assert 1e-6 < g2 < g1 < 1e-1
-    assert g1 / g2 == pytest.approx(2.0, rel=0.02)  # measured 1.998
+    # GD's global error C eta + D eta^2: g1 / g2 = 2 (1 + (D / 2C) eta); the window allows
+    # |D / C| eta <= 0.04 at eta = 0.01. The flow's error (rtol 1e-11) and rounding move it < 1e-6.
+    assert g1 / g2 == pytest.approx(2.0, rel=0.02)
 
 
 def test_diverging_method_is_reported_and_the_others_finish(tmp_path):
@@ -356,12 +358,11 @@ def test_spectral_init_sees_the_observations_not_the_hidden_target():
     u0 = np.linalg.svd(X0)[0][:, :2]
     observed = completion.loss.observed_matrix().toarray()
     u_obs = np.linalg.svd(observed)[0][:, :2]
-    assert np.linalg.svd(u_obs.T @ u0, compute_uv=False).min() == pytest.approx(
-        1.0, abs=1e-12
-    )  # from the observations (measured 6e-16)
-    assert (
-        np.linalg.svd(u_t.T @ u0, compute_uv=False).min() < 1 - 1e-2
-    )  # not the target's directions (measured 1 - 0.073)
+    # From the observations: the same subspace, cos of the largest principal angle = 1 up to
+    # rounding (two SVDs: an angle ~ eps |M| / (s_2 - s_3), cos - 1 ~ its square, plus eps).
+    assert np.linalg.svd(u_obs.T @ u0, compute_uv=False).min() == pytest.approx(1.0, abs=1e-12)
+    # Not the target's directions: the claim is an angle above 8 degrees (cos < 0.99).
+    assert np.linalg.svd(u_t.T @ u0, compute_uv=False).min() < 1 - 1e-2
     config = tiny(
         init={"sampler": "spectral", "init_scale": 1e-2, "rank": 2}, loss={"name": "regression"}
     )

@@ -51,8 +51,10 @@ def test_all_runs_fit_the_observations(deep_runs):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_depth3_beats_depth2_at_few_observations(deep_runs, seed):
     d2, d3 = deep_runs[seed, 2], deep_runs[seed, 3]
-    # Depth 3 recovers the target (test MSE ~3e-5 at init 1e-3); depth 2 does not (~0.03-0.07).
-    assert d3.test_error <= 2e-4  # measured 2.6e-5, 3.1e-5, 3.7e-5 for seeds 0, 1, 2
+    # Depth 3 recovers the target, depth 2 does not (test MSE ~0.03-0.07). These are claims
+    # about the outcome, not integration tolerances: recovery means a test error two orders
+    # below depth 2's (asserted below) and below 2e-4, i.e. entries right to ~1e-2.
+    assert d3.test_error <= 2e-4
     assert d2.test_error >= 1e-2
     assert d3.test_error <= 1e-2 * d2.test_error
     assert d3.effective_rank < d2.effective_rank - 0.5
@@ -130,5 +132,7 @@ def test_group_rmsprop_is_a_time_change_of_gradient_descent():
         )
         assert gd.converged and ref.converged
         gaps.append(np.max(np.abs(gd.X - ref.X)))
-    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.03)  # measured 1.984
+    # First order in the step: gap = C lr + D lr^2, so the ratio is 2 (1 + (D / 2C) lr); the
+    # window allows |D / C| lr <= 0.06 at lr = 1 (the reference, lr 1e-3, is 1e-3 of the gaps).
+    assert gaps[0] / gaps[1] == pytest.approx(2.0, rel=0.03)
     assert gaps[1] <= 0.05

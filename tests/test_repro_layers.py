@@ -41,11 +41,14 @@ def test_library_gradients_match_backpropagation(problem):
     W, x, y = problem["weights0"], problem["inputs"], problem["targets"]
     l1, g1 = lg.loss_and_gradients(W, x, y, "linear", problem["network"])
     l2, g2 = lg.loss_and_gradients(W, x, y, "linear")
+    # One loss and gradient summed in two orders: rounding, ~(samples x width) eps = 400 eps
+    # relative to the terms (the loss and the largest gradient entry); bounds ~10x that.
     assert abs(l1 - l2) <= 1e-13 * l1
-    assert max(np.abs(a - b).max() for a, b in zip(g1, g2)) <= 1e-14
+    g_max = max(np.abs(a).max() for a in g1)
+    assert max(np.abs(a - b).max() for a, b in zip(g1, g2)) <= 1e-12 * g_max
     # Whitened inputs: the loss is E(X) = ||X - T||^2 / 2 + const, const = 0 here.
     X = problem["network"].product(W)
-    assert abs(l1 - 0.5 * np.sum((X - problem["teacher"]) ** 2)) <= 1e-12 * l1
+    assert abs(l1 - 0.5 * np.sum((X - problem["teacher"]) ** 2)) <= 1e-12 * l1  # rounding
 
 
 def test_per_step_identity_and_first_order_drift(drifts):
@@ -92,8 +95,24 @@ def test_phases_and_common_growth_rate(problem):
 
 def test_gradient_flow_invariants(problem):
     lin = lg.gradient_flow(problem, "linear", 8.0, n_records=40)
-    assert lin["G_drift"].max() <= 1e-10  # measured 1.9e-12
-    assert lin["norm_diff_drift"].max() <= 1e-10  # measured 1.3e-12
+    # G_k is conserved by the exact flow, so its drift is G(W_num(t)) - G(W(t)): the effect of
+    # the integration error on G, estimated by G(W_num(t)) - G(W_ref(t)) with a run at
+    # rtol / 100 (K = 10 for the estimate's own error), plus the rounding of W^T W (d eps |W|^2).
+    # A drift that did not shrink with the tolerance (a flow that moves G) fails.
+    ref = lg.gradient_flow(problem, "linear", 8.0, n_records=40, rtol=1e-12, atol=1e-14)
+    d, eps = max(problem["network"].dims), np.finfo(float).eps
+    for i, (W, W_ref) in enumerate(zip(lin["weights"], ref["weights"])):
+        size = max(np.abs(w).max() for w in W)
+        rounding = 4 * d * eps * size**2
+        G_error = max(
+            np.abs(a - b).max()
+            for a, b in zip(problem["network"].imbalance(W), problem["network"].imbalance(W_ref))
+        )
+        assert lin["G_drift"][i] <= 10 * G_error + rounding, (i, lin["G_drift"][i], G_error)
+        # ||W_{k+1}||^2 - ||W_k||^2 = tr G_k: the same argument with the traces.
+        D_error = np.abs(np.diff(lin["sq_norms"][i]) - np.diff(ref["sq_norms"][i])).max()
+        assert lin["norm_diff_drift"][i] <= 10 * D_error + d * rounding
+        assert G_error + D_error <= 1e-8  # guard: at rtol 1e-10 the statement is strong
     assert lin["sq_norms"][-1, 0] - lin["sq_norms"][0, 0] >= 1.0  # the layers did grow
     # ReLU flow (fixed-step RK4: the right-hand side jumps at the kinks): the
     # matrix invariant moves by O(1e-2), its diagonal and trace stay put up to

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import scipy.integrate
@@ -60,6 +60,10 @@ def is_finite_point(point: Any) -> bool:
 
 
 # ------------------------------------------------------------------ options
+@overload
+def check_positive(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_positive(name: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """``value`` as a positive finite float, else ``ValueError`` naming ``name``."""
     if value is None and allow_none:
@@ -264,7 +268,7 @@ class ScipyODEStepper(Stepper):
         self.options = dict(rtol=rtol, atol=atol, max_step=max_step)
         self.stationary_floor = flow_stationary_floor(rtol)
         self.t_bound = t_bound
-        self.solver = None
+        self.solver: Any = None  # the scipy OdeSolver, made by start()
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -274,6 +278,7 @@ class ScipyODEStepper(Stepper):
         if cache is None or cache[0] is not y:
             self.rhs(self.t, y)
             cache = self._cache
+        assert cache is not None  # rhs() fills the cache
         self.loss, self.gradient_norm = cache[1], cache[2]
 
     def start(self) -> None:

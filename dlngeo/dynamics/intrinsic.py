@@ -92,7 +92,7 @@ def lowrank_start(
     for w in W[j:-1][::-1]:
         L = L @ w
     if j == net.depth:  # depth 1: X = W_1, no split
-        L, R = None, W[0]
+        L, R = None, W[0]  # type: ignore[assignment]  # L is None: no split
     else:
         R = W[0]  # W_j .. W_1: d_j x n
         for w in W[1:j]:
@@ -232,13 +232,13 @@ class _LowRankIntrinsicStepper(Stepper):
             if w != 0.0:
                 lefts.append((h * w) * k.left)
                 rights.append(k.right)
-        return truncate(np.hstack(lefts), np.hstack(rights), self.rank)
+        return truncate(np.hstack(lefts), np.hstack(rights), self.rank)  # type: ignore[arg-type]  # Task.rank is set in __post_init__
 
     def norm(self, X: Any) -> float:
         return float(np.linalg.norm(X[1]))
 
     def start(self) -> None:
-        self.f, self.loss, self.gradient_norm = self.field(self.X, with_value=True)
+        self.f, self.loss, self.gradient_norm = self.field(self.X, with_value=True)  # type: ignore[assignment]
         h = self.first_step if self.first_step is not None else self._initial_step()
         self.h = min(h, self.max_step, self.t_bound - self.t)
 
@@ -297,7 +297,7 @@ class _LowRankIntrinsicStepper(Stepper):
             rejected_once = True
             self.h = h * max(self.MIN_FACTOR, self.SAFETY * ratio**self.error_exponent)
         self._last = (X0, h, K, t)
-        self.X, self.f, self.loss, self.gradient_norm = X1, f1, loss1, gnorm1
+        self.X, self.f, self.loss, self.gradient_norm = X1, f1, loss1, gnorm1  # type: ignore[assignment]
         self.t = t + h if t + h < self.t_bound else self.t_bound
         self.iteration += 1
         # Frobenius distance of the two points, from factors.
@@ -382,7 +382,7 @@ class IntrinsicFlow(Method):
         if self.representation != "auto":
             return self.representation
         m, n = task.network.output_shape
-        lowrank = task.rank < min(m, n) and self.integrator in LOWRANK_INTEGRATORS
+        lowrank = task.rank < min(m, n) and self.integrator in LOWRANK_INTEGRATORS  # type: ignore[operator]  # Task.rank is set in __post_init__
         return "lowrank" if lowrank else "dense"
 
     def run(

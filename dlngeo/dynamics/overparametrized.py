@@ -163,6 +163,8 @@ def _grad_norm(grads: list[np.ndarray]) -> float:
 
 # ---------------------------------------------------------------------- GD
 class _FactorGDStepper(Stepper):
+    gradient_norm: float  # set by _evaluate at every point
+
     def __init__(
         self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator
     ):

@@ -70,12 +70,14 @@ def manifold_for(task: Task, metric: str) -> FixedRank:
     """``DLNFixedRank(m, n, r, N)`` for ``metric="dln"``, ``FixedRank(m, n, r)`` for ``"embedded"``."""
     m, n = task.network.output_shape
     if metric == "dln":
-        return DLNFixedRank(m, n, task.rank, task.depth)
-    return FixedRank(m, n, task.rank)
+        return DLNFixedRank(m, n, task.rank, task.depth)  # type: ignore[arg-type]  # Task.rank is set in __post_init__
+    return FixedRank(m, n, task.rank)  # type: ignore[arg-type]  # Task.rank is set in __post_init__
 
 
 # ------------------------------------------------------------------ constant-step GD
 class _RGDStepper(Stepper):
+    gradient_norm: float  # set by _evaluate at every point
+
     def __init__(self, task: Task, manifold: FixedRank, step: float):
         self.task, self.manifold, self.eta = task, manifold, step
         start, self.truncation = lowrank_start(task)

@@ -80,9 +80,8 @@ class DLNFixedRank(FixedRank):
 
     def metric_operator(self, point: Any, tangent_vector: Any, power: float = 1.0) -> TangentVector:
         """:math:`A_{N,X}^{power}` on a tangent vector (diagonal in ``(Up, M, Vp)``)."""
-        return TangentVector(
-            *metric_operator_tangent(point[1], *tangent_vector, self._depth, power)
-        )
+        Up, M, Vp = tangent_vector
+        return TangentVector(*metric_operator_tangent(point[1], Up, M, Vp, self._depth, power))
 
     def inner_product(self, point: Any, tangent_vector_a: Any, tangent_vector_b: Any) -> float:
         """``g_N(a, b) = <a, A^{-1} b>``."""

@@ -35,7 +35,7 @@ against a numerically integrated geodesic (slope 3).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from pymanopt.manifolds import FixedRankEmbedded
@@ -46,8 +46,8 @@ from ..validation import positive_integer
 
 __all__ = ["FixedRank"]
 
-TangentVector = _FixedRankTangentVector
-Point = _FixedRankPoint
+TangentVector: TypeAlias = _FixedRankTangentVector
+Point: TypeAlias = _FixedRankPoint
 
 
 def _check_shape(m: Any, n: Any, k: Any) -> tuple[int, int, int]:

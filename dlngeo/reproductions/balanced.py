@@ -165,8 +165,8 @@ def overparametrized_flow(
         def crossing(_t: float, w: np.ndarray) -> float:
             return _loss(Y, network.product(_unpack(network, w))) - level
 
-        crossing.terminal = False
-        crossing.direction = -1
+        crossing.terminal = False  # type: ignore[attr-defined]  # solve_ivp event attributes
+        crossing.direction = -1  # type: ignore[attr-defined]
         events = [crossing]
     sol = solve_ivp(
         rhs,
