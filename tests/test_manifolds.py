@@ -26,7 +26,7 @@ from scipy.integrate import solve_ivp
 
 import dlngeo
 from dlngeo.geometry import metric_operator
-from dlngeo.lowrank import Factored, to_dense
+from dlngeo.lowrank import AmbientTriple, Factored, to_dense
 
 M, N = 7, 5
 
@@ -419,10 +419,19 @@ def test_transport_projection_random_and_zero(k, depth):
     Z = np.random.default_rng(0).standard_normal((M, N))
     ref = man.projection(x, Z)
     U, S, V = np.linalg.svd(Z, full_matrices=False)
-    for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T), (U, S, V)):
+    forms = (
+        sp.csr_matrix(Z),
+        Factored(U * S, V.T),
+        (U, np.diag(S), V.T),
+        AmbientTriple(U, np.diag(S), V.T),
+    )
+    for form in forms:
         assert all(
             np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref)
         )
+    # A bare tuple with a vector S is neither pymanopt's (U, S, V) nor an ambient type.
+    with pytest.raises(ValueError, match="vector"):
+        man.projection(x, (U, S, V))
     zero = man.zero_vector(x)
     assert man.norm(x, zero) == 0.0
     assert man.typical_dist > 0 and man.dim == (M + N - k) * k
