@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 from pymanopt.manifolds import FixedRankEmbedded
-from pymanopt.manifolds.fixed_rank import _FixedRankPoint, _FixedRankTangentVector
+from pymanopt.manifolds.fixed_rank import _FixedRankPoint as Point
+from pymanopt.manifolds.fixed_rank import _FixedRankTangentVector as TangentVector
 
 from ..lowrank import (
     AmbientTriple,
@@ -70,9 +71,6 @@ from .factor_partials import (
 )
 
 __all__ = ["FixedRank"]
-
-TangentVector = _FixedRankTangentVector
-Point = _FixedRankPoint
 
 
 def _check_shape(m: Any, n: Any, k: Any) -> tuple[int, int, int]:
@@ -300,13 +298,23 @@ class FixedRank(FixedRankEmbedded):
         return Point(U, St[:k] + np.spacing(1), V.T)
 
     def random_point(self) -> Point:
-        """Haar-random frames, singular values uniform in ``[1, 2]`` (distinct a.s.), rescaled to
-        Frobenius norm :attr:`scale` when it is known."""
+        """Haar-random frames, singular values uniform in ``[1, 2]`` (distinct a.s.).
+
+        When :attr:`scale` is known they are rescaled to Frobenius norm
+        ``scale / 10``, so that pymanopt's solvers started here see the same
+        problem whatever the data's units (with :attr:`typical_dist`, trust
+        regions are then exactly scale-equivariant). The factor 1/10 is a
+        measured choice, not derived: on 45 x 70 rank-3 completion from 35 %
+        of the entries, TrustRegions from 32 random points of norm
+        ``c * scale`` failed 3, 0, 2 and 6 times for c = 0.03, 0.1, 0.3, 1 (the
+        failures run off along a nearly unobserved direction, one singular
+        value growing without bound, at every data scale alike).
+        """
         u = self._stiefel_m.random_point()
         vt = self._stiefel_n.random_point().T
         s = np.sort(np.random.uniform(1.0, 2.0, size=self._k))[::-1]
         if self._scale is not None:
-            s = s * (self._scale / np.linalg.norm(s))
+            s = s * (0.1 * self._scale / np.linalg.norm(s))
         return Point(u, s, vt)
 
     def point(self, u: np.ndarray, s: np.ndarray, vt: np.ndarray) -> Point:

@@ -52,12 +52,15 @@ def cauchy_scale(manifold: FixedRank, loss: Loss) -> float | None:
     m, n = manifold.shape
     k = manifold.rank
     zero = (np.eye(m, k), np.zeros(k), np.eye(k, n))
-    with np.errstate(all="ignore"):
-        g = loss.gradient(zero)
-        if not is_ambient(g):
-            return None
-        gg = ambient_inner(g, g)
-        curvature = ambient_inner(g, loss.hessian_vector_product(zero, g))
+    try:
+        with np.errstate(all="ignore"):
+            g = loss.gradient(zero)
+            if not is_ambient(g):
+                return None
+            gg = ambient_inner(g, g)
+            curvature = ambient_inner(g, loss.hessian_vector_product(zero, g))
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+        return None  # a loss undefined at X = 0: its errors show at the first real evaluation
     if not (np.isfinite(gg) and np.isfinite(curvature) and gg > 0 and curvature > 0):
         return None
     return float(gg**1.5 / curvature)
