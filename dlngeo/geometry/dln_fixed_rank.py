@@ -123,17 +123,18 @@ class DLNFixedRank(FixedRank):
 
     @property
     def typical_dist(self) -> float:
-        r"""The trust radius scale in :math:`g_N` units: ``scale**(1/N) * k**((N-1)/(2N))``, else ``dim``.
+        r"""The trust radius scale in :math:`g_N` units, ``(scale / sqrt(k))**(1/N) / sqrt(N)``, else ``dim``.
 
-        As for :attr:`FixedRank.typical_dist`, the radius is the size of the
-        point, measured in the metric. At a point whose ``k`` singular values
-        all equal :math:`\sigma = \text{scale}/\sqrt{k}`, :math:`A_{N,X}` multiplies
-        the ``Up``, ``Vp`` parts by :math:`\sigma^{2(N-1)/N}` (and the ``M`` part
-        by ``N`` times that), so a Frobenius length ``scale`` has :math:`g_N`
-        length :math:`\text{scale}/\sigma^{(N-1)/N} = \text{scale}^{1/N} k^{(N-1)/(2N)}`.
+        As for :attr:`FixedRank.typical_dist`, the radius is the length, in
+        the metric, of the step that takes one rank-one component
+        :math:`\sigma u v^\top` of a point of Frobenius norm ``scale`` with
+        ``k`` equal singular values, :math:`\sigma = \text{scale}/\sqrt{k}`,
+        from :math:`0` to its size along itself. There :math:`A_{N,X}`
+        multiplies the ``M`` part by :math:`N\sigma^{2(N-1)/N}`, so
+        :math:`\|\sigma u v^\top\|_{g_N}^2 = \sigma^2 / (N \sigma^{2(N-1)/N}) = \sigma^{2/N}/N`.
         ``depth = 1`` gives :attr:`FixedRank.typical_dist`.
         """
         if self._scale is None:
             return float(self.dim)
         N = self._depth
-        return float(self._scale ** (1.0 / N) * self._k ** ((N - 1) / (2.0 * N)))
+        return float((self._scale / np.sqrt(self._k)) ** (1.0 / N) / np.sqrt(N))

@@ -132,25 +132,26 @@ class FixedRank(FixedRankEmbedded):
 
     @property
     def typical_dist(self) -> float:
-        r"""The trust-region radius scale: :attr:`scale` if known, else pymanopt's ``dim``.
+        r"""The trust-region radius scale: ``scale / sqrt(k)`` if :attr:`scale` is known, else pymanopt's ``dim``.
 
         pymanopt's ``TrustRegions`` takes its largest radius
         :math:`\bar\Delta` = ``typical_dist`` and starts at
         :math:`\bar\Delta / 8`. Its ``FixedRankEmbedded`` uses the dimension,
         a number of coordinates rather than a length: a radius that does not
         follow the data, too long for data of size ``1e-2`` and too short for
-        data of size ``1e2`` once the dimension is small. For a cost
-        :math:`E` with :math:`X^\star` of size :math:`\|X^\star\|_F`, steps
-        of that length are what the method must be allowed: since
-        :math:`E(cX)` for data scaled by ``c`` is :math:`c^2 E(X)` in the
-        quadratic case, trust regions with radius and start scaled by ``c``
-        take exactly the same steps (the retraction, the projections and
-        the Hessian are homogeneous). So the radius is the scale of the
-        point in the metric's own units; here (Frobenius) it is ``scale``.
+        data of size ``1e2`` once the dimension is small. Since :math:`E(cX)`
+        for data scaled by ``c`` is :math:`c^2 E(X)` in the quadratic case,
+        and the retraction, projections and Hessian are homogeneous, trust
+        regions whose radius and start scale with ``c`` take exactly the same
+        steps at every ``c``. So the radius is a length of the point: the size
+        of one of its ``k`` rank-one components, ``scale / sqrt(k)`` for a
+        point of Frobenius norm ``scale`` with equal singular values (one
+        step can create or remove a component). For matrix completion
+        ``scale`` is :math:`\|P_\Omega(M)\|_F` (:func:`dlngeo.problem`).
         """
         if self._scale is None:
             return float(self.dim)
-        return self._scale
+        return self._scale / float(np.sqrt(self._k))
 
     # ---------------------------------------------------------- projections
     def projection(self, point: Any, vector: Any) -> TangentVector:
