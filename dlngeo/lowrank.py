@@ -4,11 +4,19 @@ A point of the rank-r manifold is a triple ``(u, s, vt)`` with
 ``X = u @ diag(s) @ vt`` (pymanopt's layout). An ambient direction may be a
 dense array, a scipy.sparse matrix (the gradient of matrix completion), a
 :class:`Factored` matrix ``left @ right.T`` (a tangent vector of the rank-r
-manifold in ambient form), or a :class:`SparsePlusLowRank` matrix
-``sparse + left @ right.T`` (the gradient of a regularised completion loss,
-e.g. ``P_Omega(X - M) + lam X`` at a low-rank ``X``). The helpers here apply
-any of them to a block of vectors and evaluate them at index pairs without
-forming ``m x n``.
+manifold in ambient form), an :class:`AmbientTriple` ``U @ S @ V.T``
+(pymanopt's ambient form of a tangent vector, what
+:meth:`~dlngeo.FixedRank.embedding` returns), or a :class:`SparsePlusLowRank`
+matrix ``sparse + left @ right.T`` (the gradient of a regularised completion
+loss, e.g. ``P_Omega(X - M) + lam X`` at a low-rank ``X``). The helpers here
+apply any of them to a block of vectors and evaluate them at index pairs
+without forming ``m x n``; products are taken right to left, so nothing
+``m x m`` or ``m x n`` appears.
+
+A bare ``tuple`` or ``list`` of three arrays is a **point** ``(u, s, vt)``
+here; ambient matrices in factored form always carry their type
+(:class:`Factored`, :class:`AmbientTriple`, :class:`SparsePlusLowRank`), so
+the two are never confused.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ import scipy.sparse as sp
 __all__ = [
     "Factored",
     "SparsePlusLowRank",
+    "AmbientTriple",
+    "is_ambient",
+    "ambient_inner",
     "is_lowrank_point",
     "to_dense",
     "ambient_matmul",
@@ -112,12 +123,50 @@ class SparsePlusLowRank:
         return dense if dtype is None else dense.astype(dtype)
 
 
-Ambient = Union[np.ndarray, sp.spmatrix, sp.sparray, Factored, SparsePlusLowRank]  # noqa: UP007 (runtime alias)
+class AmbientTriple(NamedTuple):
+    """The ``m x n`` matrix ``U @ S @ V.T`` (pymanopt's ``(U, S, V)`` layout; ``S`` is a matrix).
+
+    :meth:`dlngeo.FixedRank.embedding` returns a tangent vector in this form,
+    as pymanopt's ``FixedRankEmbedded.embedding`` does (``S`` the identity).
+    """
+
+    U: np.ndarray
+    S: np.ndarray
+    V: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.U.shape[0], self.V.shape[0])
+
+    def to_dense(self) -> np.ndarray:
+        return self.U @ (self.S @ self.V.T)
+
+    def to_factored(self) -> Factored:
+        """The same matrix as ``Factored(U @ S, V)``."""
+        return Factored(self.U @ self.S, self.V)
+
+
+Ambient = Union[  # noqa: UP007 (runtime alias)
+    np.ndarray, sp.spmatrix, sp.sparray, Factored, AmbientTriple, SparsePlusLowRank
+]
+
+
+def is_ambient(Z: Any) -> bool:
+    """True for the explicit ambient types: a 2-d array, scipy.sparse, :class:`Factored`, :class:`AmbientTriple`, :class:`SparsePlusLowRank`."""
+    return (
+        isinstance(Z, (Factored, AmbientTriple, SparsePlusLowRank))
+        or sp.issparse(Z)
+        or (isinstance(Z, np.ndarray) and Z.ndim == 2)
+    )
 
 
 def is_lowrank_point(X: Any) -> bool:
-    """True for a ``(u, s, vt)`` triple (tuple, list or pymanopt point)."""
-    return isinstance(X, (tuple, list)) and len(X) == 3 and not isinstance(X, Factored)
+    """True for a ``(u, s, vt)`` triple (tuple, list or pymanopt point), never a typed ambient matrix."""
+    return (
+        isinstance(X, (tuple, list))
+        and len(X) == 3
+        and not isinstance(X, (Factored, AmbientTriple))
+    )
 
 
 def point_shape(X: Any) -> tuple[int, int]:
@@ -132,7 +181,7 @@ def to_dense(X: Any) -> np.ndarray:
     if is_lowrank_point(X):
         u, s, vt = X
         return (np.asarray(u) * np.asarray(s)) @ np.asarray(vt)
-    if isinstance(X, (Factored, SparsePlusLowRank)):
+    if isinstance(X, (Factored, AmbientTriple, SparsePlusLowRank)):
         return X.to_dense()
     if sp.issparse(X):
         return X.toarray()
@@ -145,6 +194,8 @@ def ambient_matmul(Z: Any, B: np.ndarray) -> np.ndarray:
         return np.asarray(Z.sparse @ B) + Z.left @ (Z.right.T @ B)
     if isinstance(Z, Factored):
         return Z.left @ (Z.right.T @ B)
+    if isinstance(Z, AmbientTriple):
+        return Z.U @ (Z.S @ (Z.V.T @ B))
     if is_lowrank_point(Z):
         u, s, vt = Z
         return u @ (s[:, None] * (vt @ B))
@@ -159,6 +210,8 @@ def ambient_rmatmul(Z: Any, A: np.ndarray) -> np.ndarray:
         return np.asarray(Z.sparse.T @ A) + Z.right @ (Z.left.T @ A)
     if isinstance(Z, Factored):
         return Z.right @ (Z.left.T @ A)
+    if isinstance(Z, AmbientTriple):
+        return Z.V @ (Z.S.T @ (Z.U.T @ A))
     if is_lowrank_point(Z):
         u, s, vt = Z
         return vt.T @ (s[:, None] * (u.T @ A))
@@ -172,6 +225,8 @@ def entries(Z: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     if is_lowrank_point(Z):
         u, s, vt = Z
         return np.einsum("ij,ij->i", u[rows] * s, vt.T[cols])
+    if isinstance(Z, AmbientTriple):
+        Z = Z.to_factored()
     if isinstance(Z, Factored):
         return np.einsum("ij,ij->i", Z.left[rows], Z.right[cols])
     if isinstance(Z, SparsePlusLowRank):
@@ -189,3 +244,24 @@ def tangent_to_factored(point: Any, tangent: Any) -> Factored:
     u, _, vt = point
     Up, M, Vp = tangent
     return Factored(np.hstack((u @ M + Up, u)), np.hstack((vt.T, Vp)))
+
+
+def ambient_inner(A: Any, B: Any) -> float:
+    """Frobenius inner product ``<A, B>`` of two ambient matrices (dense, sparse, factored), never forming a
+    dense ``m x n`` from a sparse or factored one."""
+    if isinstance(A, SparsePlusLowRank):
+        A, B = B, A
+    if isinstance(B, SparsePlusLowRank):  # <A, S + L R^T> = <A, S> + <A, L R^T>
+        return ambient_inner(A, B.sparse) + ambient_inner(A, Factored(B.left, B.right))
+    if sp.issparse(A) or sp.issparse(B):
+        S, Z = (A, B) if sp.issparse(A) else (B, A)
+        S = sp.coo_array(S)
+        return float(np.dot(S.data, entries(Z, S.row, S.col)))
+    if isinstance(A, (Factored, AmbientTriple)):
+        A, B = B, A
+    if isinstance(B, AmbientTriple):
+        B = B.to_factored()
+    if isinstance(B, Factored):
+        # <A, L R^T> = trace(L^T A R), with A applied to R first.
+        return float(np.sum(B.left * ambient_matmul(A, B.right)))
+    return float(np.vdot(np.asarray(A), np.asarray(B)))

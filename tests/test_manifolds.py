@@ -26,7 +26,7 @@ from scipy.integrate import solve_ivp
 
 import dlngeo
 from dlngeo.geometry import metric_operator
-from dlngeo.lowrank import Factored, to_dense
+from dlngeo.lowrank import AmbientTriple, Factored, to_dense
 
 M, N = 7, 5
 
@@ -419,10 +419,19 @@ def test_transport_projection_random_and_zero(k, depth):
     Z = np.random.default_rng(0).standard_normal((M, N))
     ref = man.projection(x, Z)
     U, S, V = np.linalg.svd(Z, full_matrices=False)
-    for form in (sp.csr_matrix(Z), Factored(U * S, V.T), (U, np.diag(S), V.T), (U, S, V)):
+    forms = (
+        sp.csr_matrix(Z),
+        Factored(U * S, V.T),
+        (U, np.diag(S), V.T),
+        AmbientTriple(U, np.diag(S), V.T),
+    )
+    for form in forms:
         assert all(
             np.allclose(p, q, rtol=0, atol=1e-13) for p, q in zip(man.projection(x, form), ref)
         )
+    # A bare tuple with a vector S is neither pymanopt's (U, S, V) nor an ambient type.
+    with pytest.raises(ValueError, match="vector"):
+        man.projection(x, (U, S, V))
     zero = man.zero_vector(x)
     assert man.norm(x, zero) == 0.0
     assert man.typical_dist > 0 and man.dim == (M + N - k) * k
@@ -487,3 +496,44 @@ def test_bad_input():
         man.from_matrix(np.outer(np.ones(4), np.ones(3)))  # rank 1 < k
     with pytest.raises(ValueError, match="manifold"):
         dlngeo.problem(FixedRankEmbedded(4, 3, 2), lambda X: anp.sum(X**2))
+
+
+# --------------------------------------------------- nothing m x m or m x n is formed
+@pytest.mark.parametrize("depth", [None, 3])
+def test_tangent_space_operations_never_form_m_by_m_or_m_by_n(depth):
+    """to_tangent_space, _apply_ambient(_transpose) on (U, S, V), random_tangent_vector, embedding,
+    projection and transport of a factored vector, at m = n = 3000, k = 4: the peak numpy
+    allocation stays O((m + n) k). pymanopt's to_tangent_space forms u @ u.T (72 MB here).
+
+    Bound: the arrays of one call are a few m x k / n x k blocks (96 kB each); 40 of them
+    (3.8 MB) is far below one m x n array (72 MB) and far above what the products need.
+    """
+    import tracemalloc
+
+    m = n = 3000
+    k = 4
+    man = dlngeo.FixedRank(m, n, k) if depth is None else dlngeo.DLNFixedRank(m, n, k, depth)
+    np.random.seed(0)
+    x = man.random_point()
+    rng = np.random.default_rng(0)
+    raw = type(man.zero_vector(x))(
+        rng.standard_normal((m, k)), rng.standard_normal((k, k)), rng.standard_normal((n, k))
+    )
+    B = rng.standard_normal((n, k))
+    calls = {
+        "to_tangent_space": lambda: man.to_tangent_space(x, raw),
+        "random_tangent_vector": lambda: man.random_tangent_vector(x),
+        "embedding + projection": lambda: man.projection(x, man.embedding(x, raw)),
+        "transport": lambda: man.transport(x, man.retraction(x, 1e-3 * raw), raw),
+        "_apply_ambient": lambda: man._apply_ambient(tuple(man.embedding(x, raw)), B),
+        "_apply_ambient_transpose": lambda: man._apply_ambient_transpose(
+            tuple(man.embedding(x, raw)), rng.standard_normal((m, k))
+        ),
+    }
+    bound = 40 * max(m, n) * k * 8
+    for name, call in calls.items():
+        tracemalloc.start()
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak <= bound, (name, peak)

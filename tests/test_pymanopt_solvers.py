@@ -6,6 +6,8 @@ plugin): value and gradient from the observed entries only (a sparse
 :func:`dlngeo.lowrank.entries`, never an ``m x n`` matrix.
 """
 
+import functools
+
 import autograd.numpy as anp
 import numpy as np
 import pymanopt
@@ -16,7 +18,7 @@ from pymanopt.optimizers import ConjugateGradient, SteepestDescent, TrustRegions
 
 import dlngeo
 from dlngeo.losses import Loss
-from dlngeo.lowrank import entries
+from dlngeo.lowrank import entries, to_dense
 
 
 class Completion(Loss):
@@ -58,8 +60,8 @@ def test_trust_regions_solves_completion(depth):
     """60 x 50, rank 4, 40 % observed: cost <= 1e-12 within 50 outer iterations, from a spectral start.
 
     The trust radius is pymanopt's default, ``typical_dist / 8`` growing to at most
-    ``typical_dist = sqrt(k)``, which our manifolds set on the scale of a unit
-    step in the factors (pymanopt's FixedRankEmbedded uses the dimension).
+    ``typical_dist``, which dlngeo.problem sets to the data's scale (pymanopt's
+    FixedRankEmbedded uses the dimension).
     """
     loss, truth, start = _completion_problem()
     m, n, k = 60, 50, 4
@@ -119,3 +121,109 @@ def test_first_order_solvers_run_on_both_manifolds(optimizer, depth):
         problem, initial_point=start
     )
     assert result.cost <= 1e-12 * np.sum(Y**2), (result.cost, result.stopping_criterion)
+
+
+# ------------------------------------------- TrustRegions' defaults at every data scale
+def _scaled_completion(seed, m, n, k, scale, fraction=0.35):
+    """Entries of size ``scale``: truth = scale * G H / sqrt(k), 35 % observed, spectral start."""
+    rng = np.random.default_rng(seed)
+    truth = scale * (rng.standard_normal((m, k)) @ rng.standard_normal((k, n))) / np.sqrt(k)
+    observed = rng.choice(m * n, int(fraction * m * n), replace=False)
+    rows, cols = np.divmod(observed, n)
+    loss = Completion(rows, cols, truth[rows, cols], (m, n))
+    rescaled = loss._sparse(truth[rows, cols]).toarray() * (m * n / len(observed))
+    u, s, vt = np.linalg.svd(rescaled, full_matrices=False)
+    return loss, truth, (u[:, :k], s[:k], vt[:k])
+
+
+@functools.cache
+def _error_bound(seed, m, n, k, depth, gradient_tolerance):
+    """Relative error, times the data's scale, of a point where TR stops with ||grad|| < tolerance.
+
+    At the truth E' = 0 and the Riemannian Hessian is P_T P_Omega P_T, whose smallest
+    eigenvalue lam is sigma_min(J_Omega)^2 for an orthonormal basis J of T (rows: the observed
+    entries). Near it P_T E'(X) = Hess[X - truth] + O(||X - truth||^2), so
+    ||X - truth|| <= ||P_T E'|| / lam; in g_N, ||grad||_{g_N} >= sqrt(a_min) ||P_T E'|| with
+    a_min = s_min^{2(N-1)/N} the smallest eigenvalue of A_{N,X}. A factor 2 covers the
+    second-order remainder (relatively O(||X - truth|| / s_min), below 1e-4 here). Computed at
+    scale 1; at scale c, lam does not change while ||truth|| scales by c and sqrt(a_min) by
+    c^{(N-1)/N}, so the bound is this over c^{1 + (N-1)/N}.
+    """
+    loss, truth, _ = _scaled_completion(seed, m, n, k, 1.0)
+    U, s, Vt = np.linalg.svd(truth)
+    u, v, u_perp, v_perp = U[:, :k], Vt[:k].T, U[:, k:], Vt[k:].T
+    r, c = loss.rows, loss.cols
+    J = np.hstack(
+        [
+            np.einsum("ia,ib->iab", u[r], v[c]).reshape(len(r), -1),
+            np.einsum("ia,ib->iab", u_perp[r], v[c]).reshape(len(r), -1),
+            np.einsum("ia,ib->iab", u[r], v_perp[c]).reshape(len(r), -1),
+        ]
+    )
+    lam = np.linalg.svd(J, compute_uv=False)[-1] ** 2
+    N = 1 if depth is None else depth
+    a_min = s[k - 1] ** (2 * (N - 1) / N)
+    return 2 * gradient_tolerance / (np.sqrt(a_min) * lam * np.linalg.norm(truth))
+
+
+# Seed 1 of the 45 x 70 problem is left out: from its random_point TrustRegions on (M_3, g_3)
+# runs off along a nearly unobserved direction (one singular value grows without bound), at
+# every data scale alike (see test_trust_regions_is_scale_equivariant); it is not a scale effect.
+TR_CASES = [(45, 70, 3, seed) for seed in (0, 2, 3)] + [(100, 100, 5, seed) for seed in (0, 1)]
+
+
+@pytest.mark.parametrize("m, n, k, seed", TR_CASES)
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2])
+@pytest.mark.parametrize("depth", [None, 3])
+@pytest.mark.parametrize("start", ["random_point", "spectral"])
+def test_trust_regions_defaults_converge_at_every_data_scale(start, depth, scale, m, n, k, seed):
+    """pymanopt's TrustRegions with its defaults solves completion with entries of size 1e-2 .. 1e2.
+
+    The radius (typical_dist) and random_point follow the data's scale, which dlngeo.problem
+    reads off the loss (the Cauchy step from 0). The run must stop by TR's own gradient test
+    (pymanopt's default min_gradient_norm 1e-6, in the manifold's metric), and the relative
+    error is then bounded by that tolerance over the Hessian's smallest eigenvalue
+    (_error_bound). max_iterations=300 only shortens a failing run (the default is 1000).
+    On today's main (embedded metric): random starts fail at 1e-2 and 1e2, spectral at 1e2.
+    """
+    loss, truth, spectral = _scaled_completion(seed, m, n, k, scale)
+    man = dlngeo.FixedRank(m, n, k) if depth is None else dlngeo.DLNFixedRank(m, n, k, depth)
+    problem = dlngeo.problem(man, loss)
+    optimizer = TrustRegions(verbosity=0, max_iterations=300)
+    np.random.seed(seed)
+    if start == "random_point":
+        result = optimizer.run(problem)  # TR's default start: problem.manifold.random_point()
+    else:
+        result = optimizer.run(problem, initial_point=man.point(*spectral))
+    assert "min grad norm" in result.stopping_criterion, result.stopping_criterion
+    error = np.linalg.norm(to_dense(result.point) - truth) / np.linalg.norm(truth)
+    N = 1 if depth is None else depth
+    bound = _error_bound(seed, m, n, k, depth, optimizer._min_gradient_norm)
+    bound /= scale ** (1 + (N - 1) / N)
+    assert error <= bound, (error, bound, result.iterations)
+
+
+@pytest.mark.parametrize("depth", [None, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_trust_regions_is_scale_equivariant(depth, seed):
+    """Data scaled by c: TR's iterates from TR's default start are c times those at scale 1.
+
+    E(cX; cM) = c^2 E(X; M) for completion, the retraction, projections, Hessian and g_N
+    geometry are homogeneous, and typical_dist, random_point follow the Cauchy scale, which
+    scales by c. With c a power of 2 the scaling is exact in floating point; what remains is
+    pymanopt's rho regularization (1e3 eps max(1, |f|)) and the spacing(1) added to singular
+    values by the retraction, relative perturbations <= 1e3 eps = 2.2e-13 per iteration;
+    1e-9 over 6 iterations allows an amplification of 700 per iteration.
+    On today's main typical_dist = sqrt(k) and random_point ignore the data's scale.
+    """
+    m, n, k = 45, 70, 3
+    finals = {}
+    for c in (2.0**-7, 1.0, 2.0**7):
+        loss, truth, _ = _scaled_completion(seed, m, n, k, c)
+        man = dlngeo.FixedRank(m, n, k) if depth is None else dlngeo.DLNFixedRank(m, n, k, depth)
+        np.random.seed(seed)
+        result = TrustRegions(verbosity=0, max_iterations=6).run(dlngeo.problem(man, loss))
+        finals[c] = to_dense(result.point) / c
+    reference = finals[1.0]
+    for c, X in finals.items():
+        assert np.linalg.norm(X - reference) <= 1e-9 * np.linalg.norm(reference), c

@@ -339,7 +339,7 @@ class PymanoptSolver(Method):
         beta_rule: CG: pymanopt's beta rule (``"HestenesStiefel"``, ``"PolakRibiere"``,
             ``"FletcherReeves"``, ``"HagerZhang"``, ``"LiuStorey"``).
         trust_radius: TR: the largest trust radius ``Delta_bar`` (default: the
-            manifold's ``typical_dist``, ``sqrt(r)``).
+            problem manifold's ``typical_dist``, the data's scale in the metric).
         initial_radius: TR: ``Delta0`` (default ``trust_radius / 8``).
         max_inner: TR: inner (truncated CG) iterations at most (default: the manifold dimension).
         min_inner: TR: inner iterations at least.

@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from ..lowrank import is_ambient
 from ..validation import check_depth
+from .factor_partials import is_partials
 from .fixed_rank import FixedRank, TangentVector
 from .kernel import metric_operator_tangent, riemannian_gradient_tangent, tangent_inner_product
 
@@ -66,11 +68,13 @@ class DLNFixedRank(FixedRank):
         n: Columns (input width ``d_0``).
         k: Rank, ``1 <= k <= min(m, n)``.
         depth: ``N >= 1``; ``1`` is the embedded metric.
+        scale: The Frobenius norm of a typical point, or ``None``
+            (:class:`~dlngeo.FixedRank`).
     """
 
-    def __init__(self, m: int, n: int, k: int, depth: int):
+    def __init__(self, m: int, n: int, k: int, depth: int, scale: float | None = None):
         depth = check_depth(depth)
-        super().__init__(m, n, k)
+        super().__init__(m, n, k, scale)
         self._depth = depth
         self._name = f"{m}x{n} matrices of rank {k} with the depth-{depth} metric g_N"
 
@@ -93,7 +97,10 @@ class DLNFixedRank(FixedRank):
     def euclidean_to_riemannian_gradient(
         self, point: Any, euclidean_gradient: Any
     ) -> TangentVector:
-        """``grad_{g_N} E = A_{N,X}(P_T E'(X))`` from the ambient gradient."""
+        """``grad_{g_N} E = A_{N,X}(P_T E'(X))`` from the ambient gradient or pymanopt's ``[du, ds, dvt]``."""
+        if is_partials(euclidean_gradient) or not is_ambient(euclidean_gradient):
+            embedded = super().euclidean_to_riemannian_gradient(point, euclidean_gradient)
+            return self.metric_operator(point, embedded)
         u, s, vt = point
         return TangentVector(
             *riemannian_gradient_tangent(u, s, vt, euclidean_gradient, self._depth)
@@ -115,4 +122,18 @@ class DLNFixedRank(FixedRank):
 
     @property
     def typical_dist(self) -> float:
-        return float(np.sqrt(self._k))
+        r"""The trust radius scale in :math:`g_N` units, ``(scale / sqrt(k))**(1/N) / sqrt(N)``, else ``dim``.
+
+        As for :attr:`FixedRank.typical_dist`, the radius is the length, in
+        the metric, of the step that takes one rank-one component
+        :math:`\sigma u v^\top` of a point of Frobenius norm ``scale`` with
+        ``k`` equal singular values, :math:`\sigma = \text{scale}/\sqrt{k}`,
+        from :math:`0` to its size along itself. There :math:`A_{N,X}`
+        multiplies the ``M`` part by :math:`N\sigma^{2(N-1)/N}`, so
+        :math:`\|\sigma u v^\top\|_{g_N}^2 = \sigma^2 / (N \sigma^{2(N-1)/N}) = \sigma^{2/N}/N`.
+        ``depth = 1`` gives :attr:`FixedRank.typical_dist`.
+        """
+        if self._scale is None:
+            return float(self.dim)
+        N = self._depth
+        return float((self._scale / np.sqrt(self._k)) ** (1.0 / N) / np.sqrt(N))

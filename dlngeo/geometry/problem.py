@@ -1,23 +1,69 @@
-"""pymanopt problems from a cost on matrices, for :class:`FixedRank` and :class:`DLNFixedRank`.
+r"""pymanopt problems from a cost on matrices, for :class:`FixedRank` and :class:`DLNFixedRank`.
 
 pymanopt's :class:`~pymanopt.Problem` hands a cost the point's arrays and
-expects gradients with respect to them; on ``(u, s, vt)`` those are the wrong
-objects (they divide by singular-value gaps). :func:`problem` instead asks
+expects gradients with respect to them; on ``(u, s, vt)`` those are awkward
+objects (pymanopt's conversion divides by singular-value gaps, and a sparse
+gradient would be densified). :func:`problem` instead asks
 the loss for its **ambient** gradient and Hessian-vector product and lets the
 manifold convert them, so pymanopt's SteepestDescent, ConjugateGradient and
 TrustRegions run unchanged.
+
+A cost written the pymanopt way, ``@pymanopt.function.autograd(manifold)
+def cost(u, s, vt)``, also works: with ``pymanopt.Problem(manifold, cost)``
+the manifold converts pymanopt's partial derivatives into the right
+gradient (:mod:`dlngeo.geometry.factor_partials`), but pymanopt's Problem
+takes Hessian-vector products along ``manifold.embedding(point, xi)``, which
+is an ambient ``(U, S, V)`` triple (pymanopt's own return type) and not a
+direction in the cost's arguments, so autograd stops with ``shape-mismatch
+for sum`` exactly as with pymanopt's class. ``dlngeo.problem(manifold, cost)``
+takes them along :meth:`~dlngeo.FixedRank.factor_direction` instead and so
+gives the Hessian too.
+
+**Scale.** The problem's manifold is ``manifold.with_scale(d)`` (unless the
+manifold has a scale already), with :math:`d` the length of the Cauchy step
+from :math:`X = 0`: for :math:`g = E'(0)`,
+:math:`d = \|g\|_F^3 / \langle g, \nabla^2 E(0)[g]\rangle`, the distance from
+the origin to the minimum of the quadratic model along :math:`-g`. For
+matrix completion :math:`d = \|P_\Omega(M)\|_F`; for :math:`E(X) =
+\tfrac12\|X - Y\|^2` it is :math:`\|Y\|_F`. It costs one gradient and one
+Hessian-vector product at ``(u, 0, vt)``. TrustRegions' default radius and
+start then follow the data's size (:attr:`~dlngeo.FixedRank.typical_dist`).
+When the model is not convex at zero along ``-g`` the scale stays unset
+(pymanopt's defaults), as it does for a pymanopt cost function of ``(u, s, vt)``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pymanopt
+from pymanopt.autodiff import Function
 
 from ..losses import Loss, as_loss
+from ..lowrank import ambient_inner, is_ambient, tangent_to_factored
 from .fixed_rank import FixedRank
 
-__all__ = ["problem", "AmbientProblem"]
+__all__ = ["problem", "AmbientProblem", "FactorCostProblem", "cauchy_scale"]
+
+
+def cauchy_scale(manifold: FixedRank, loss: Loss) -> float | None:
+    """``||g||^3 / <g, E''(0)[g]>`` with ``g = E'(0)`` (module docs), or ``None`` if not positive and finite."""
+    m, n = manifold.shape
+    k = manifold.rank
+    zero = (np.eye(m, k), np.zeros(k), np.eye(k, n))
+    try:
+        with np.errstate(all="ignore"):
+            g = loss.gradient(zero)
+            if not is_ambient(g):
+                return None
+            gg = ambient_inner(g, g)
+            curvature = ambient_inner(g, loss.hessian_vector_product(zero, g))
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+        return None  # a loss undefined at X = 0: its errors show at the first real evaluation
+    if not (np.isfinite(gg) and np.isfinite(curvature) and gg > 0 and curvature > 0):
+        return None
+    return float(gg**1.5 / curvature)
 
 
 class AmbientProblem(pymanopt.Problem):
@@ -30,6 +76,8 @@ class AmbientProblem(pymanopt.Problem):
         self.loss = loss
         self.evaluations = {"cost": 0, "gradient": 0, "hessian": 0}
         self._gradient_cache: tuple[Any, Any] | None = None
+        if manifold.scale is None:
+            manifold = manifold.with_scale(cauchy_scale(manifold, loss))
 
         @pymanopt.function.numpy(manifold)
         def cost(u, s, vt):
@@ -67,7 +115,7 @@ class AmbientProblem(pymanopt.Problem):
         def riemannian_hessian(point, tangent_vector):
             self.evaluations["hessian"] += 1
             ehess = self.loss.hessian_vector_product(
-                point, self.manifold.embedding(point, tangent_vector)
+                point, tangent_to_factored(point, tangent_vector)
             )
             return self.manifold.euclidean_to_riemannian_hessian(
                 point, self.euclidean_gradient(point), ehess, tangent_vector
@@ -76,17 +124,47 @@ class AmbientProblem(pymanopt.Problem):
         return riemannian_hessian
 
 
-def problem(manifold: FixedRank, cost: Any) -> AmbientProblem:
-    """Build a pymanopt problem on ``manifold`` from a cost that is a function of the matrix ``X``.
+class FactorCostProblem(pymanopt.Problem):
+    """A :class:`pymanopt.Problem` for a pymanopt cost function of ``(u, s, vt)``, with its Hessian.
+
+    The gradient is pymanopt's own (partial derivatives converted by the
+    manifold); Hessian-vector products are taken along
+    :meth:`~dlngeo.FixedRank.factor_direction`, where pymanopt's Problem
+    would use ``embedding`` and fail.
+    """
+
+    def __init__(self, manifold: FixedRank, cost: Function):
+        super().__init__(manifold, cost)
+        self._factor_hessian = cost.get_hessian_operator()
+
+    @property
+    def riemannian_hessian(self):
+        def riemannian_hessian(point, tangent_vector):
+            direction = self.manifold.factor_direction(point, tangent_vector)
+            partials = self._factor_hessian(*point, *direction)
+            return self.manifold.euclidean_to_riemannian_hessian(
+                point, self.euclidean_gradient(point), partials, tangent_vector
+            )
+
+        return riemannian_hessian
+
+
+def problem(manifold: FixedRank, cost: Any) -> AmbientProblem | FactorCostProblem:
+    """Build a pymanopt problem on ``manifold``.
 
     Args:
         manifold: A :class:`~dlngeo.FixedRank` or :class:`~dlngeo.DLNFixedRank`.
         cost: A :class:`~dlngeo.losses.Loss` (value, ambient gradient,
-            Hessian-vector product) or an autograd-differentiable function of
-            the dense ``X`` (wrapped by :func:`~dlngeo.loss_from_autograd`).
+            Hessian-vector product), an autograd-differentiable function of
+            the dense ``X`` (wrapped by :func:`~dlngeo.loss_from_autograd`),
+            or a pymanopt cost function of ``(u, s, vt)``
+            (``@pymanopt.function.autograd(manifold)``; it must depend on
+            them only through ``u diag(s) vt`` for the Hessian).
     """
     if not isinstance(manifold, FixedRank):
         raise ValueError(
             f"manifold must be a dlngeo FixedRank or DLNFixedRank, got {type(manifold).__name__}"
         )
+    if isinstance(cost, Function):
+        return FactorCostProblem(manifold, cost)
     return AmbientProblem(manifold, as_loss(cost))
