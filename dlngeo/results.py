@@ -58,6 +58,7 @@ import numpy as np
 __all__ = [
     "SCHEMA",
     "ResultsStore",
+    "insert_document",
     "to_json_value",
     "write_results",
     "read_results",
@@ -202,6 +203,51 @@ CREATE TABLE IF NOT EXISTS methods (
 """
 
 
+def insert_document(db: sqlite3.Connection, document: dict[str, Any]) -> int:
+    """Insert one results document into the ``runs`` and ``methods`` tables of ``db``.
+
+    No commit: the caller owns the transaction (so that a sweep's ledger can
+    store a run's results and mark it done in one transaction).
+    """
+    document = to_json_value(document)
+    check_results(document)
+    problem = document["problem"]
+    shape = problem.get("shape") or [None, None]
+    cursor = db.execute(
+        "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            document["created"],
+            problem.get("loss"),
+            shape[0],
+            shape[1],
+            problem.get("depth"),
+            problem.get("rank"),
+            problem.get("seed"),
+            problem.get("initial_loss"),
+            json.dumps(document, allow_nan=False),
+        ),
+    )
+    run_id = int(cursor.lastrowid or 0)
+    db.executemany(
+        "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run_id,
+                label,
+                e["solver"],
+                e["final_loss"],
+                e["iterations"],
+                e["wall_time_s"],
+                e["stop_reason"],
+            )
+            for label, e in document["methods"].items()
+        ],
+    )
+    return run_id
+
+
 class ResultsStore:
     """Comparisons in one SQLite file: ``runs`` (one row per comparison) and ``methods`` (one per method).
 
@@ -235,44 +281,8 @@ class ResultsStore:
 
     def add(self, document: dict[str, Any]) -> int:
         """Store one results document (validated first); return its run id."""
-        document = to_json_value(document)
-        check_results(document)
-        problem = document["problem"]
-        shape = problem.get("shape") or [None, None]
         with self._db:
-            cursor = self._db.execute(
-                "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    document["created"],
-                    problem.get("loss"),
-                    shape[0],
-                    shape[1],
-                    problem.get("depth"),
-                    problem.get("rank"),
-                    problem.get("seed"),
-                    problem.get("initial_loss"),
-                    json.dumps(document, allow_nan=False),
-                ),
-            )
-            run_id = int(cursor.lastrowid)
-            self._db.executemany(
-                "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        label,
-                        e["solver"],
-                        e["final_loss"],
-                        e["iterations"],
-                        e["wall_time_s"],
-                        e["stop_reason"],
-                    )
-                    for label, e in document["methods"].items()
-                ],
-            )
-        return run_id
+            return insert_document(self._db, document)
 
     def runs(self) -> list[dict[str, Any]]:
         """One dict per stored comparison (without the document), oldest first."""
