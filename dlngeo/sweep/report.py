@@ -40,7 +40,7 @@ _BASE_KEYS = ("final_loss", "iterations", "wall_time_s", "time_to_target")
 
 def run_objects(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The JSON objects of ``--format json``, one per ledger row."""
-    keys = ("sweep", "point", "status", "reason", "config_hash", "axes", "seed")
+    keys: tuple[str, ...] = ("sweep", "point", "status", "reason", "config_hash", "axes", "seed")
     keys = (*keys, "started", "ended", "worker", "attempts")
     return [{**{k: row[k] for k in keys}, "methods": row["summary"]} for row in rows]
 

@@ -10,8 +10,10 @@
 3. keep at most ``executor.slots`` runs in flight, each ``running`` in the
    ledger from submission to its outcome;
 4. store each outcome (results document, summary, ``done``/``failed``) in one
-   transaction. A run whose worker died is run again, at most
-   ``max_attempts`` times in all, then ``failed``.
+   transaction. A run whose worker died is run again; if other runs were in
+   flight then, it runs alone (so the run that kills its worker is known),
+   and a run whose worker died ``max_attempts`` times while it ran alone is
+   ``failed``.
 
 Ctrl-C marks the runs in flight ``interrupted``, stops the workers and raises
 :class:`SweepInterrupted`.
@@ -102,7 +104,7 @@ def run_sweep(
         retry_failed: Run ``failed`` runs again.
         progress: A tqdm bar over runs (done, failed, running, ETA).
         plugins: Plugin modules every worker loads (the CLI's ``-p``).
-        max_attempts: Runs whose worker died this many times are ``failed``.
+        max_attempts: A run whose worker died this many times (running alone) is ``failed``.
 
     Raises:
         SweepInterrupted: Ctrl-C (runs in flight are marked ``interrupted``).
@@ -173,16 +175,23 @@ def _loop(
 ) -> None:
     counts = summary.counts
     broken = False  # a worker died: drain the runs in flight, then a fresh pool
+    suspects: set[int] = set()  # in flight with others when a worker died: rerun alone
+    losses: dict[int, int] = {}  # row id -> worker deaths while it ran alone
     while queue or inflight:
         while queue and len(inflight) < executor.slots and not broken:
-            row_id, point = queue.pop(0)
+            row_id, point = queue[0]
+            alone = any(r in suspects for r, _ in inflight.values())
+            if alone or (row_id in suspects and inflight):
+                break
+            queue.pop(0)
             ledger.start(row_id)
             counts["pending"] -= 1
             counts["running"] += 1
-            inflight[executor.submit({"config": point.config, "plugins": plugins})] = (
-                row_id,
-                point,
-            )
+            future = executor.submit({"config": point.config, "plugins": plugins})
+            inflight[future] = (row_id, point)
+        if bar is not None:
+            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=len(inflight))
+        flying = len(inflight)
         for future in executor.wait(list(inflight), timeout=1.0):
             row_id, point = inflight.pop(future)
             counts["running"] -= 1
@@ -191,12 +200,17 @@ def _loop(
             except Exception as exc:  # noqa: BLE001 - the worker died, not the run
                 broken = True
                 reason = f"worker lost: {type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-                if ledger.attempts(row_id) < max_attempts:
+                if flying == 1:
+                    losses[row_id] = losses.get(row_id, 0) + 1
+                else:
+                    suspects.add(row_id)
+                if losses.get(row_id, 0) < max_attempts:
                     ledger.mark([row_id], "pending", reason)
                     queue.insert(0, (row_id, point))
                     counts["pending"] += 1
                     continue
-                outcome = {"status": "failed", "reason": f"{reason} ({max_attempts} attempts)"}
+                outcome = {"status": "failed", "reason": f"{reason} ({max_attempts} times)"}
+            suspects.discard(row_id)
             status = ledger.finish(row_id, outcome)
             if status:
                 counts[status] += 1
@@ -207,8 +221,6 @@ def _loop(
                     )
                 if bar is not None:
                     bar.update(1)
-        if bar is not None:
-            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=len(inflight))
         if broken and not inflight:
             restart = getattr(executor, "restart", None)
             if restart is not None:
