@@ -12,10 +12,10 @@ import signal
 from typing import Any
 
 import numpy as np
+from dlngeo_plugins.samplers import LowRankTarget
 
 from dlngeo.dynamics.base import Method
 from dlngeo.hookspecs import hookimpl
-from dlngeo_plugins.samplers import LowRankTarget
 
 
 class Faulty(Method):
