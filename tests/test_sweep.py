@@ -50,7 +50,7 @@ record_every = 50
 """
 
 
-def write_sweep(path: Path, sweep: str, iterations: int = 300) -> Path:
+def write_sweep(path: Path, sweep: str, iterations: int = 150) -> Path:
     path.write_text(BASE.format(iterations=iterations) + sweep)
     return path
 
@@ -270,6 +270,23 @@ def test_kill_9_of_the_coordinator_then_rerun_loses_nothing_and_stores_nothing_t
     assert all(after[i]["attempts"] == 2 for i in running)  # run again
     run_ids = [r["run_id"] for r in after.values()]
     assert len(set(run_ids)) == 8 and stored_documents(db) == 8  # nothing stored twice
+    # The killed coordinator's pool workers exit too (they watch their parent).
+    deadline = time.monotonic() + 20
+    while _orphans(db) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _orphans(db)
+
+
+def _orphans(db: Path) -> list[int]:
+    """Processes still running a sweep on ``db`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(db) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_ctrl_c_marks_running_runs_interrupted_and_exits_130(tmp_path):

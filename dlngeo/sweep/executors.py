@@ -8,8 +8,8 @@ holds it.
 
 - :class:`InProcess` (``--workers 1``): the run executes when submitted.
 - :class:`LocalPool` (``--workers N``): :class:`concurrent.futures.ProcessPoolExecutor`
-  whose workers use one BLAS thread each (threadpoolctl) and ignore Ctrl-C
-  (the coordinator stops them).
+  whose workers use one BLAS thread each (threadpoolctl), ignore Ctrl-C
+  (the coordinator stops them) and exit when the coordinator dies.
 - :class:`DaskExecutor` (``--scheduler ADDRESS``): ``dask.distributed.Client``
   on an existing cluster (or a given ``Client``); the optional extra ``scale``.
 """
@@ -107,8 +107,26 @@ class InProcess(Executor):
         return future
 
 
-def _init_worker(plugins: Sequence[str], path: Sequence[str]) -> None:
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Exit this worker when the coordinator ``parent`` is gone (``kill -9``).
+
+    A pool worker blocks reading its task queue, whose other end its sibling
+    workers also hold open: without this it would wait forever.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dlngeo-parent-watch", daemon=True).start()
+
+
+def _init_worker(plugins: Sequence[str], path: Sequence[str], parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    _exit_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import sys
@@ -138,7 +156,7 @@ class LocalPool(Executor):
 
         self.slots = int(workers)
         self.name = f"local pool of {self.slots}"
-        self._args = (list(plugins), list(sys.path))
+        self._args = (list(plugins), list(sys.path), os.getpid())
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
