@@ -393,3 +393,18 @@ def test_log_scale_when_values_span_two_decades():
     assert (
         not _log_scale([1.0, 99.0]) and not _log_scale([-1.0, 1e3]) and not _log_scale([0.0, 1.0])
     )
+
+
+def test_example_sweeps_resolve():
+    examples = TESTS.parent / "examples" / "sweeps"
+    fig1 = load_sweep(examples / "arora2019_fig1.toml")
+    assert len(fig1.points) == 5 * 4 * 3 and fig1.report["by"] == "network.depth"
+    for point in fig1.points:
+        methods = point.config["methods"]
+        depth = point.config["network"]["depth"]
+        # Depth 1 is the nuclear-norm baseline, deeper networks factor GD.
+        assert methods["nuclear_norm"]["enabled"] == (depth == 1)
+        assert methods["gd"]["enabled"] == (depth > 1)
+    speed = load_sweep(examples / "depth_width.toml")
+    assert len(speed.points) == 3 * 4 * 2
+    assert {p.config["network"]["depth"] for p in speed.points} == {2, 4, 8, 16}
