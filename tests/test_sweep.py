@@ -225,7 +225,7 @@ def _wait_for(db: Path, predicate, timeout: float = 60.0) -> list[dict]:
     raise AssertionError("the sweep did not reach the expected state in time")
 
 
-def _sweep_process(path: Path, db: Path) -> subprocess.Popen:
+def _sweep_process(path: Path, db: Path, workers: int = 2) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen(
         [
@@ -237,7 +237,7 @@ def _sweep_process(path: Path, db: Path) -> subprocess.Popen:
             "--db",
             str(db),
             "--workers",
-            "2",
+            str(workers),
             "--no-progress",
         ],
         stdout=subprocess.PIPE,
@@ -289,10 +289,11 @@ def _orphans(db: Path) -> list[int]:
     return found
 
 
-def test_ctrl_c_marks_running_runs_interrupted_and_exits_130(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_marks_running_runs_interrupted_and_exits_130(tmp_path, workers):
     path = write_sweep(tmp_path / "s.toml", GRID, iterations=400)
     db = tmp_path / "runs.sqlite"
-    proc = _sweep_process(path, db)
+    proc = _sweep_process(path, db, workers)
     try:
         _wait_for(db, lambda s: "done" in s and "running" in s)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group

@@ -206,6 +206,19 @@ class Ledger:
                 [(status, reason, now(), i) for i in row_ids],
             )
 
+    def interrupt(self, sweep: str, reason: str) -> int:
+        """Every ``running`` run of ``sweep`` -> ``interrupted`` (one transaction); return how many.
+
+        Only the coordinator writes, so every running run is one of its own.
+        """
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE sweep_runs SET status = 'interrupted', reason = ?, ended = ?"
+                " WHERE sweep = ? AND status = 'running'",
+                (reason, now(), sweep),
+            )
+        return cursor.rowcount
+
     # ------------------------------------------------------------------ reading
     def pending(self, sweep: str) -> list[tuple[int, Point]]:
         """``(row id, point)`` of every pending run of ``sweep``, in point order."""

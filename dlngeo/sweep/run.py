@@ -132,13 +132,12 @@ def run_sweep(
         try:
             _loop(ledger, executor, queue, inflight, summary, bar, list(plugins), max_attempts)
         except KeyboardInterrupt:
-            ids = [row_id for row_id, _ in inflight.values()]
             for future in inflight:
                 future.cancel()
             executor.close(cancel=True)
-            ledger.mark(ids, "interrupted", "interrupted by Ctrl-C")
+            stopped = ledger.interrupt(sweep.name, "interrupted by Ctrl-C")
             summary.counts = _counts(ledger, sweep)
-            raise SweepInterrupted(summary, len(ids)) from None
+            raise SweepInterrupted(summary, stopped) from None
         finally:
             if bar is not None:
                 bar.close()
