@@ -92,13 +92,21 @@ class Ledger:
     """Sweep runs in one SQLite file (WAL); the coordinator's only writer.
 
     Args:
-        path: The database file (created if missing).
+        path: The database file (created if missing, unless ``readonly``).
+        readonly: Open for reading only (``dlngeo report``); the file must exist.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = str(path)
         if Path(self.path).is_dir():
             raise ValueError(f"--db: {self.path!r} is a directory, not a database file")
+        if readonly:
+            if not Path(self.path).is_file():
+                raise ValueError(f"DB: {self.path!r} is not a ledger file")
+            uri = f"file:{Path(self.path).resolve().as_posix()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            return
         self._db = sqlite3.connect(self.path, timeout=30.0)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -250,7 +258,10 @@ class Ledger:
 
     def sweeps(self) -> list[dict[str, Any]]:
         """``{"name", "created", "spec"}`` of every sweep in the file, oldest first."""
-        rows = self._db.execute("SELECT name, created, spec FROM sweeps ORDER BY created, name")
+        try:
+            rows = self._db.execute("SELECT name, created, spec FROM sweeps ORDER BY created, name")
+        except sqlite3.OperationalError:  # a results store without sweeps (read-only open)
+            return []
         return [
             {"name": r["name"], "created": r["created"], "spec": json.loads(r["spec"])}
             for r in rows

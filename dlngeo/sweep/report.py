@@ -211,6 +211,10 @@ def _figure(
         xs_all += xs
     if _log_scale(xs_all):
         ax.set_xscale("log")
+    elif all(v == int(v) for v in xs_all):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if _log_scale(ys_all):
         ax.set_yscale("log")
     ax.set_xlabel(x)
@@ -240,9 +244,7 @@ def report(
     Raises:
         ValueError: no such ledger or sweep, or ``x``/``by`` not an axis of the sweep.
     """
-    if not Path(db).is_file():
-        raise ValueError(f"DB: {str(db)!r} is not a ledger file")
-    with Ledger(db) as ledger:
+    with Ledger(db, readonly=True) as ledger:
         sweeps = [s for s in ledger.sweeps() if sweep in (None, s["name"])]
         if not sweeps:
             raise ValueError(
