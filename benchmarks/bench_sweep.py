@@ -7,8 +7,10 @@ Three measurements, each against a baseline taken in the same run:
   in process (``--workers 1``: sweep file resolution and checks, ledger
   writes) and on a local pool of one worker (plus process hand-off). Prints
   the overhead per run, ``(T_sweep - T_loop) / runs``.
-- ``workers``: the same CPU-bound sweep (longer runs, ~0.5 s) on a pool of 1
-  and of 2 workers; prints the throughput ratio.
+- ``workers``: a CPU-bound sweep (40 x 40 depth-3 completion, 3000 steps of
+  factor GD each) on a pool of 1 and of 2 workers, interleaved, best of two;
+  prints the throughput ratio, and the same ratio for two processes of plain
+  CPU work measured in the same run (what the machine allows at that moment).
 - ``crash``: a 200-run sweep with 10 % injected failures (a raising solver, a
   diverging step, NaN data), run as ``dlngeo sweep`` in a subprocess killed
   with SIGKILL at three random moments and restarted each time, then run to
@@ -113,28 +115,68 @@ def overhead(runs: int) -> None:
         )
 
 
+def _burn(n: int) -> float:
+    start = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - start
+
+
+def capacity(n: int = 10_000_000) -> float:
+    """Throughput of 2 processes over 1 on plain CPU work now: the ceiling of any 2-worker speedup."""
+    import concurrent.futures as cf
+
+    with cf.ProcessPoolExecutor(2) as pool:
+        list(pool.map(_burn, [1000, 1000]))  # start both processes
+        start = time.perf_counter()
+        pool.submit(_burn, n).result()
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        list(pool.map(_burn, [n, n]))
+        two = time.perf_counter() - start
+    return 2 * one / two
+
+
 def workers(runs: int) -> None:
-    from dlngeo.sweep import load_sweep, run_sweep
+    from dlngeo.sweep import Ledger, load_sweep, run_sweep
+    from dlngeo.sweep.executors import LocalPool
 
+    times: dict[int, list[float]] = {}
+    busy: dict[int, list[float]] = {}
+    ceiling = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = _sweep_file(Path(tmp), "workers", runs, 800)
-        times = {}
-        for n in (1, 2, 1, 2):  # interleaved: the machine's load drifts
-            from dlngeo.sweep.executors import LocalPool
-
+        path = _sweep_file(Path(tmp), "workers", runs, 3000)
+        # CPU-bound: a 40 x 40 depth-3 completion, a fixed number of steps (no early stop).
+        text = path.read_text().replace("shape = [12, 10]", "shape = [40, 40]")
+        text = text.replace("size = 80", "size = 600").replace("depth = 2", "depth = 3")
+        path.write_text(text.replace("loss_below = 1e-12", "loss_below = 0.0"))
+        for k, n in enumerate((1, 2, 1, 2)):  # interleaved: the machine's load drifts
+            ceiling.append(capacity())
             pool = LocalPool(n)
+            db = Path(tmp) / f"w{k}.sqlite"
             start = time.perf_counter()
-            summary = run_sweep(
-                load_sweep(path), Path(tmp) / f"w{n}_{len(times)}.sqlite", executor=pool
-            )
+            summary = run_sweep(load_sweep(path), db, executor=pool)
             elapsed = time.perf_counter() - start
             pool.close()
             assert summary.counts["done"] == runs
+            with Ledger(db) as ledger:
+                walls = [r["summary"]["gd"]["wall_time_s"] for r in ledger.rows()]
             times.setdefault(n, []).append(elapsed)
+            busy.setdefault(n, []).append(sum(walls) / (n * elapsed))
     best = {n: min(t) for n, t in times.items()}
+    print(f"load average (1, 5, 15 min): {os.getloadavg()} on {os.cpu_count()} cores")
     print(
         f"{runs} runs: 1 worker {best[1]:.2f} s, 2 workers {best[2]:.2f} s (best of 2 each);"
         f" throughput ratio {best[1] / best[2]:.2f}"
+    )
+    print(
+        "occupancy (sum of run wall times / (workers x sweep time)):"
+        + "".join(f" {n} worker(s) {min(b):.2f}-{max(b):.2f};" for n, b in busy.items())
+    )
+    print(
+        f"the machine meanwhile: 2 processes of plain CPU work give {min(ceiling):.2f}-"
+        f"{max(ceiling):.2f}x the throughput of 1 (the ceiling of any 2-worker speedup on it)"
     )
 
 
