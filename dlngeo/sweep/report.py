@@ -221,7 +221,11 @@ def _figure(
     ax.set_ylabel(f"{y} (line: mean over seeds; dots: runs)")
     ax.set_title(f"sweep {name}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if len(lines) > 5:  # many lines: the legend beside the axes, not over the data
+        fig.set_size_inches(8.8, 4.2)
+        ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1.0), loc="upper left", borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / f"{name}.png"
     fig.savefig(path, dpi=100)
