@@ -11,9 +11,9 @@ pytest.importorskip("cvxpy")
 
 CONFIG = {
     "seed": 3,
-    "problem": {"shape": [20, 20]},
+    "problem": {"shape": [12, 12]},
     "target": {"sampler": "low_rank_target", "rank": 2},
-    "observations": {"sampler": "uniform_mask", "size": 200},
+    "observations": {"sampler": "uniform_mask", "size": 90},
     "loss": {"name": "matrix_completion"},
     "network": {"depth": 1},
     "metrics": {"test_error": {"entries": "all", "squared": True}},
