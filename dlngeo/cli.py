@@ -211,6 +211,59 @@ def _run(args: argparse.Namespace) -> int:
     return _run_experiment(args, {}, name="dlngeo run")
 
 
+# ------------------------------------------------------------ sweep / report
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", metavar="SWEEP.toml", help="the sweep file (docs/sweeps.md)")
+    parser.add_argument("--db", required=True, metavar="FILE", help="the ledger (a results store)")
+    parser.add_argument("--workers", type=int, metavar="N", help="local processes (default: cores)")
+    parser.add_argument("--scheduler", metavar="ADDR", help="a Dask scheduler (extra 'scale')")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("sweep", "run every point of a sweep file, resumably, into a ledger", _sweep_arguments)
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepInterrupted, load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    try:
+        summary = run_sweep(
+            sweep,
+            args.db,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+            plugins=args.plugin,
+        )
+    except SweepInterrupted as exc:
+        print(f"dlngeo: interrupted: {exc}", file=sys.stderr)
+        return 130
+    for failure in summary.failures[:20]:
+        print(f"failed: {failure}")
+    print(summary.line())
+    return 0
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("db", metavar="DB", help="a ledger written by dlngeo sweep")
+    parser.add_argument("--out", default="report", metavar="DIR", help="(default: ./report)")
+    parser.add_argument("--format", choices=("files", "json"), default="files")
+    parser.add_argument("--sweep", metavar="NAME", help="only this sweep of the ledger")
+    parser.add_argument("--x", metavar="KEY", help="axis on the x axis of the figure")
+    parser.add_argument("--y", metavar="METRIC", help="final metric on the y axis")
+    parser.add_argument("--by", metavar="KEY", help="one line per value of this axis")
+
+
+@command("report", "tables (Markdown, CSV), figures or JSON of a sweep ledger", _report_arguments)
+def _report(args: argparse.Namespace) -> int:
+    from .sweep.report import report
+
+    return report(
+        args.db, out=args.out, fmt=args.format, sweep=args.sweep, x=args.x, y=args.y, by=args.by
+    )
+
+
 # --------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The parser with the global options and every registered subcommand."""

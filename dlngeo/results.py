@@ -68,6 +68,7 @@ __all__ = [
     "SCHEMA",
     "STATUSES",
     "ResultsStore",
+    "insert_document",
     "to_json_value",
     "atomic_write",
     "write_results",
@@ -226,6 +227,67 @@ def _check_tables(db: sqlite3.Connection, path: str) -> None:
             )
 
 
+def insert_document(
+    db: sqlite3.Connection, document: dict[str, Any], run_id: int | None = None
+) -> int:
+    """Store one results document in the ``runs`` and ``methods`` tables of ``db``; return its run id.
+
+    ``run_id=None`` inserts a new run; otherwise run ``run_id`` is replaced
+    (its row updated, its method rows rewritten). No commit: the caller owns
+    the transaction (so that a run saved after each finished method changes
+    its run and method rows together, and a sweep's ledger can store a run's
+    results and mark it done in one transaction).
+    """
+    document = to_json_value(document)
+    check_results(document)
+    problem = document["problem"]
+    shape = problem.get("shape") or [None, None]
+    columns = (
+        document["created"],
+        problem.get("loss"),
+        shape[0],
+        shape[1],
+        problem.get("depth"),
+        problem.get("rank"),
+        problem.get("seed"),
+        problem.get("initial_loss"),
+        json.dumps(document, allow_nan=False),
+    )
+    if run_id is None:
+        cursor = db.execute(
+            "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            columns,
+        )
+        run_id = int(cursor.lastrowid or 0)
+    else:
+        cursor = db.execute(
+            "UPDATE runs SET created = ?, loss = ?, m = ?, n = ?, depth = ?, rank = ?,"
+            " seed = ?, initial_loss = ?, document = ? WHERE id = ?",
+            (*columns, int(run_id)),
+        )
+        if cursor.rowcount != 1:
+            raise ValueError(f"run_id {run_id} is not in the results store")
+        db.execute("DELETE FROM methods WHERE run_id = ?", (int(run_id),))
+    db.executemany(
+        "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run_id,
+                label,
+                e["solver"],
+                e["final_loss"],
+                e["iterations"],
+                e["wall_time_s"],
+                e["stop_reason"],
+            )
+            for label, e in document["methods"].items()
+        ],
+    )
+    return run_id
+
+
 class ResultsStore:
     """Comparisons in one SQLite file: ``runs`` (one row per comparison) and ``methods`` (one per method).
 
@@ -302,55 +364,8 @@ class ResultsStore:
         so a run saved after each finished method keeps, after a crash, the
         last state saved.
         """
-        document = to_json_value(document)
-        check_results(document)
-        problem = document["problem"]
-        shape = problem.get("shape") or [None, None]
-        columns = (
-            document["created"],
-            problem.get("loss"),
-            shape[0],
-            shape[1],
-            problem.get("depth"),
-            problem.get("rank"),
-            problem.get("seed"),
-            problem.get("initial_loss"),
-            json.dumps(document, allow_nan=False),
-        )
         with self._db:
-            if run_id is None:
-                cursor = self._db.execute(
-                    "INSERT INTO runs (created, loss, m, n, depth, rank, seed, initial_loss, document)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    columns,
-                )
-                run_id = int(cursor.lastrowid or 0)
-            else:
-                cursor = self._db.execute(
-                    "UPDATE runs SET created = ?, loss = ?, m = ?, n = ?, depth = ?, rank = ?,"
-                    " seed = ?, initial_loss = ?, document = ? WHERE id = ?",
-                    (*columns, int(run_id)),
-                )
-                if cursor.rowcount != 1:
-                    raise ValueError(f"run_id {run_id} is not in {self.path!r}")
-                self._db.execute("DELETE FROM methods WHERE run_id = ?", (int(run_id),))
-            self._db.executemany(
-                "INSERT INTO methods (run_id, label, solver, final_loss, iterations, wall_time_s, stop_reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        label,
-                        e["solver"],
-                        e["final_loss"],
-                        e["iterations"],
-                        e["wall_time_s"],
-                        e["stop_reason"],
-                    )
-                    for label, e in document["methods"].items()
-                ],
-            )
-        return run_id
+            return insert_document(self._db, document, run_id)
 
     def runs(self) -> list[dict[str, Any]]:
         """One dict per stored comparison (without the document), oldest first."""

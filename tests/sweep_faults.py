@@ -1,0 +1,55 @@
+"""Fault injection for the sweep tests and benchmarks: a plugin module (``plugins = ["sweep_faults"]``).
+
+- solver ``faulty``: raises ``RuntimeError("injected fault")`` when run;
+- solver ``worker_killer``: SIGKILLs its own process (a worker dying mid-run);
+- sampler ``nan_target``: the ``low_rank_target`` with one entry NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import numpy as np
+from dlngeo_plugins.samplers import LowRankTarget
+
+from dlngeo.dynamics.base import Method
+from dlngeo.hookspecs import hookimpl
+
+
+class Faulty(Method):
+    name = "faulty"
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def run(self, task: Any, stopping: Any = None, callback: Any = None) -> Any:
+        raise RuntimeError("injected fault")
+
+
+class WorkerKiller(Faulty):
+    name = "worker_killer"
+
+    def run(self, task: Any, stopping: Any = None, callback: Any = None) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NaNTarget(LowRankTarget):
+    name = "nan_target"
+
+    def sample(self, rng: Any) -> Any:
+        M = np.array(super().sample(rng), dtype=float)
+        M[0, 0] = np.nan
+        return M
+
+
+@hookimpl
+def dlngeo_register_solvers(register):
+    register("faulty", Faulty, description="raises (fault injection)")
+    register("worker_killer", WorkerKiller, description="kills its process (fault injection)")
+
+
+@hookimpl
+def dlngeo_register_samplers(register):
+    register("nan_target", NaNTarget, description="a target with a NaN entry (fault injection)")
