@@ -101,14 +101,16 @@ class SparsePlusLowRank:
 
     @classmethod
     def of(cls, sparse: Any, lowrank: Any, scale: float = 1.0) -> SparsePlusLowRank:
-        """``sparse + scale * lowrank`` for a :class:`Factored` or a ``(u, s, vt)`` ``lowrank``."""
+        """``sparse + scale * lowrank`` for a :class:`Factored`, :class:`AmbientTriple` or ``(u, s, vt)`` ``lowrank``."""
+        if isinstance(lowrank, AmbientTriple):
+            lowrank = lowrank.to_factored()
         if isinstance(lowrank, Factored):
             return cls(sparse, scale * lowrank.left, lowrank.right)
         if is_lowrank_point(lowrank):
             u, s, vt = lowrank
             return cls(sparse, scale * np.asarray(u) * np.asarray(s), np.asarray(vt).T)
         raise ValueError(
-            f"lowrank must be a Factored matrix or a (u, s, vt) point, got {type(lowrank).__name__}"
+            f"lowrank must be a Factored or AmbientTriple matrix or a (u, s, vt) point, got {type(lowrank).__name__}"
         )
 
     @property
