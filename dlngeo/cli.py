@@ -59,14 +59,14 @@ class _BadInput(Exception):
 # ------------------------------------------------------------------ plugins
 def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kind", choices=("loss", "metric", "sampler", "solver"), help="only this kind"
+        "--kind", choices=("loss", "metric", "sampler", "solver", "problem"), help="only this kind"
     )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
 @command(
     "plugins",
-    "list every loss, metric, sampler and solver with the plugin and version providing it",
+    "list every loss, metric, sampler, solver and problem with the plugin and version providing it",
     _plugins_arguments,
 )
 def _plugins(args: argparse.Namespace) -> int:

@@ -67,6 +67,7 @@ KINDS: dict[str, str] = {
     "metric": "dlngeo_register_metrics",
     "sampler": "dlngeo_register_samplers",
     "solver": "dlngeo_register_solvers",
+    "problem": "dlngeo_register_problems",
 }
 
 BUILTIN_DISTRIBUTION = "dlngeo"
@@ -407,7 +408,9 @@ def plugin_rows() -> list[dict[str, Any]]:
                         "plugin": e.plugin,
                         "version": e.version,
                         "description": note + e.description,
-                        "options": [o.to_dict() for o in factory_options(e.factory)],
+                        "options": []  # a problem function takes the config, not options
+                        if kind == "problem"
+                        else [o.to_dict() for o in factory_options(e.factory)],
                     }
                 )
     return rows

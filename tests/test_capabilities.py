@@ -1,0 +1,286 @@
+"""Methods declare what they are and losses declare their data; ``dlngeo run`` asks, never names.
+
+A third-party solver that subclasses a built-in flow is a side of a default
+trajectory gap; a third-party loss with new data is one plugin module (its
+loss and its problem function, ``dlngeo_register_problems``).
+"""
+
+import json
+import sys
+import textwrap
+import uuid
+
+import numpy as np
+import pytest
+
+import dlngeo
+from dlngeo import plugins
+from dlngeo.cli import main
+from dlngeo.dynamics.base import Method
+from dlngeo.experiment import ConfigError, build, load_config
+from dlngeo.hookspecs import hookimpl
+from dlngeo.lowrank import entries
+from dlngeo.problems import LossData
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch):
+    """Every test starts from a fresh plugin manager and leaves one behind."""
+    monkeypatch.delenv("DLNGEO_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("DLNGEO_PLUGINS", raising=False)
+    before = set(sys.modules)
+    plugins.reset_plugins()
+    yield
+    plugins.reset_plugins()
+    for name in set(sys.modules) - before:
+        if name.startswith("dlngeo_testcap_"):
+            del sys.modules[name]
+
+
+def _module(tmp_path, monkeypatch, source):
+    name = f"dlngeo_testcap_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+# ------------------------------------------------------------------ capabilities
+def test_builtin_methods_declare_their_capabilities():
+    expected = {  # solver -> (flow_time, follows, samples_at_times, step_option)
+        "overparametrized_gd": (True, "overparametrized", False, "step"),
+        "overparametrized_flow": (True, "overparametrized", True, None),
+        "intrinsic_flow": (True, "intrinsic", True, None),
+        "riemannian_gd": (True, "intrinsic", False, "step"),
+        "riemannian_sd": (True, None, False, None),
+        "riemannian_cg": (False, None, False, None),
+        "riemannian_tr": (False, None, False, None),
+        "riemannian_langevin": (True, None, False, "step"),
+        "riemannian_mala": (True, None, False, "step"),
+        "overparametrized_langevin": (True, None, False, "step"),
+    }
+    for name, capabilities in expected.items():
+        method = dlngeo.create_solver(name)
+        found = (method.flow_time, method.follows, method.samples_at_times, method.step_option)
+        assert found == capabilities, name
+    assert (Method.flow_time, Method.follows, Method.samples_at_times, Method.step_option) == (
+        True,
+        None,
+        False,
+        None,
+    )
+
+
+SUBCLASS_PLUGIN = """
+    import dlngeo
+    from dlngeo.dynamics.intrinsic import IntrinsicFlow
+
+
+    class MyFlow(IntrinsicFlow):
+        '''The intrinsic flow, as a third-party package would ship it.'''
+
+        name = "my_flow"
+
+        def run(self, task, stopping=None, callback=None):
+            record = super().run(task, stopping, callback)
+            record.info["third_party"] = True
+            return record
+
+
+    @dlngeo.hookimpl
+    def dlngeo_register_solvers(register):
+        register("my_flow", MyFlow)
+"""
+
+
+def test_a_third_party_subclass_of_a_builtin_flow_is_a_default_gap_side(
+    tmp_path, monkeypatch, capsys
+):
+    """``dlngeo run -p module``: the subclass inherits follows = "intrinsic" and
+    samples_at_times, so it is paired with the factor flow and sampled exactly at its times."""
+    module = _module(tmp_path, monkeypatch, SUBCLASS_PLUGIN)
+    rtol = 1e-10
+    (tmp_path / "run.toml").write_text(
+        textwrap.dedent(
+            f"""
+            seed = 1
+            [problem]
+            shape = [5, 4]
+            [target]
+            sampler = "low_rank_target"
+            rank = 2
+            [loss]
+            name = "regression"
+            [network]
+            depth = 3
+            [init]
+            sampler = "balanced"
+            init_scale = 0.5
+            [stopping]
+            end_time = 2.0
+            loss_below = 0.0
+            [methods.overparametrized_flow]
+            rtol = {rtol}
+            atol = 1e-12
+            record_every = 5
+            [methods.my_flow]
+            representation = "dense"
+            rtol = {rtol}
+            atol = 1e-12
+            """
+        )
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "run.toml"), "-p", module, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    document = json.loads((out / "results.json").read_text())
+    assert document["methods"]["my_flow"]["info"]["third_party"] is True
+    (gap,) = document["trajectory_gap"]
+    assert (gap["overparametrized"], gap["intrinsic"]) == ("overparametrized_flow", "my_flow")
+    assert gap["alignment"] == "exact"  # my_flow was rebuilt with the factor flow's times
+    times = document["methods"]["overparametrized_flow"]["metrics"]["time"]
+    assert gap["time"] == times and gap["gap"][0] == 0.0
+    # From a balanced start the two flows are one curve (docs/math.md §3): the gap is the two
+    # integrators' global errors, each with local error control rtol; as in the README's run,
+    # 1e4 * rtol allows the problem's error amplification over t in [0, 2].
+    assert max(gap["gap"]) <= 1e4 * rtol
+
+
+def test_a_method_that_declares_nothing_is_no_default_gap_side_and_its_step_option_is_checked(
+    tmp_path, monkeypatch
+):
+    module = _module(
+        tmp_path,
+        monkeypatch,
+        """
+        import dlngeo
+        from dlngeo.dynamics.base import Method
+
+
+        class Plain(Method):
+            name = "plain"
+
+            def __init__(self, lr: float = 0.1):
+                self.lr = lr
+
+
+        class Stepped(Plain):
+            name = "stepped"
+            step_option = "lr"
+
+
+        @dlngeo.hookimpl
+        def dlngeo_register_solvers(register):
+            register("plain", Plain)
+            register("stepped", Stepped)
+        """,
+    )
+    base = ["loss.name='regression'", "problem.shape=[4, 4]", "network.depth=2", "target.rank=2"]
+    config = load_config([], [*base, f"plugins=['{module}']"])
+    config["methods"] = {"overparametrized_gd": {}, "plain": {"lr": -1.0}}
+    config.pop("observations")
+    plan = build(config)  # plain declares no step option: its lr is its own business
+    assert plan.gap_pairs == []  # and it follows no flow
+    config["methods"] = {"stepped": {"lr": -1.0}}
+    with pytest.raises(ConfigError, match=r"^methods\.stepped\.lr: must be a positive step size"):
+        build(config)
+
+
+# ------------------------------------------------------------------ problems
+NOISY_PLUGIN = """
+    import dlngeo
+    from dlngeo.losses import check_observations
+    from dlngeo.lowrank import entries
+    from dlngeo.problems import LossData
+
+
+    class NoisyCompletion(dlngeo.Loss):
+        '''Squared error on observed entries of M* + sigma * noise.'''
+
+        def __init__(self, rows, cols, values, shape, sigma=0.1):
+            self.rows, self.cols, self.values, self.shape = check_observations(
+                rows, cols, values, shape
+            )
+            self.sigma = sigma
+
+        def value(self, X):
+            return 0.5 * float(((entries(X, self.rows, self.cols) - self.values) ** 2).sum())
+
+
+    def noisy_entries(problem):
+        problem.require("target", "observations")
+        rows, cols = problem.sample("observations")
+        noise = problem.rng.standard_normal(len(rows))
+        values = entries(problem.target, rows, cols) + problem.options["sigma"] * noise
+        return LossData(
+            options={"rows": rows, "cols": cols, "values": values, "shape": problem.shape},
+            data={"rows": rows, "cols": cols, "noise": noise},
+        )
+
+
+    @dlngeo.hookimpl
+    def dlngeo_register_losses(register):
+        register("noisy_completion", NoisyCompletion)
+
+
+    @dlngeo.hookimpl
+    def dlngeo_register_problems(register):
+        register("noisy_completion", noisy_entries, description="noisy observed entries")
+"""
+
+
+def test_hook_dlngeo_register_problems(tmp_path, monkeypatch):
+    """A loss with new data is one module: its problem function draws from the run's generator
+    after the target and the observations, before the initial factors (same seed, same data)."""
+    module = _module(tmp_path, monkeypatch, NOISY_PLUGIN)
+    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "loss.sigma=0.25"]
+    config = load_config([], [*overrides, "problem.shape=[8, 6]", "target.rank=2"])
+    config["observations"]["size"] = 30
+    plan = build(config)
+    loss, data = plan.task.loss, plan.task.data
+    assert set(data) == {"target", "rows", "cols", "noise"} and loss.sigma == 0.25
+    rng = np.random.default_rng(config["seed"])
+    target = dlngeo.create_sampler("low_rank_target", shape=[8, 6], rank=2).sample(rng)
+    rows, cols = dlngeo.create_sampler("uniform_mask", shape=[8, 6], size=30).sample(rng)
+    noise = rng.standard_normal(30)
+    weights = dlngeo.create_sampler("gaussian", init_scale=1e-3).sample(
+        rng, network=plan.task.network
+    )
+    assert np.array_equal(loss.rows, rows) and np.array_equal(loss.cols, cols)
+    assert np.array_equal(loss.values, entries(target, rows, cols) + 0.25 * noise)
+    assert all(np.array_equal(a, b) for a, b in zip(plan.task.weights0, weights))
+    assert dlngeo.available("problem")["noisy_completion"][0] == module
+    rows_listed = [r for r in plugins.plugin_rows() if r["kind"] == "problem"]
+    assert {r["name"] for r in rows_listed} >= {
+        "matrix_completion",
+        "matrix_sensing",
+        "regression",
+        "lp_regression",
+        "noisy_completion",
+    }
+    assert all(r["options"] == [] for r in rows_listed)
+
+
+def test_a_problem_function_errors_name_the_config_key(tmp_path, monkeypatch):
+    module = _module(tmp_path, monkeypatch, NOISY_PLUGIN)
+    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "loss.sigma=0.25"]
+    config = load_config([], overrides)
+    del config["observations"]
+    with pytest.raises(ConfigError, match="^observations: is required by loss 'noisy_completion'"):
+        build(config)
+
+
+def test_a_problem_function_must_return_loss_data():
+    class Plugin:
+        @hookimpl
+        def dlngeo_register_problems(self, register):
+            register("matrix_sensing_twin", lambda problem: {"A": None})
+
+        @hookimpl
+        def dlngeo_register_losses(self, register):
+            register("matrix_sensing_twin", lambda A=None: A)
+
+    plugins.register_plugin(Plugin(), name="twin")
+    config = load_config([], ["loss.name='matrix_sensing_twin'"])
+    with pytest.raises(ConfigError, match="^loss.name: .* returned dict, not LossData"):
+        build(config)
+    assert LossData().options == {} and LossData().visible_target is None
