@@ -12,7 +12,6 @@ a step size, is what each method declares (its capability attributes,
 
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from .options import OptionError
 from .problems import LossData, ProblemContext
 from .relu import OutputLoss, make_network
 from .runner import BALANCED_TOLERANCE, follows
+from .samplers import DATA, INITIALIZATION, check_sampler_kind
 
 __all__ = ["Plan", "build"]
 
@@ -101,15 +101,9 @@ def build(config: dict[str, Any]) -> Plan:
     if network.activation != "linear":
         loss, data = _output_task(config, loss, data)
     init = config.get("init", {"sampler": "gaussian", "init_scale": 1e-3})
-    sampler = _plugin("sampler", "init.sampler", init["sampler"], _options(init, "sampler"))
-    context: dict[str, Any] = {"network": network, "target": visible}
-    try:
-        if "loss" in inspect.signature(sampler.sample).parameters:
-            context["loss"] = loss
-    except (TypeError, ValueError):  # pragma: no cover - no signature
-        pass
-    try:
-        weights0 = sampler.sample(rng, **context)
+    sampler = _sampler("init", INITIALIZATION, init["sampler"], _options(init, "sampler"))
+    try:  # the one signature of an initialization (dlngeo.samplers)
+        weights0 = sampler.sample(rng, network=network, target=visible, loss=loss)
     except ValueError as exc:
         raise ConfigError("init", f"sampler {init['sampler']!r}: {exc}") from None
     metrics = _build_metrics(config)
@@ -238,6 +232,26 @@ def _default_gap_pairs(methods: dict[str, tuple[str, Any, Any]]) -> list[tuple[s
     return [(a, b) for a in over for b in intrinsic]
 
 
+def _sampler(key: str, kind: str, name: str, options: dict[str, Any]) -> Any:
+    """The sampler ``name`` of the table ``[key]``, which must be of ``kind`` (:mod:`dlngeo.samplers`)."""
+    from . import plugins
+
+    try:  # a class declares its kind: checked before its options
+        factory = plugins.lookup("sampler", name).factory
+    except ValueError:
+        factory = None  # reported by _plugin at the key
+    if isinstance(getattr(factory, "kind", None), str):
+        try:
+            check_sampler_kind(factory, kind, name)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.sampler", str(exc)) from None
+    sampler = _plugin("sampler", f"{key}.sampler", name, options)
+    try:
+        return check_sampler_kind(sampler, kind, name)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.sampler", str(exc)) from None
+
+
 def _sampler_options(table: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:
     options = _options(table, "sampler")
     options.setdefault("shape", list(shape))
@@ -280,18 +294,14 @@ def _build_loss(
     target = None
     if "target" in config:
         table = config["target"]
-        sampler = _plugin(
-            "sampler", "target.sampler", table["sampler"], _sampler_options(table, shape)
-        )
+        sampler = _sampler("target", DATA, table["sampler"], _sampler_options(table, shape))
         target = data["target"] = _sample("target", sampler, rng)
 
     def sample(key: str) -> Any:
         table = config.get(key)
         if not isinstance(table, dict) or "sampler" not in table:
             raise ConfigError(key, f"needs a sampler table for loss {name!r}")
-        sampler = _plugin(
-            "sampler", f"{key}.sampler", table["sampler"], _sampler_options(table, shape)
-        )
+        sampler = _sampler(key, DATA, table["sampler"], _sampler_options(table, shape))
         return _sample(key, sampler, rng)
 
     problem = ProblemContext(name, dict(options), shape, rng, target, config, sample)

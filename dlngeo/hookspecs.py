@@ -48,7 +48,8 @@ def dlngeo_register_metrics(register: Register) -> None:
 
 @hookspec
 def dlngeo_register_samplers(register: Register) -> None:
-    """Register samplers: initializations, data and Langevin noise; ``factory(**options)`` returns the sampler."""
+    """Register samplers: initializations, data and Markov chains, each with one signature
+    (:mod:`dlngeo.samplers`); ``factory(**options)`` returns the sampler, whose ``kind`` says which."""
 
 
 @hookspec

@@ -57,6 +57,9 @@ __all__ = [
     "PluginWarning",
     "available",
     "create",
+    "create_chain",
+    "create_data_sampler",
+    "create_initialization",
     "create_loss",
     "create_metric",
     "create_sampler",
@@ -269,8 +272,29 @@ def create_metric(name: str, **options: Any) -> Callable[[Any], Any]:
 
 
 def create_sampler(name: str, **options: Any) -> Any:
-    """A sampler (an object with ``kind`` and ``sample(rng, **context)``) by registry name."""
+    """A sampler of any kind (:mod:`dlngeo.samplers`) by registry name."""
     return create("sampler", name, **options)
+
+
+def create_initialization(name: str, **options: Any) -> Any:
+    """An initialization (``kind "initialization"``: ``sample(rng, network, target=None, loss=None)``)."""
+    from .samplers import INITIALIZATION, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), INITIALIZATION, name)
+
+
+def create_data_sampler(name: str, **options: Any) -> Any:
+    """A data sampler (``kind "data"``: ``sample(rng)``), e.g. ``low_rank_target``, ``uniform_mask``."""
+    from .samplers import DATA, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), DATA, name)
+
+
+def create_chain(name: str, **options: Any) -> Any:
+    """A Markov chain (``kind "langevin"``: ``sample(rng, *, loss, start, depth, ...) -> Record``)."""
+    from .samplers import CHAIN, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), CHAIN, name)
 
 
 def create_solver(name: str, **options: Any) -> Any:

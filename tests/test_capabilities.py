@@ -284,3 +284,35 @@ def test_a_problem_function_must_return_loss_data():
     with pytest.raises(ConfigError, match="^loss.name: .* returned dict, not LossData"):
         build(config)
     assert LossData().options == {} and LossData().visible_target is None
+
+
+# ------------------------------------------------------------------ sampler kinds
+def test_samplers_are_initializations_data_or_markov_chains_with_one_signature_each():
+    from dlngeo.samplers import DataSampler, Initialization, MarkovChain
+
+    init = dlngeo.create_initialization("gaussian", init_scale=0.1)
+    data = dlngeo.create_data_sampler("uniform_mask", shape=[4, 3], size=5)
+    chain = dlngeo.create_chain("riemannian_langevin", beta=10.0)
+    assert isinstance(init, Initialization) and init.kind == "initialization"
+    assert isinstance(data, DataSampler) and data.kind == "data"
+    assert isinstance(chain, MarkovChain) and chain.kind == "langevin"
+    # the old name still builds every kind
+    assert dlngeo.create_sampler("uniform_mask", shape=[4, 3], size=5).kind == "data"
+    with pytest.raises(ValueError, match="^sampler 'uniform_mask' is a data sampler, not an init"):
+        dlngeo.create_initialization("uniform_mask", shape=[4, 3], size=5)
+    with pytest.raises(ValueError, match="^sampler 'gaussian' is an initialization, not a Markov"):
+        dlngeo.create_chain("gaussian")
+
+
+@pytest.mark.parametrize(
+    "override, key, words",
+    [
+        ('init.sampler="low_rank_target"', "init.sampler", "is a data sampler, not an init"),
+        ('target.sampler="gaussian"', "target.sampler", "is an initialization, not a data"),
+        ('observations.sampler="balanced"', "observations.sampler", "not a data sampler"),
+    ],
+)
+def test_a_sampler_of_the_wrong_kind_is_one_line_at_its_table(override, key, words):
+    with pytest.raises(ConfigError) as info:
+        build(load_config([], [override]))
+    assert str(info.value).startswith(f"{key}: sampler ") and words in str(info.value)
