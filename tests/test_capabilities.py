@@ -316,3 +316,50 @@ def test_a_sampler_of_the_wrong_kind_is_one_line_at_its_table(override, key, wor
     with pytest.raises(ConfigError) as info:
         build(load_config([], [override]))
     assert str(info.value).startswith(f"{key}: sampler ") and words in str(info.value)
+
+
+# ------------------------------------------------------------------ same draws as before
+def _draws(config, rng):
+    """The documented order: [target], then the problem function's draws, then [init]."""
+    shape = config["problem"]["shape"]
+    t = {k: v for k, v in config["target"].items() if k != "sampler"}
+    target = dlngeo.create_sampler(config["target"]["sampler"], shape=shape, **t).sample(rng)
+    return target
+
+
+@pytest.mark.parametrize("loss", ["matrix_completion", "matrix_sensing", "regression_inputs"])
+def test_built_in_problem_functions_draw_in_the_documented_order(loss):
+    """build() of the default comparison (and of sensing and regression with inputs) gives,
+    bit for bit, the data and start drawn by hand in the order CONTRIBUTING documents."""
+    overrides = ["problem.shape=[12, 10]", "target.rank=2", "observations.size=40"]
+    if loss == "matrix_sensing":
+        overrides = ["problem.shape=[6, 5]", "target.rank=2", "loss.name='matrix_sensing'"]
+    if loss == "regression_inputs":
+        overrides = ["problem.shape=[6, 5]", "target.rank=2", "loss.name='regression'"]
+    config = load_config([], overrides)
+    if loss == "matrix_sensing":
+        config["observations"] = {"sampler": "gaussian_sensing", "count": 30}
+    if loss == "regression_inputs":
+        del config["observations"]
+        config["inputs"] = {"count": 7}
+    plan = build(config)
+    rng = np.random.default_rng(config["seed"])
+    target = _draws(config, rng)
+    task_loss = plan.task.loss
+    if loss == "matrix_completion":
+        rows, cols = dlngeo.create_sampler("uniform_mask", shape=[12, 10], size=40).sample(rng)
+        assert np.array_equal(task_loss.values, entries(target, rows, cols))
+        assert np.array_equal(task_loss.rows, rows) and np.array_equal(task_loss.cols, cols)
+    elif loss == "matrix_sensing":
+        A = dlngeo.create_sampler("gaussian_sensing", shape=[6, 5], count=30).sample(rng)
+        assert np.array_equal(task_loss.y, np.einsum("kij,ij->k", A, target))
+    else:
+        A = rng.standard_normal((5, 7))
+        assert np.array_equal(task_loss.A, A) and np.array_equal(task_loss.B, target @ A)
+    init = {k: v for k, v in config["init"].items() if k != "sampler"}
+    weights = dlngeo.create_sampler(config["init"]["sampler"], **init).sample(
+        rng, network=plan.task.network, loss=task_loss
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(plan.task.weights0, weights))
+    X0 = plan.task.network.product(weights)
+    assert plan.problem["initial_loss"] == float(task_loss.value(X0))
