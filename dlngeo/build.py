@@ -298,7 +298,7 @@ def _build_loss(
         target = data["target"] = _sample("target", sampler, rng)
 
     def sample(key: str) -> Any:
-        table = config.get(key)
+        table = problem.table(key)
         if not isinstance(table, dict) or "sampler" not in table:
             raise ConfigError(key, f"needs a sampler table for loss {name!r}")
         sampler = _sampler(key, DATA, table["sampler"], _sampler_options(table, shape))
@@ -307,6 +307,7 @@ def _build_loss(
     problem = ProblemContext(name, dict(options), shape, rng, target, config, sample)
     if make_data is None:
         problem.refuse("observations")
+        problem.refuse("data")
         made = LossData()
     else:
         try:

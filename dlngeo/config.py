@@ -103,6 +103,7 @@ _SCHEMA: dict[str, Any] = {
     "methods": dict,
     "gap": list,
     "inputs": {"count": int},
+    "data": dict,  # free: read by the loss's problem function (dlngeo.problems)
     "threads": int,
 }
 _TYPE_NAMES = {

@@ -19,7 +19,9 @@ called with those and the ``[loss]`` options. A plugin registers one::
         )
 
 A loss with no problem function gets only its ``[loss]`` options (and a
-config with ``[observations]`` is refused). The target ``M*`` is drawn from
+config with ``[observations]`` or ``[data]`` is refused). ``[data]`` is a free
+table for a plugin's problem function: its own settings and nested sampler
+tables (``[data.noise] sampler = ...``, drawn with ``problem.sample("data.noise")``). The target ``M*`` is drawn from
 ``[target]`` before the problem function runs; every draw uses the one
 generator ``problem.rng`` (seeded by ``seed``), in the order the function
 makes them, then the initialization draws the factors: same seed, same data.
@@ -85,25 +87,33 @@ class ProblemContext:
         self.rng, self.target, self.config = rng, target, config
         self._sample = sample
 
-    def table(self, key: str) -> dict[str, Any] | None:
-        """The config table ``[key]``, or ``None`` when the config has none."""
-        return self.config.get(key)
+    def table(self, key: str) -> Any:
+        """The config table (or value) at ``key``, dotted for nested tables
+        (``"data.noise"``: ``[data.noise]``), or ``None`` when the config has none."""
+        value: Any = self.config
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
 
     def require(self, *keys: str) -> None:
         """Raise :class:`~dlngeo.config.ConfigError` at the first of ``keys`` the config lacks."""
         for key in keys:
-            present = self.target is not None if key == "target" else key in self.config
+            present = self.target is not None if key == "target" else self.table(key) is not None
             if not present:
                 raise ConfigError(key, f"is required by loss {self.loss!r}")
 
     def refuse(self, key: str, hint: str = "") -> None:
         """Raise :class:`~dlngeo.config.ConfigError` at ``key`` if the config has that table."""
-        if key in self.config:
+        if self.table(key) is not None:
             raise ConfigError(key, f"loss {self.loss!r} takes no {key}{hint}")
 
     def sample(self, key: str) -> Any:
-        """Draw from the sampler of the table ``[key]`` (its ``sampler`` key; ``shape`` defaults to ``(m, n)``).
+        """Draw from the data sampler of the table at ``key`` (dotted for nested tables).
 
+        The table's ``sampler`` names a sampler of kind ``"data"``; its other
+        keys are the sampler's options, ``shape`` defaulting to ``(m, n)``.
         Errors are :class:`~dlngeo.config.ConfigError` at ``key``.
         """
         return self._sample(key)

@@ -34,6 +34,7 @@ def completion_data(problem: ProblemContext) -> LossData:
     (unless ``[loss]`` sets ``shape``); the metrics see ``rows`` and ``cols``.
     """
     problem.require("target", "observations")
+    problem.refuse("data")
     rows, cols = problem.sample("observations")
     options = {"rows": rows, "cols": cols, "values": entries(problem.target, rows, cols)}
     if "shape" not in problem.options:
@@ -44,6 +45,7 @@ def completion_data(problem: ProblemContext) -> LossData:
 def sensing_data(problem: ProblemContext) -> LossData:
     """Linear measurements: ``[observations]`` samples ``A`` (``k x m x n``), ``y_i = <A_i, M*>``."""
     problem.require("target", "observations")
+    problem.refuse("data")
     A = problem.sample("observations")
     y = np.einsum("kij,ij->k", np.asarray(A), to_dense(problem.target))
     return LossData(options={"A": A, "y": y})
@@ -54,6 +56,7 @@ def regression_data(problem: ProblemContext) -> LossData:
     ``B = M* A``; without ``[inputs]``, the whitened loss on ``target = M*`` (then visible to
     the initialization)."""
     problem.refuse("observations", " (use [inputs] for regression data)")
+    problem.refuse("data")
     problem.require("target")
     inputs = problem.table("inputs")
     target = to_dense(problem.target)

@@ -196,11 +196,10 @@ NOISY_PLUGIN = """
     class NoisyCompletion(dlngeo.Loss):
         '''Squared error on observed entries of M* + sigma * noise.'''
 
-        def __init__(self, rows, cols, values, shape, sigma=0.1):
+        def __init__(self, rows, cols, values, shape):
             self.rows, self.cols, self.values, self.shape = check_observations(
                 rows, cols, values, shape
             )
-            self.sigma = sigma
 
         def value(self, X):
             return 0.5 * float(((entries(X, self.rows, self.cols) - self.values) ** 2).sum())
@@ -210,7 +209,7 @@ NOISY_PLUGIN = """
         problem.require("target", "observations")
         rows, cols = problem.sample("observations")
         noise = problem.rng.standard_normal(len(rows))
-        values = entries(problem.target, rows, cols) + problem.options["sigma"] * noise
+        values = entries(problem.target, rows, cols) + problem.table("data.sigma") * noise
         return LossData(
             options={"rows": rows, "cols": cols, "values": values, "shape": problem.shape},
             data={"rows": rows, "cols": cols, "noise": noise},
@@ -232,12 +231,12 @@ def test_hook_dlngeo_register_problems(tmp_path, monkeypatch):
     """A loss with new data is one module: its problem function draws from the run's generator
     after the target and the observations, before the initial factors (same seed, same data)."""
     module = _module(tmp_path, monkeypatch, NOISY_PLUGIN)
-    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "loss.sigma=0.25"]
+    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "data.sigma=0.25"]
     config = load_config([], [*overrides, "problem.shape=[8, 6]", "target.rank=2"])
     config["observations"]["size"] = 30
     plan = build(config)
     loss, data = plan.task.loss, plan.task.data
-    assert set(data) == {"target", "rows", "cols", "noise"} and loss.sigma == 0.25
+    assert set(data) == {"target", "rows", "cols", "noise"}
     rng = np.random.default_rng(config["seed"])
     target = dlngeo.create_sampler("low_rank_target", shape=[8, 6], rank=2).sample(rng)
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=[8, 6], size=30).sample(rng)
@@ -262,11 +261,30 @@ def test_hook_dlngeo_register_problems(tmp_path, monkeypatch):
 
 def test_a_problem_function_errors_name_the_config_key(tmp_path, monkeypatch):
     module = _module(tmp_path, monkeypatch, NOISY_PLUGIN)
-    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "loss.sigma=0.25"]
+    overrides = [f"plugins=['{module}']", "loss.name='noisy_completion'", "data.sigma=0.25"]
     config = load_config([], overrides)
     del config["observations"]
     with pytest.raises(ConfigError, match="^observations: is required by loss 'noisy_completion'"):
         build(config)
+    # the built-in problem functions and a loss without one take no [data]
+    config = load_config([], ["data.sigma=0.25"])
+    with pytest.raises(ConfigError, match="^data: loss 'matrix_completion' takes no data$"):
+        build(config)
+
+    class Bare:
+        @hookimpl
+        def dlngeo_register_losses(self, register):
+            register("bare_quadratic", lambda: dlngeo.loss_from_autograd(lambda X: (X**2).sum()))
+
+    plugins.register_plugin(Bare(), name="bare")
+    config["loss"] = {"name": "bare_quadratic"}
+    with pytest.raises(ConfigError, match="^observations: loss 'bare_quadratic' takes no obs"):
+        build(config)
+    del config["observations"]
+    with pytest.raises(ConfigError, match="^data: loss 'bare_quadratic' takes no data$"):
+        build(config)
+    del config["data"]
+    assert set(build(config).task.data) == {"target"}  # its only data: the metrics' target
 
 
 def test_a_problem_function_must_return_loss_data():
