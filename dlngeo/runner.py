@@ -22,7 +22,7 @@ import numpy as np
 from .comparison import Comparison, Interrupted, _Capture, _Progress, trajectory_gap
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .experiment import Plan
+    from .build import Plan
 
 __all__ = ["BALANCED_TOLERANCE", "SMALL_PROBLEM", "follows", "run_methods"]
 
@@ -206,7 +206,7 @@ def _aligned(
     captures: dict[str, _Capture],
     records: dict[str, Any],
 ) -> Any:
-    """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
+    """An intrinsic method of a gap pair that ``samples_at_times``, rebuilt at its partner's times.
 
     Only when the config sets neither ``record_times`` nor ``record_every``
     for it. The grid is the union of the sample times of the partners that
