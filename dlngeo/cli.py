@@ -86,6 +86,8 @@ def _plugins(args: argparse.Namespace) -> int:
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
     for r, cell in zip(rows, cells):
         print("  ".join(cell[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+        if r["kind"] == "problem":
+            continue  # a problem function takes the config's tables, not options
         # The factory's options, read from its signature (dlngeo.options.factory_options).
         shown = [format_option(Option(**o)).replace(" ", "\0") for o in r["options"]] or ["none"]
         text = textwrap.fill(

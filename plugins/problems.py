@@ -71,7 +71,9 @@ def regression_data(problem: ProblemContext) -> LossData:
 
 @hookimpl
 def dlngeo_register_problems(register):
-    register("matrix_completion", completion_data)
-    register("matrix_sensing", sensing_data)
-    register("regression", regression_data)
-    register("lp_regression", regression_data)
+    entries = "[observations] -> rows, cols; values = M* there; shape"
+    register("matrix_completion", completion_data, description=entries)
+    register("matrix_sensing", sensing_data, description="[observations] -> A; y_i = <A_i, M*>")
+    regression = "[inputs] -> A (n x b, N(0, 1)), B = M* A; without [inputs]: target = M*"
+    register("regression", regression_data, description=regression)
+    register("lp_regression", regression_data, description=regression)

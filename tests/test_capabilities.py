@@ -381,3 +381,12 @@ def test_built_in_problem_functions_draw_in_the_documented_order(loss):
     assert all(np.array_equal(a, b) for a, b in zip(plan.task.weights0, weights))
     X0 = plan.task.network.product(weights)
     assert plan.problem["initial_loss"] == float(task_loss.value(X0))
+
+
+def test_cli_lists_the_problem_functions_without_options(capsys):
+    assert main(["plugins", "--kind", "problem"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["KIND", "NAME", "PLUGIN", "VERSION"]
+    names = {line.split()[1] for line in lines[1:]}
+    assert names >= {"matrix_completion", "matrix_sensing", "regression", "lp_regression"}
+    assert all(line.startswith("problem ") for line in lines[1:])  # no "options:" lines
