@@ -106,6 +106,14 @@ def build(config: dict[str, Any]) -> Plan:
         weights0 = sampler.sample(rng, network=network, target=visible, loss=loss)
     except ValueError as exc:
         raise ConfigError("init", f"sampler {init['sampler']!r}: {exc}") from None
+    except TypeError as exc:  # not the signature of an initialization
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(
+            "init.sampler",
+            f"sampler {init['sampler']!r}: {' '.join(str(exc).split())}; an initialization"
+            " takes sample(rng, network, target=None, loss=None)",
+        ) from None
     metrics = _build_metrics(config)
     rank = config.get("rank")
     if rank is None and "rank" in config.get("target", {}):

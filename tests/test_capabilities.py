@@ -390,3 +390,20 @@ def test_cli_lists_the_problem_functions_without_options(capsys):
     names = {line.split()[1] for line in lines[1:]}
     assert names >= {"matrix_completion", "matrix_sensing", "regression", "lp_regression"}
     assert all(line.startswith("problem ") for line in lines[1:])  # no "options:" lines
+
+
+def test_an_initialization_without_the_one_signature_is_one_line_at_init_sampler():
+    class OldStyle:
+        kind = "initialization"
+
+        def sample(self, rng, network, target=None):  # no loss parameter
+            return [np.zeros(s) for s in network.shapes]
+
+    class Plugin:
+        @hookimpl
+        def dlngeo_register_samplers(self, register):
+            register("old_style_zeros", OldStyle)
+
+    plugins.register_plugin(Plugin(), name="old-style")
+    with pytest.raises(ConfigError, match=r"^init.sampler: sampler 'old_style_zeros': .*loss"):
+        build({**load_config([], []), "init": {"sampler": "old_style_zeros"}})
