@@ -9,13 +9,17 @@ samplers supplied by pluggy plugins.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
 from .geometry import DLNFixedRank, FixedRank, metric_operator, problem
 from .losses import Loss, loss_from_autograd
 from .network import DeepLinearNetwork
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml), never a second literal
+    __version__ = importlib.metadata.version("dlngeo")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from an uninstalled tree
+    __version__ = "0+unknown"
 
 # Names that live in modules with heavier imports (plugins, dynamics, CLI):
 # imported on first use so that ``import dlngeo`` stays light.
@@ -24,14 +28,29 @@ _LAZY = {
     "create_loss": "dlngeo.plugins",
     "create_metric": "dlngeo.plugins",
     "create_sampler": "dlngeo.plugins",
+    "create_initialization": "dlngeo.plugins",
+    "create_data_sampler": "dlngeo.plugins",
+    "create_chain": "dlngeo.plugins",
     "create_solver": "dlngeo.plugins",
     "available": "dlngeo.plugins",
     "compare": "dlngeo.experiment",
+    "build": "dlngeo.experiment",
+    "load_config": "dlngeo.experiment",
+    "Comparison": "dlngeo.comparison",
+    "Task": "dlngeo.dynamics.base",
+    "Stopping": "dlngeo.dynamics.base",
+    "Method": "dlngeo.dynamics.base",
+    "LossData": "dlngeo.problems",
+    "ProblemContext": "dlngeo.problems",
+    "to_dense": "dlngeo.lowrank",
     "ReLUNetwork": "dlngeo.relu",
     "make_network": "dlngeo.relu",
     "Record": "dlngeo.dynamics.record",
     "entropy": "dlngeo.thermodynamics",
     "free_energy": "dlngeo.thermodynamics",
+    "RiemannianLangevin": "dlngeo.thermodynamics",
+    "RiemannianMALA": "dlngeo.thermodynamics",
+    "OverparametrizedLangevin": "dlngeo.thermodynamics",
 }
 
 

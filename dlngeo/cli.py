@@ -59,14 +59,14 @@ class _BadInput(Exception):
 # ------------------------------------------------------------------ plugins
 def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kind", choices=("loss", "metric", "sampler", "solver"), help="only this kind"
+        "--kind", choices=("loss", "metric", "sampler", "solver", "problem"), help="only this kind"
     )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
 @command(
     "plugins",
-    "list every loss, metric, sampler and solver with the plugin and version providing it",
+    "list every loss, metric, sampler, solver and problem with the plugin and version providing it",
     _plugins_arguments,
 )
 def _plugins(args: argparse.Namespace) -> int:
@@ -86,6 +86,8 @@ def _plugins(args: argparse.Namespace) -> int:
     print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
     for r, cell in zip(rows, cells):
         print("  ".join(cell[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+        if r["kind"] == "problem":
+            continue  # a problem function takes the config's tables, not options
         # The factory's options, read from its signature (dlngeo.options.factory_options).
         shown = [format_option(Option(**o)).replace(" ", "\0") for o in r["options"]] or ["none"]
         text = textwrap.fill(

@@ -30,6 +30,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "ConfigError",
+    "check_step_size",
     "DEFAULT_CONFIG",
     "QUICK_OVERRIDES",
     "load_config",
@@ -102,6 +103,7 @@ _SCHEMA: dict[str, Any] = {
     "methods": dict,
     "gap": list,
     "inputs": {"count": int},
+    "data": dict,  # free: read by the loss's problem function (dlngeo.problems)
     "threads": int,
 }
 _TYPE_NAMES = {
@@ -343,15 +345,14 @@ def _check_method(label: str, options: Any) -> None:
                     f"{prefix}.stopping.{name}",
                     f"must be a non-negative finite number, got {value!r}",
                 )
-    for key in ("step", "lr", "learning_rate", "eta"):
-        if key in options:
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(
-                    f"{prefix}.{key}", f"must be a number, got {type(value).__name__} {value!r}"
-                )
-            if not value > 0 or not math.isfinite(value):
-                raise ConfigError(f"{prefix}.{key}", f"must be a positive step size, got {value!r}")
+
+
+def check_step_size(key: str, value: Any) -> None:
+    """A method's step-size option (the one its ``step_option`` names) is a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"must be a number, got {type(value).__name__} {value!r}")
+    if not value > 0 or not math.isfinite(value):
+        raise ConfigError(key, f"must be a positive step size, got {value!r}")
 
 
 def network_dims(config: dict[str, Any]) -> list[int]:

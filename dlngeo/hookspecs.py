@@ -7,7 +7,9 @@ Every hook takes a ``register`` callback (the style of simonw/llm)::
 ``factory(**options)`` builds the object: a :class:`~dlngeo.losses.Loss`, a
 metric (a callable ``metric(state) -> float | ndarray`` of a
 :class:`~dlngeo.state.State`), a sampler, or a solver (a method that runs on a
-problem and returns a :class:`~dlngeo.dynamics.record.Record`). Built-in
+problem and returns a :class:`~dlngeo.dynamics.record.Record`). A problem
+function (``dlngeo_register_problems``) is registered under a loss's name
+and gives that loss its data (:mod:`dlngeo.problems`). Built-in
 plugins in ``plugins/`` use exactly these hooks. A plugin module::
 
     import dlngeo
@@ -46,9 +48,20 @@ def dlngeo_register_metrics(register: Register) -> None:
 
 @hookspec
 def dlngeo_register_samplers(register: Register) -> None:
-    """Register samplers: initializations, data and Langevin noise; ``factory(**options)`` returns the sampler."""
+    """Register samplers: initializations, data and Markov chains, each with one signature
+    (:mod:`dlngeo.samplers`); ``factory(**options)`` returns the sampler, whose ``kind`` says which."""
 
 
 @hookspec
 def dlngeo_register_solvers(register: Register) -> None:
     """Register methods (flows, descents, Riemannian solvers, samplers run as methods)."""
+
+
+@hookspec
+def dlngeo_register_problems(register: Register) -> None:
+    """Register, per loss name, the data it is trained on: ``register(loss_name, make_data)``.
+
+    ``make_data(problem)`` turns the config's data tables into the loss
+    factory's data keywords (:mod:`dlngeo.problems`: ``ProblemContext`` in,
+    ``LossData`` out).
+    """

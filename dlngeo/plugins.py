@@ -7,8 +7,9 @@ installed as the package ``dlngeo_plugins`` and declared in dlngeo's own
 
 Each hook of :mod:`dlngeo.hookspecs` receives a ``register(name, factory,
 description="")`` callback bound to the plugin that implements it, so every
-name knows where it came from. :func:`available` and :func:`plugin_rows`
-(the ``dlngeo plugins`` table) expose that.
+name knows where it came from (the collection is :mod:`dlngeo.registry`).
+:func:`available` and :func:`plugin_rows` (the ``dlngeo plugins`` table)
+expose that.
 
 Environment, as pytest has it:
 
@@ -30,9 +31,7 @@ import importlib
 import importlib.metadata as metadata
 import os
 import re
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -40,6 +39,16 @@ import pluggy
 
 from . import hookspecs
 from .options import check_options, did_you_mean, factory_options
+from .registry import (
+    KINDS,
+    Entry,
+    PluginError,
+    PluginWarning,
+    collect,
+    conflict_message,
+    error_text,
+    plugin_warning,
+)
 
 __all__ = [
     "KINDS",
@@ -48,6 +57,9 @@ __all__ = [
     "PluginWarning",
     "available",
     "create",
+    "create_chain",
+    "create_data_sampler",
+    "create_initialization",
     "create_loss",
     "create_metric",
     "create_sampler",
@@ -61,59 +73,12 @@ __all__ = [
     "unregister_plugin",
 ]
 
-#: Kind of object -> the hook that registers it.
-KINDS: dict[str, str] = {
-    "loss": "dlngeo_register_losses",
-    "metric": "dlngeo_register_metrics",
-    "sampler": "dlngeo_register_samplers",
-    "solver": "dlngeo_register_solvers",
-}
-
 BUILTIN_DISTRIBUTION = "dlngeo"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.]*$")
-
-
-class PluginWarning(UserWarning):
-    """A plugin could not be loaded or its hook failed; the others still load."""
-
-
-class PluginError(ValueError):
-    """A name is registered by two plugins (the message names both)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One registered name.
-
-    Attributes:
-        kind: ``"loss"``, ``"metric"``, ``"sampler"`` or ``"solver"``.
-        name: The registry name.
-        factory: ``factory(**options)`` builds the object.
-        description: One line for ``dlngeo plugins``.
-        plugin: The plugin that registered it (its module name).
-        version: Version of the distribution providing the plugin (``""`` if unknown).
-    """
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    description: str
-    plugin: str
-    version: str
-
 
 # --------------------------------------------------------------------- state
 _manager: pluggy.PluginManager | None = None
 _versions: dict[str, str] = {}  # plugin name -> version
 _registry: dict[str, dict[str, list[Entry]]] | None = None
-
-
-def _warn(message: str) -> None:
-    warnings.warn(" ".join(str(message).split()), PluginWarning, stacklevel=3)
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _truthy(value: str | None) -> bool:
@@ -138,8 +103,8 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
-            _warn(
-                f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {_error_text(exc)}"
+            plugin_warning(
+                f"dlngeo plugin {plugin_name!r} (entry point {ep.name!r} of {distribution or '?'}) failed to load: {error_text(exc)}"
             )
             continue
         dist = getattr(ep, "dist", None)
@@ -151,7 +116,7 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str, version: str) ->
     try:
         pm.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001 - a malformed plugin is reported, not raised
-        _warn(f"dlngeo plugin {name!r} could not be registered: {_error_text(exc)}")
+        plugin_warning(f"dlngeo plugin {name!r} could not be registered: {error_text(exc)}")
         return False
     _versions[name] = version
     return True
@@ -183,7 +148,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 try:
                     load_plugin_module(name.strip())
                 except ValueError as exc:
-                    _warn(str(exc))
+                    plugin_warning(str(exc))
     return _manager
 
 
@@ -213,7 +178,7 @@ def load_plugin_module(name: str) -> ModuleType:
         module = importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         raise ValueError(
-            f"plugin module {name!r} could not be imported: {_error_text(exc)}"
+            f"plugin module {name!r} could not be imported: {error_text(exc)}"
         ) from None
     if pm.is_registered(module):
         return module
@@ -238,7 +203,7 @@ def register_plugin(plugin: Any, name: str | None = None, version: str = "") -> 
     try:
         pm.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"plugin {name!r} could not be registered: {_error_text(exc)}") from None
+        raise ValueError(f"plugin {name!r} could not be registered: {error_text(exc)}") from None
     _versions[name] = version
     _registry = None
     return name
@@ -255,72 +220,17 @@ def unregister_plugin(name: str) -> None:
 
 
 # ------------------------------------------------------------------ registry
-def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, list[Entry]]]:
-    registry: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
-    for kind, hook_name in KINDS.items():
-        hook = getattr(pm.hook, hook_name)
-        # Call each implementation on its own: one failing plugin must not hide the others.
-        for impl in reversed(hook.get_hookimpls()):
-            plugin = impl.plugin_name
-            pending: list[Entry] = []
-
-            def register(
-                name: str,
-                factory: Callable[..., Any],
-                description: str = "",
-                *,
-                _kind=kind,
-                _plugin=plugin,
-                _pending=pending,
-            ) -> None:
-                if not isinstance(name, str) or not _NAME.match(name):
-                    raise ValueError(
-                        f"{_kind} name must be an identifier-like string, got {name!r}"
-                    )
-                if not callable(factory):
-                    raise ValueError(
-                        f"{_kind} {name!r}: factory must be callable, got {type(factory).__name__}"
-                    )
-                summary = (
-                    (description or (getattr(factory, "__doc__", None) or "")).strip().splitlines()
-                )
-                _pending.append(
-                    Entry(
-                        _kind,
-                        name,
-                        factory,
-                        summary[0].replace("``", "") if summary else "",
-                        _plugin,
-                        _versions.get(_plugin, ""),
-                    )
-                )
-
-            try:
-                impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001 - reported, the other plugins go on
-                _warn(f"dlngeo plugin {plugin!r} failed in {hook_name}: {_error_text(exc)}")
-                continue
-            for entry in pending:
-                registry[kind].setdefault(entry.name, []).append(entry)
-    return registry
-
-
 def _get_registry() -> dict[str, dict[str, list[Entry]]]:
     global _registry
     pm = get_plugin_manager()
     if _registry is None:
-        _registry = _collect(pm)
+        _registry = collect(pm, _versions)
     return _registry
 
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-
-
-def _conflict_message(kind: str, name: str, entries: list[Entry]) -> str:
-    who = " and ".join(f"{e.plugin!r} ({e.version or 'unknown version'})" for e in entries)
-    return f"{kind} {name!r} is registered by more than one plugin: {who}; uninstall or disable one of them"
 
 
 def lookup(kind: str, name: str) -> Entry:
@@ -339,7 +249,7 @@ def lookup(kind: str, name: str) -> Entry:
         )
     found = entries[name]
     if len(found) > 1:
-        raise PluginError(_conflict_message(kind, name, found))
+        raise PluginError(conflict_message(kind, name, found))
     return found[0]
 
 
@@ -362,8 +272,29 @@ def create_metric(name: str, **options: Any) -> Callable[[Any], Any]:
 
 
 def create_sampler(name: str, **options: Any) -> Any:
-    """A sampler (an object with ``kind`` and ``sample(rng, **context)``) by registry name."""
+    """A sampler of any kind (:mod:`dlngeo.samplers`) by registry name."""
     return create("sampler", name, **options)
+
+
+def create_initialization(name: str, **options: Any) -> Any:
+    """An initialization (``kind "initialization"``: ``sample(rng, network, target=None, loss=None)``)."""
+    from .samplers import INITIALIZATION, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), INITIALIZATION, name)
+
+
+def create_data_sampler(name: str, **options: Any) -> Any:
+    """A data sampler (``kind "data"``: ``sample(rng)``), e.g. ``low_rank_target``, ``uniform_mask``."""
+    from .samplers import DATA, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), DATA, name)
+
+
+def create_chain(name: str, **options: Any) -> Any:
+    """A Markov chain (``kind "langevin"``: ``sample(rng, *, loss, start, depth, ...) -> Record``)."""
+    from .samplers import CHAIN, check_sampler_kind
+
+    return check_sampler_kind(create("sampler", name, **options), CHAIN, name)
 
 
 def create_solver(name: str, **options: Any) -> Any:
@@ -407,7 +338,9 @@ def plugin_rows() -> list[dict[str, Any]]:
                         "plugin": e.plugin,
                         "version": e.version,
                         "description": note + e.description,
-                        "options": [o.to_dict() for o in factory_options(e.factory)],
+                        "options": []  # a problem function takes the config, not options
+                        if kind == "problem"
+                        else [o.to_dict() for o in factory_options(e.factory)],
                     }
                 )
     return rows

@@ -22,15 +22,10 @@ import numpy as np
 from .comparison import Comparison, Interrupted, _Capture, _Progress, trajectory_gap
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .experiment import Plan
+    from .build import Plan
 
-__all__ = ["BALANCED_TOLERANCE", "SMALL_PROBLEM", "run_methods"]
+__all__ = ["BALANCED_TOLERANCE", "SMALL_PROBLEM", "follows", "run_methods"]
 
-_FLOW_SOLVERS = {"overparametrized_gd", "overparametrized_flow", "intrinsic_flow", "riemannian_gd"}
-# End-to-end methods that follow the intrinsic flow (the default partners of the trajectory gap).
-_INTRINSIC_FLOWS = {"intrinsic_flow", "riemannian_gd"}
-# Methods that evaluate their dense output at any requested time (``record_times``).
-_CONTINUOUS = {"intrinsic_flow", "overparametrized_flow"}
 #: A start is balanced when ``network.relative_imbalance(W(0))`` is at most this: a
 #: balanced factorization computed in double precision is at the rounding level
 #: (~ depth * eps ~ 1e-15); 1e-8 ~ sqrt(eps) leaves that rounding a margin of 1e7
@@ -86,7 +81,11 @@ def run_methods(
             comparison.records[label] = record
             comparison.solvers[label] = solver
             comparison.flow_time[label] = (
-                getattr(record, "time_kind", "flow" if _is_flow(solver, method) else "iteration")
+                getattr(
+                    record,
+                    "time_kind",
+                    "flow" if getattr(method, "flow_time", False) else "iteration",
+                )
                 == "flow"
             )
             comparison.wall_times[label] = _align_walls(record.times, capture)
@@ -115,7 +114,9 @@ def _warn_unbalanced(plan: Plan) -> None:
     """Say when an intrinsic-flow method is not the trajectory of the factor methods."""
     if plan.problem["balanced_start"]:
         return
-    labels = [label for label, (solver, _, _) in plan.methods.items() if solver in _INTRINSIC_FLOWS]
+    labels = [
+        label for label, (_, method, _) in plan.methods.items() if follows(method, "intrinsic")
+    ]
     if labels:
         warnings.warn(
             f"the start is not balanced (relative imbalance "
@@ -161,11 +162,14 @@ def _run_one(
         return record
 
 
-def _is_flow(solver: str, method: Any) -> bool:
-    flag = getattr(method, "flow_time", None)
-    if flag is not None:
-        return bool(flag)
-    return solver in _FLOW_SOLVERS
+def follows(method: Any, flow: str) -> bool:
+    """Whether ``method`` declares that its flow-time samples follow ``flow``.
+
+    ``flow`` is ``"overparametrized"`` or ``"intrinsic"``; the method says so
+    with its capability attributes ``follows`` and ``flow_time``
+    (:class:`~dlngeo.dynamics.base.Method`), whatever its registry name.
+    """
+    return bool(getattr(method, "flow_time", False)) and getattr(method, "follows", None) == flow
 
 
 #: Problems with at most this many entries (m n) run with one BLAS thread by default.
@@ -202,7 +206,7 @@ def _aligned(
     captures: dict[str, _Capture],
     records: dict[str, Any],
 ) -> Any:
-    """A continuous intrinsic method of a gap pair, rebuilt to sample at its partner's flow times.
+    """An intrinsic method of a gap pair that ``samples_at_times``, rebuilt at its partner's times.
 
     Only when the config sets neither ``record_times`` nor ``record_every``
     for it. The grid is the union of the sample times of the partners that
@@ -211,7 +215,11 @@ def _aligned(
     is still sampled.
     """
     options = plan.options.get(label, {})
-    if solver not in _CONTINUOUS or "record_times" in options or "record_every" in options:
+    if (
+        not getattr(method, "samples_at_times", False)
+        or "record_times" in options
+        or "record_every" in options
+    ):
         return method
     partners = [
         over

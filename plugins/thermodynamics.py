@@ -117,6 +117,9 @@ class LangevinMethod(Method):
     """A Langevin sampler run as a method of ``dlngeo compare`` (one chain, the task's start)."""
 
     flow_time = True
+    #: A chain samples a Gibbs measure: it follows no flow (name it in ``gap`` to compare).
+    follows = None
+    step_option = "step"
 
     def __init__(
         self,

@@ -41,10 +41,11 @@ def untested_hooks(specs, tests):
     return [name for name in specs if f"test_hook_{name}" not in tests]
 
 
-def test_the_four_registration_hooks_are_specified():
+def test_the_five_registration_hooks_are_specified():
     assert hookspec_names() == [
         "dlngeo_register_losses",
         "dlngeo_register_metrics",
+        "dlngeo_register_problems",
         "dlngeo_register_samplers",
         "dlngeo_register_solvers",
     ]

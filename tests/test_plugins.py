@@ -563,7 +563,18 @@ def _huber_reference(rows, cols, values, delta):
 
 
 def _check_huber_through_entry_points():
+    from dlngeo.experiment import build, load_config
+
     assert dlngeo.available("loss")["huber_completion"] == ("dlngeo_plugin_huber", "0.1.0")
+    assert dlngeo.available("problem")["huber_completion"] == ("dlngeo_plugin_huber", "0.1.0")
+    # its problem function gives it the data of matrix_completion from the same config
+    config = load_config([], ["problem.shape=[12, 10]", "target.rank=2", "observations.size=60"])
+    reference = build(config).task.loss
+    config["loss"] = {"name": "huber_completion", "delta": 0.5}
+    loss = build(config).task.loss
+    for field in ("rows", "cols", "values"):
+        assert np.array_equal(getattr(loss, field), getattr(reference, field)), field
+    assert loss.shape == (12, 10) and loss.delta == 0.5
     rng = np.random.default_rng(0)
     rows, cols = dlngeo.create_sampler("uniform_mask", shape=(6, 5), size=15).sample(rng)
     values = 3 * rng.standard_normal(15)

@@ -72,3 +72,22 @@ def test_the_run_example_ends_for_good_reasons_with_a_trajectory_gap(tmp_path, m
     # two solutions, each with local error control rtol, over t in [0, 40] with a growth phase:
     # the global error may exceed rtol by the problem's error amplification; 1e4 * rtol allows it
     assert max(gap["gap"]) <= 1e4 * rtol
+
+
+def test_tour_imports_only_from_the_top_level_api():
+    """The tour reaches everything through ``import dlngeo`` (no submodule imports or paths)."""
+    import dlngeo
+
+    tour = _blocks("python")[0]
+    assert "from dlngeo" not in tour and "import dlngeo." not in tour
+    used = set(re.findall(r"\bdlngeo\.([A-Za-z_]\w*)", tour))
+    assert used <= set(dlngeo.__all__), used - set(dlngeo.__all__)
+    assert {"Task", "Stopping", "Comparison", "RiemannianLangevin"} <= set(dlngeo.__all__)
+
+
+def test_version_is_the_distribution_metadata():
+    import importlib.metadata
+
+    import dlngeo
+
+    assert dlngeo.__version__ == importlib.metadata.version("dlngeo")

@@ -375,6 +375,15 @@ class Method:
     #: True when ``Record.times`` are flow times (comparable across flows), False
     #: when they are iteration numbers (``Record.time_kind == "iteration"``).
     flow_time: bool = True
+    #: The gradient flow whose trajectory the method approximates at its record
+    #: times: ``"overparametrized"`` (the factors' flow), ``"intrinsic"`` (the
+    #: end-to-end flow on ``(M_r, g_N)``) or ``None``; the default trajectory gaps.
+    follows: str | None = None
+    #: True when ``record_times`` are evaluated exactly (a dense output), so that
+    #: ``dlngeo compare`` can sample it at its gap partner's times.
+    samples_at_times: bool = False
+    #: The name of its step-size option (a positive number), or ``None``.
+    step_option: str | None = None
 
     def run(
         self,

@@ -351,6 +351,8 @@ class IntrinsicFlow(Method):
 
     name = "intrinsic_flow"
     flow_time = True
+    follows = "intrinsic"
+    samples_at_times = True
 
     def __init__(
         self,

@@ -237,6 +237,8 @@ class OverparametrizedGD(Method):
 
     name = "overparametrized_gd"
     flow_time = True
+    follows = "overparametrized"
+    step_option = "step"
     overparametrized = True
     supports_activation = True
 
@@ -374,6 +376,8 @@ class OverparametrizedFlow(Method):
 
     name = "overparametrized_flow"
     flow_time = True
+    follows = "overparametrized"
+    samples_at_times = True
     overparametrized = True
     supports_activation = True
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from dlngeo_plugins.problems import completion_data
 
 import dlngeo
 from dlngeo.losses import check_observations
@@ -84,3 +85,9 @@ def dlngeo_register_losses(register):
         HuberCompletion,
         description="Huber loss on observed entries (robust completion)",
     )
+
+
+@dlngeo.hookimpl
+def dlngeo_register_problems(register):
+    # The data of matrix_completion: [observations] -> rows, cols, values = M* there, shape.
+    register("huber_completion", completion_data, description="observed entries of the target")
