@@ -27,7 +27,7 @@ from .relu import OutputLoss, make_network
 from .runner import BALANCED_TOLERANCE, follows
 from .samplers import DATA, INITIALIZATION, check_sampler_kind
 
-__all__ = ["Plan", "build"]
+__all__ = ["Plan", "build", "check_config"]
 
 # --------------------------------------------------------------------------- building
 _UNKNOWN_OPTION = re.compile(r"(?:unexpected keyword argument|unknown option) '([^']+)'")
@@ -192,6 +192,46 @@ def build(config: dict[str, Any]) -> Plan:
         gap_pairs=gap_pairs,
         problem=problem,
     )
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Everything about a config that :func:`build` checks before drawing any data.
+
+    Keys and types (:func:`~dlngeo.config.validate_config`), the plugin
+    modules it names, and the plugins: the loss by name; samplers (of the
+    right kind), metrics and solvers made with their options (cheap, nothing
+    sampled). What the data does (a sampler that raises, NaN entries) is the
+    run's to fail on. A sweep checks each of its points with this.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    from . import plugins
+
+    validate_config(config)
+    for i, module in enumerate(config.get("plugins", [])):
+        try:
+            plugins.load_plugin_module(module)
+        except ValueError as exc:
+            raise ConfigError(f"plugins[{i}]", str(exc)) from None
+    try:
+        plugins.lookup("loss", config["loss"]["name"])
+    except ValueError as exc:
+        raise ConfigError("loss.name", str(exc)) from None
+    dims = network_dims(config)
+    shape = (dims[-1], dims[0])
+    for key in ("target", "observations"):
+        if "sampler" in config.get(key, {}):
+            table = config[key]
+            _sampler(key, DATA, table["sampler"], _sampler_options(table, shape))
+    if "init" in config:
+        init = config["init"]
+        _sampler("init", INITIALIZATION, init["sampler"], _options(init, "sampler"))
+    _build_metrics(config)
+    for label, options in config["methods"].items():
+        solver = options.get("solver", label)
+        key = f"methods.{label}.solver" if "solver" in options else f"methods.{label}"
+        _plugin("solver", key, solver, _options(options, "solver", "enabled", "stopping"))
 
 
 def _output_task(

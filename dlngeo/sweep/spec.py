@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..build import check_config
 from ..config import ConfigError, load_config, merge_config
 
 if sys.version_info >= (3, 11):
@@ -243,58 +244,6 @@ def resolve_sweep(
 
 def _label(point: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={v!r}" for k, v in point.items()) + "}"
-
-
-def check_config(config: dict[str, Any]) -> None:
-    """Everything about a run config that can be checked without drawing its data.
-
-    Keys and types (:func:`~dlngeo.config.validate_config`), the plugin
-    modules it names, and the plugins: the loss by name; samplers, metrics
-    and solvers built with their options (cheap, nothing sampled). What the
-    data does (a sampler that raises, NaN entries) is the run's to fail on.
-
-    Raises:
-        ConfigError: naming the key.
-    """
-    from .. import plugins
-    from ..config import network_dims, validate_config
-    from ..experiment import _options, _plugin, _sampler_options
-
-    validate_config(config)
-    for i, module in enumerate(config.get("plugins", [])):
-        try:
-            plugins.load_plugin_module(module)
-        except ValueError as exc:
-            raise ConfigError(f"plugins[{i}]", str(exc)) from None
-    try:
-        plugins.lookup("loss", config["loss"]["name"])
-    except ValueError as exc:
-        raise ConfigError("loss.name", str(exc)) from None
-    dims = network_dims(config)
-    shape = (dims[-1], dims[0])
-    for key in ("target", "observations"):
-        if key in config:
-            _plugin(
-                "sampler",
-                f"{key}.sampler",
-                config[key]["sampler"],
-                _sampler_options(config[key], shape),
-            )
-    if "init" in config:
-        _plugin(
-            "sampler",
-            "init.sampler",
-            config["init"]["sampler"],
-            _options(config["init"], "sampler"),
-        )
-    spec = config.get("metrics", [])
-    for name, options in [(n, {}) for n in spec] if isinstance(spec, list) else spec.items():
-        if name != "loss":
-            _plugin("metric", f"metrics.{name}", name, dict(options))
-    for label, options in config["methods"].items():
-        solver = options.get("solver", label)
-        key = f"methods.{label}.solver" if "solver" in options else f"methods.{label}"
-        _plugin("solver", key, solver, _options(options, "solver", "enabled", "stopping"))
 
 
 def _check(config: dict[str, Any], point: dict[str, Any], build_it: bool) -> None:
