@@ -40,13 +40,11 @@ import pymanopt.optimizers as po
 
 from ..geometry.fixed_rank import FixedRank
 from ..geometry.problem import AmbientProblem
-from ..validation import positive_integer
+from ..validation import check_choice, check_positive, positive_integer
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
     Recorder,
-    check_choice,
-    check_positive,
     check_record_options,
     is_finite_point,
 )

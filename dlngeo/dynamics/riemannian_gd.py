@@ -22,12 +22,11 @@ import numpy as np
 
 from ..geometry.dln_fixed_rank import DLNFixedRank
 from ..geometry.fixed_rank import FixedRank
+from ..validation import check_choice, check_positive
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
     Stepper,
-    check_choice,
-    check_positive,
     check_record_options,
     drive,
     is_finite_point,
