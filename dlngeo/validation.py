@@ -15,6 +15,8 @@ __all__ = [
     "check_positive",
     "check_nonnegative",
     "check_choice",
+    "positive_integers",
+    "integer_between",
 ]
 
 
@@ -23,6 +25,26 @@ def positive_integer(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def positive_integers(values: Iterable[Any], name: str) -> list[int]:
+    """Every entry of ``values`` as an ``int >= 1`` (bools rejected), else ``ValueError`` naming ``name``."""
+    items = list(values)
+    for value in items:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be positive integers, got {values!r}")
+    return [int(value) for value in items]
+
+
+def integer_between(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (bools rejected), else ``ValueError`` naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not low <= value <= high
+    ):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     return int(value)
 
 
