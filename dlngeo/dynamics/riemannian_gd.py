@@ -104,6 +104,8 @@ class RiemannianGD(Method):
     name = "riemannian_gd"
     #: ``Record.times`` are flow times (``eta * k``).
     flow_time = True
+    follows = "intrinsic"
+    step_option = "step"
 
     def __init__(
         self,
