@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .lowrank import Factored, ambient_matmul, ambient_rmatmul, is_lowrank_point, to_dense
+from .validation import integer_between, positive_integers
 
 __all__ = ["DeepLinearNetwork", "haar_stiefel"]
 
@@ -62,10 +63,7 @@ class DeepLinearNetwork:
             raise ValueError(
                 f"dims must have at least 2 entries (input and output width), got {dims!r}"
             )
-        for d in dims:
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-                raise ValueError(f"dims must be positive integers, got {dims!r}")
-        self.dims: tuple[int, ...] = tuple(int(d) for d in dims)
+        self.dims: tuple[int, ...] = tuple(positive_integers(dims, "dims"))
         self.depth: int = len(self.dims) - 1
         self.shapes: list[tuple[int, int]] = [
             (self.dims[k + 1], self.dims[k]) for k in range(self.depth)
@@ -216,12 +214,8 @@ class DeepLinearNetwork:
         if rank is None:
             tol = max(self.output_shape) * np.finfo(float).eps * (s.max() if s.size else 0.0)
             rank = int(np.sum(s > tol))
-        elif (
-            isinstance(rank, bool)
-            or not isinstance(rank, (int, np.integer))
-            or not 0 <= rank <= s.size
-        ):
-            raise ValueError(f"rank must be an integer in [0, {s.size}], got {rank!r}")
+        else:
+            rank = integer_between(rank, "rank", 0, s.size)
         if rank > self.rank_bound:
             raise ValueError(
                 f"X has rank {rank}, above the narrowest width {self.rank_bound} of dims {self.dims}"

@@ -42,6 +42,7 @@ import numpy as np
 
 from .losses import Loss
 from .network import DeepLinearNetwork
+from .validation import check_choice
 
 __all__ = ["ACTIVATIONS", "ReLUNetwork", "OutputLoss", "make_network", "unit_balance"]
 
@@ -57,8 +58,7 @@ def make_network(
     Raises:
         ValueError: an unknown ``activation``, or a ``slope`` it does not take.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    check_choice("activation", activation, ACTIVATIONS)
     if activation == "linear":
         if slope is not None:
             raise ValueError("slope: only leaky_relu takes a slope")

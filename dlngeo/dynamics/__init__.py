@@ -17,7 +17,8 @@ The first five share one flow time: from a balanced start the factor flow's
 methods approximate them at ``t = eta k``. ``Record.time_kind`` says which
 kind of time a record carries. Modules: :mod:`.base` (Task, Stopping,
 Method), :mod:`.record`, :mod:`.driver` (the shared loop and sampling),
-:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian`; for ReLU
+:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian_gd`,
+:mod:`.pymanopt_solver` (both re-exported by :mod:`.riemannian`); for ReLU
 networks :mod:`.rk4` (fixed-step Runge–Kutta for right-hand sides that jump),
 :mod:`.linearisation` (the linearised flow and the horizon) and :mod:`.phases`.
 """
@@ -25,8 +26,9 @@ networks :mod:`.rk4` (fixed-step Runge–Kutta for right-hand sides that jump),
 from .base import Method, Stopping, Task
 from .intrinsic import IntrinsicFlow
 from .overparametrized import EntryMinibatch, OverparametrizedFlow, OverparametrizedGD
+from .pymanopt_solver import PymanoptSolver
 from .record import STOP_REASONS, TIME_KINDS, Record
-from .riemannian import PymanoptSolver, RiemannianGD
+from .riemannian_gd import RiemannianGD
 
 __all__ = [
     "Task",

@@ -21,14 +21,13 @@ raises :class:`NumericalFailure`, which ends the run with reason
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 import scipy.integrate
 
 from ..lowrank import is_lowrank_point
+from ..validation import check_choice, check_nonnegative, check_positive
 from .base import Callback, Stopping, Task, flow_stationary_floor
 from .record import Record
 
@@ -60,37 +59,6 @@ def is_finite_point(point: Any) -> bool:
 
 
 # ------------------------------------------------------------------ options
-@overload
-def check_positive(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
-@overload
-def check_positive(name: str, value: Any, *, allow_none: bool) -> float | None: ...
-def check_positive(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    """``value`` as a positive finite float, else ``ValueError`` naming ``name``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(float(value)) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def check_nonnegative(name: str, value: Any) -> float:
-    """``value`` as a non-negative finite float, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    if not (math.isfinite(float(value)) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
-
-
 def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.ndarray | None]:
     """Validate ``record_every`` (positive int) and ``record_times`` (non-decreasing, >= 0)."""
     if (

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..relu import OutputLoss, ReLUNetwork
+from ..validation import check_positive
 from .rk4 import RK4
 
 __all__ = ["Linearisation", "linearisation", "margin", "initial_signs"]
@@ -135,8 +136,7 @@ def linearisation(
         raise ValueError(f"loss must be an OutputLoss, got {type(loss).__name__}")
     if not (np.isfinite(t_end) and t_end > t0):
         raise ValueError(f"t_end must be finite and > t0 = {t0}, got {t_end!r}")
-    if not (np.isfinite(step) and step > 0):
-        raise ValueError(f"step must be a positive finite number, got {step!r}")
+    step = check_positive("step", step)
     grid = np.linspace(t0, t_end, 201) if times is None else np.asarray(times, dtype=float)
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) < 0):
         raise ValueError("times must be a non-empty non-decreasing sequence")

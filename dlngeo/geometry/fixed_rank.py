@@ -61,7 +61,7 @@ from ..lowrank import (
     is_ambient,
     tangent_to_factored,
 )
-from ..validation import positive_integer
+from ..validation import check_positive, positive_integer
 from .factor_partials import (
     factor_direction,
     factor_hessian_to_tangent,
@@ -82,16 +82,6 @@ def _check_shape(m: Any, n: Any, k: Any) -> tuple[int, int, int]:
     return int(m), int(n), int(k)
 
 
-def _check_scale(scale: Any) -> float | None:
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be positive and finite, got {scale!r}")
-    return float(scale)
-
-
 class FixedRank(FixedRankEmbedded):
     r"""Rank-``k`` ``m x n`` matrices with the embedded (Frobenius) metric.
 
@@ -109,7 +99,7 @@ class FixedRank(FixedRankEmbedded):
     def __init__(self, m: int, n: int, k: int, scale: float | None = None):
         m, n, k = _check_shape(m, n, k)
         super().__init__(m, n, k)
-        self._scale = _check_scale(scale)
+        self._scale = check_positive("scale", scale, allow_none=True)
         self._name = f"Embedded manifold of {m}x{n} matrices of rank {k} (ambient gradients)"
 
     @property
@@ -129,7 +119,7 @@ class FixedRank(FixedRankEmbedded):
     def with_scale(self, scale: float | None) -> FixedRank:
         """A copy of this manifold with :attr:`scale` set (the original is left as it is)."""
         other = copy.copy(self)
-        other._scale = _check_scale(scale)
+        other._scale = check_positive("scale", scale, allow_none=True)
         return other
 
     @property

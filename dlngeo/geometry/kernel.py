@@ -45,6 +45,7 @@ import scipy.sparse as sp
 
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
 from ..validation import check_depth as _check_depth
+from ..validation import integer_between
 
 __all__ = [
     "kernel_matrix",
@@ -180,12 +181,8 @@ def metric_operator(
     shape = Z.shape if not isinstance(Z, Factored) else (Z.left.shape[0], Z.right.shape[0])
     if tuple(shape) != X.shape:
         raise ValueError(f"Z has shape {tuple(shape)}, expected {X.shape}")
-    if rank is not None and (
-        isinstance(rank, bool)
-        or not isinstance(rank, (int, np.integer))
-        or not 0 <= rank <= min(X.shape)
-    ):
-        raise ValueError(f"rank must be an integer in [0, {min(X.shape)}], got {rank!r}")
+    if rank is not None:
+        rank = integer_between(rank, "rank", 0, min(X.shape))
     u, s, vt = np.linalg.svd(X, full_matrices=False)
     if rank is not None:
         u, s, vt = u[:, :rank], s[:rank], vt[:rank]

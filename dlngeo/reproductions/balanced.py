@@ -52,6 +52,7 @@ from scipy.integrate import solve_ivp
 from ..geometry.kernel import metric_operator, metric_operator_svd
 from ..network import DeepLinearNetwork
 from ..plugins import create_sampler
+from ..validation import check_positive
 
 __all__ = [
     "regression_target",
@@ -85,8 +86,7 @@ def gaussian_factors(network: DeepLinearNetwork, scale: float, rng: Any = None) 
 
     The registered ``gaussian`` initialization with ``init_scale = scale**N``.
     """
-    if not (isinstance(scale, (int, float, np.integer, np.floating)) and scale > 0):
-        raise ValueError(f"scale must be positive, got {scale!r}")
+    scale = check_positive("scale", scale)
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     return create_sampler("gaussian", init_scale=float(scale) ** network.depth).sample(g, network)
 

@@ -37,6 +37,7 @@ import numpy as np
 from ..network import DeepLinearNetwork
 from ..plugins import create_metric, create_sampler
 from ..state import State
+from ..validation import check_choice, check_nonnegative, check_positive, positive_integer
 
 __all__ = [
     "low_rank_target",
@@ -55,12 +56,6 @@ def _rng(rng: Any) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def low_rank_target(n: int, rank: int, rng: Any = None) -> np.ndarray:
     r"""The ``n x n`` ground truth :math:`UV^\top/\sqrt r`, rescaled to Frobenius norm ``n``.
 
@@ -71,8 +66,8 @@ def low_rank_target(n: int, rank: int, rng: Any = None) -> np.ndarray:
         rank: ``1 <= rank <= n``.
         rng: ``numpy.random.Generator`` or seed.
     """
-    n = _positive_int(n, "n")
-    sampler = create_sampler("low_rank_target", shape=(n, n), rank=_positive_int(rank, "rank"))
+    n = positive_integer(n, "n")
+    sampler = create_sampler("low_rank_target", shape=(n, n), rank=positive_integer(rank, "rank"))
     return sampler.sample(_rng(rng))
 
 
@@ -85,7 +80,7 @@ def uniform_observations(
         ``(rows, cols)`` integer arrays of length ``count``.
     """
     m, n = (int(shape[0]), int(shape[1]))
-    count = _positive_int(count, "count")
+    count = positive_integer(count, "count")
     if count > m * n:
         raise ValueError(f"count must be at most {m * n} (all entries), got {count}")
     flat = _rng(rng).choice(m * n, size=count, replace=False)
@@ -123,12 +118,10 @@ class GroupRMSprop:
     """
 
     def __init__(self, lr: float, alpha: float = 0.99, eps: float = 1e-4):
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
+        lr = check_positive("lr", lr)
         if not 0 <= alpha < 1:
             raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be non-negative, got {eps!r}")
+        eps = check_nonnegative("eps", eps)
         self.lr, self.alpha, self.eps = float(lr), float(alpha), float(eps)
         self.square_avg = 0.0
         self.t = 0
@@ -214,13 +207,12 @@ def train_deep_factorization(
     target = np.asarray(target, dtype=float)
     if target.ndim != 2 or target.shape[0] != target.shape[1]:
         raise ValueError(f"target must be a square matrix, got shape {target.shape}")
-    depth = _positive_int(depth, "depth")
+    depth = positive_integer(depth, "depth")
     if depth < 2:
         raise ValueError(
             "depth must be >= 2 (depth 1 is the convex baseline nuclear_norm_completion)"
         )
-    if optimizer not in ("group_rmsprop", "gd"):
-        raise ValueError(f"optimizer must be 'group_rmsprop' or 'gd', got {optimizer!r}")
+    check_choice("optimizer", optimizer, ("group_rmsprop", "gd"))
     rows, cols = np.asarray(rows), np.asarray(cols)
     n = target.shape[0]
     net = DeepLinearNetwork([n] * (depth + 1))

@@ -38,6 +38,7 @@ from scipy.integrate import solve_ivp
 from ..geometry.kernel import metric_operator
 from ..plugins import create_metric
 from ..state import State
+from ..validation import check_positive, positive_integer
 
 __all__ = [
     "OBSERVED_MASK",
@@ -75,8 +76,7 @@ def effective_rank(X: np.ndarray) -> float:
 
 def small_init(rng: Any = None, scale: float = 1e-2, max_tries: int = 1000) -> np.ndarray:
     r"""``scale * N(0, 1)`` 2 x 2 matrix, redrawn until :math:`\det > 0` (Razin & Cohen's condition)."""
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale!r}")
+    scale = check_positive("scale", scale)
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     for _ in range(max_tries):
         X = scale * g.standard_normal((2, 2))
@@ -250,8 +250,7 @@ def end_to_end_flow_svd(
     X0 = np.asarray(X0, dtype=float)
     if X0.shape != (2, 2) or not np.all(np.isfinite(X0)):
         raise ValueError(f"X0 must be a finite 2 x 2 array, got shape {X0.shape}")
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 2:
-        raise ValueError(f"depth must be an integer >= 2, got {depth!r}")
+    depth = positive_integer(depth, "depth", 2)
     if not t_end > 1e-2:
         raise ValueError(f"t_end must exceed 1e-2, got {t_end!r}")
     y0, d = _svd_coordinates(X0)

@@ -24,6 +24,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from ..validation import positive_integer
+
 __all__ = ["execute", "Executor", "InProcess", "LocalPool", "DaskExecutor", "make_executor"]
 
 
@@ -243,6 +245,5 @@ def make_executor(
         return DaskExecutor(scheduler, plugins)
     if workers is None:
         workers = os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers: must be a positive integer, got {workers!r}")
+    workers = positive_integer(workers, "--workers")
     return InProcess() if workers == 1 else LocalPool(workers, plugins)

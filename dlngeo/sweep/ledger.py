@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import _TABLES, insert_document, to_json_value
+from ..validation import check_choice
 from .spec import Point, Sweep
 
 __all__ = ["STATUSES", "Ledger", "now", "summarize_document"]
@@ -206,8 +207,7 @@ class Ledger:
 
     def mark(self, row_ids: Iterable[int], status: str, reason: str) -> None:
         """Set the status of several runs with one reason (one transaction)."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        check_choice("status", status, STATUSES)
         with self._db:
             self._db.executemany(
                 "UPDATE sweep_runs SET status = ?, reason = ?, ended = ? WHERE id = ?",

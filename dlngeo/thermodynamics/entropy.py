@@ -56,7 +56,7 @@ import numpy as np
 from ..geometry.kernel import kernel_matrix
 from ..lowrank import is_lowrank_point, point_shape
 from ..validation import check_depth as _check_depth
-from ..validation import positive_number
+from ..validation import positive_integers, positive_number
 
 __all__ = [
     "log_stiefel_volume",
@@ -112,10 +112,7 @@ def _hidden_widths(widths: Sequence[int] | None, depth: int, rank: int, default:
             raise ValueError(
                 f"widths must list the N - 1 = {depth - 1} hidden widths d_1..d_(N-1), got {len(hidden)}"
             )
-        for w in hidden:
-            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
-                raise ValueError(f"widths must be positive integers, got {widths!r}")
-        hidden = [int(w) for w in hidden]
+        hidden = positive_integers(hidden, "widths")
     for k, w in enumerate(hidden, start=1):
         if w < rank:
             raise ValueError(f"widths: hidden width d_{k} = {w} is below the rank {rank} of X")

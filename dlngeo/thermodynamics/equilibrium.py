@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import integer_between
 from .entropy import batched_kernel, check_beta, entropy_from_singular_values
 
 __all__ = ["log_density_singular_values", "SingularValueLaw"]
@@ -65,9 +66,7 @@ def log_density_singular_values(
     beta = check_beta(beta)
     m, n = int(shape[0]), int(shape[1])
     s = np.asarray(s, dtype=float)
-    r = min(m, n) if rank is None else int(rank)
-    if not 1 <= r <= min(m, n):
-        raise ValueError(f"rank must be between 1 and min(m, n) = {min(m, n)}, got {rank!r}")
+    r = min(m, n) if rank is None else integer_between(rank, "rank", 1, min(m, n))
     if s.shape[-1] != r:
         raise ValueError(
             f"s must have rank = {r} singular values in its last axis, got {s.shape[-1]}"

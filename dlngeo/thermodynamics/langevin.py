@@ -55,8 +55,8 @@ import numpy as np
 from ..dynamics.record import Record
 from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
+from ..validation import check_choice, positive_integer, positive_number
 from ..validation import check_depth as _check_depth
-from ..validation import positive_number
 from .chains import ChainStepper, DenseChainStepper, dense_gradient, run_chains
 from .entropy import check_beta
 from .lowrank_langevin import LowRankRLEStepper, check_lowrank_start
@@ -98,16 +98,6 @@ class QuadraticEnergy:
 
 
 # ---------------------------------------------------------------- validation
-def _check_step(step: Any) -> float:
-    return positive_number(step, "step")
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_start(start: Any, chains: int) -> np.ndarray:
     if is_lowrank_point(start):
         raise NotImplementedError(
@@ -170,16 +160,14 @@ class _Sampler:
     def _validate(o: dict[str, Any]) -> dict[str, Any]:
         o = dict(o)
         o["beta"] = check_beta(o["beta"])
-        o["step"] = _check_step(o["step"])
-        o["n_steps"] = _check_count(o["n_steps"], "n_steps", 0)
-        o["chains"] = _check_count(o["chains"], "chains", 1)
+        o["step"] = positive_number(o["step"], "step")
+        o["n_steps"] = positive_integer(o["n_steps"], "n_steps", 0)
+        o["chains"] = positive_integer(o["chains"], "chains")
         if o["record_every"] is None:
             o["record_every"] = max(1, o["n_steps"] // 100)
-        o["record_every"] = _check_count(o["record_every"], "record_every", 1)
-        if o["drift"] not in DRIFTS:
-            raise ValueError(f"drift must be one of {DRIFTS}, got {o['drift']!r}")
-        if o["scheme"] not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {o['scheme']!r}")
+        o["record_every"] = positive_integer(o["record_every"], "record_every")
+        o["drift"] = check_choice("drift", o["drift"], DRIFTS)
+        o["scheme"] = check_choice("scheme", o["scheme"], SCHEMES)
         return o
 
     def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
