@@ -96,7 +96,9 @@ def entries(Z: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``Z[rows, cols]`` for dense, factored or ``(u, s, vt)`` ``Z``, in ``O(len(rows) r)`` when factored."""
     if is_lowrank_point(Z):
         u, s, vt = Z
-        return np.einsum("ij,ij->i", u[rows] * s, vt.T[cols])
+        # Scale the m x r factor once, then gather: (u * s)[rows] costs m r + |rows| r,
+        # u[rows] * s costs 2 |rows| r and a second |rows| x r temporary.
+        return np.einsum("ij,ij->i", (np.asarray(u) * s)[rows], np.asarray(vt).T[cols])
     if isinstance(Z, Factored):
         return np.einsum("ij,ij->i", Z.left[rows], Z.right[cols])
     if sp.issparse(Z):

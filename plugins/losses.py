@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dlngeo.hookspecs import hookimpl
-from dlngeo.losses import Loss, check_observations, finite_array
+from dlngeo.losses import Loss, TangentLinearization, check_observations, finite_array
 from dlngeo.lowrank import ambient_matmul, entries, is_lowrank_point, point_shape, to_dense
 
 __all__ = ["Regression", "LpRegression", "MatrixCompletion", "MatrixSensing"]
@@ -195,14 +195,80 @@ class MatrixCompletion(Loss):
         self._indptr = np.concatenate(
             ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
         )
+        self._residual_cache: tuple | None = None
+        self._jacobian_structure: dict[int, tuple] = {}
 
     def _sparse(self, data: np.ndarray) -> sp.csr_array:
         return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
 
     def residual(self, X: Any) -> np.ndarray:
-        """``X_ij - M_ij`` on ``Omega`` (in the order of ``rows``/``cols``)."""
+        """``X_ij - M_ij`` on ``Omega`` (in the order of ``rows``/``cols``).
+
+        On a low-rank point the last residual is kept, keyed on the identity of
+        the arrays ``u``, ``s``, ``vt`` and on the values of ``s``: the cost and
+        the gradient at the same point (pymanopt asks for both) share one pass
+        over ``Omega``. Modifying ``u`` or ``vt`` in place between two calls is
+        not detected (no dlngeo method does; retractions return new arrays).
+        """
+        if is_lowrank_point(X):
+            u, s, vt = X
+            cached = self._residual_cache
+            if (
+                cached is not None
+                and cached[0] is u
+                and cached[1] is s
+                and cached[2] is vt
+                and np.array_equal(cached[3], s)
+            ):
+                return cached[4]
+            self.check_point(X)
+            r = entries(X, self.rows, self.cols) - self.values
+            self._residual_cache = (u, s, vt, np.array(s, copy=True), r)
+            return r
         self.check_point(X)
         return entries(X, self.rows, self.cols) - self.values
+
+    def tangent_linearization(self, X: Any) -> TangentLinearization:
+        r"""Residual and Jacobian at ``X = u diag(s) vt`` in the tangent coordinates ``(A, B)``.
+
+        A tangent vector is :math:`\xi = A v^\top + u B^\top` (``A``: m x r, ``B``:
+        n x r); the residual is linear in ``X``, so
+        :math:`r(X + \xi)_k = r_k + A_{i_k} \cdot v_{j_k} + u_{i_k} \cdot B_{j_k}`: the
+        Jacobian is a sparse ``|Omega| x (m + n) r`` matrix with ``2 r`` entries
+        a row, built in ``O(|Omega| r)``. ``blocks`` are the ``r x r`` diagonal
+        blocks of :math:`J^\top J` (one per row of ``A`` and of ``B``).
+        """
+        u, s, vt = X
+        r = self.residual(X)
+        m, n = self.shape
+        k = self.rows.size
+        rank = np.shape(s)[0]
+        Ur, Vc = np.asarray(u)[self.rows], np.asarray(vt).T[self.cols]
+        structure = self._jacobian_structure.get(rank)
+        if structure is None:
+            a = np.arange(rank)
+            indices = np.hstack(
+                (self.rows[:, None] * rank + a, m * rank + self.cols[:, None] * rank + a)
+            ).ravel()
+            one = np.ones(k)
+            structure = (
+                indices,
+                np.arange(k + 1) * 2 * rank,
+                sp.csr_array((one, (self.rows, np.arange(k))), shape=(m, k)),
+                sp.csr_array((one, (self.cols, np.arange(k))), shape=(n, k)),
+            )
+            self._jacobian_structure[rank] = structure
+        indices, indptr, row_sum, col_sum = structure
+        jacobian = sp.csr_array(
+            (np.hstack((Vc, Ur)).ravel(), indices, indptr), shape=(k, (m + n) * rank)
+        )
+        blocks = np.concatenate(
+            (
+                (row_sum @ (Vc[:, :, None] * Vc[:, None, :]).reshape(k, -1)).reshape(m, rank, rank),
+                (col_sum @ (Ur[:, :, None] * Ur[:, None, :]).reshape(k, -1)).reshape(n, rank, rank),
+            )
+        )
+        return TangentLinearization(r, jacobian, blocks, self._weight)
 
     def observed_matrix(self) -> sp.csr_array:
         """``P_Omega(M)`` as a sparse matrix."""
@@ -272,6 +338,25 @@ class MatrixSensing(Loss):
         """``<A_i, X> - y_i``."""
         self.check_point(X)
         return self._flat @ to_dense(X).ravel() - self.y
+
+    def tangent_linearization(self, X: Any) -> TangentLinearization:
+        r"""Residual and dense Jacobian at ``X = u diag(s) vt`` in the tangent coordinates ``(A, B)``.
+
+        :math:`\langle A_i, A v^\top + u B^\top\rangle = \langle A_i v, A\rangle + \langle A_i^\top u, B\rangle`:
+        the Jacobian is ``k x (m + n) r`` (``O(k m n r)``); see
+        :meth:`MatrixCompletion.tangent_linearization`.
+        """
+        u, s, vt = (np.asarray(a, dtype=float) for a in X)
+        r = self.residual(X)
+        k, (m, n) = self.y.size, self.shape
+        rank = s.shape[0]
+        AV = self.A @ vt.T  # k x m x r
+        AtU = np.einsum("kmn,mr->knr", self.A, u)  # k x n x r
+        jacobian = np.hstack((AV.reshape(k, m * rank), AtU.reshape(k, n * rank)))
+        blocks = np.concatenate(
+            (np.einsum("kia,kib->iab", AV, AV), np.einsum("kia,kib->iab", AtU, AtU))
+        )
+        return TangentLinearization(r, jacobian, blocks, self._weight)
 
     def value(self, X: Any) -> float:
         r = self.residual(X)
