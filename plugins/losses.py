@@ -29,9 +29,22 @@ import scipy.sparse as sp
 
 from dlngeo.hookspecs import hookimpl
 from dlngeo.losses import Loss, TangentLinearization, check_observations, finite_array
-from dlngeo.lowrank import ambient_matmul, entries, is_lowrank_point, point_shape, to_dense
+from dlngeo.lowrank import (
+    Factored,
+    ambient_matmul,
+    entries,
+    is_lowrank_point,
+    point_shape,
+    to_dense,
+)
 
-__all__ = ["Regression", "LpRegression", "MatrixCompletion", "MatrixSensing"]
+__all__ = [
+    "Regression",
+    "LpRegression",
+    "MatrixCompletion",
+    "MatrixSensing",
+    "CompletionJacobian",
+]
 
 _NORMALIZATIONS = ("mean", "sum")
 
@@ -157,6 +170,52 @@ class LpRegression(_Data):
         return (self.p - 1) * self._back(np.abs(R) ** (self.p - 2) * self._forward(Z))
 
 
+#: Observations processed at a time by the chunked passes over Omega (bounds temporaries).
+CHUNK = 1 << 16
+
+
+class CompletionJacobian:
+    r"""The Jacobian of the completion residual on the tangent space at ``(u, s, v^T)``, matrix-free.
+
+    ``J @ c`` for ``c = (A, B)`` flattened: :math:`(J c)_k = A_{i_k}\cdot v_{j_k} + u_{i_k}\cdot B_{j_k}`
+    (chunked gathers); ``J.T @ y = (S v, S^\top u)`` with :math:`S = P_\Omega^*(y)` sparse.
+    Both ``O(|Omega| r)``; nothing of size ``|Omega| r`` is kept.
+    """
+
+    def __init__(self, loss: MatrixCompletion, u: np.ndarray, v: np.ndarray):
+        self.loss, self.u, self.v = loss, u, v
+        m, n = loss.shape
+        self.shape = (loss.rows.size, (m + n) * u.shape[1])
+
+    def __matmul__(self, c: np.ndarray) -> np.ndarray:
+        m, n = self.loss.shape
+        rank = self.u.shape[1]
+        A = c[: m * rank].reshape(m, rank)
+        B = c[m * rank :].reshape(n, rank)
+        # One gather pass: A v^T + u B^T = [A, u] [v, B]^T.
+        both = Factored(np.hstack((A, self.u)), np.hstack((self.v, B)))
+        return entries(both, self.loss.rows, self.loss.cols)
+
+    @property
+    def T(self) -> _CompletionJacobianT:
+        return _CompletionJacobianT(self)
+
+    def toarray(self) -> np.ndarray:
+        """Dense ``|Omega| x (m + n) r`` matrix (tests, small problems)."""
+        return np.column_stack([self @ e for e in np.eye(self.shape[1])])
+
+
+class _CompletionJacobianT:
+    def __init__(self, jacobian: CompletionJacobian):
+        self.jacobian = jacobian
+        self.shape = jacobian.shape[::-1]
+
+    def __matmul__(self, y: np.ndarray) -> np.ndarray:
+        J = self.jacobian
+        S = J.loss._sparse(np.asarray(y, dtype=float))
+        return np.concatenate(((S @ J.v).ravel(), (S.T @ J.u).ravel()))
+
+
 class MatrixCompletion(Loss):
     r"""Matrix completion on observed entries :math:`\Omega` (Arora, Cohen, Hu & Luo 2019).
 
@@ -196,7 +255,7 @@ class MatrixCompletion(Loss):
             ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
         )
         self._residual_cache: tuple | None = None
-        self._jacobian_structure: dict[int, tuple] = {}
+        self._pattern: sp.csr_array | None = None
 
     def _sparse(self, data: np.ndarray) -> sp.csr_array:
         return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
@@ -233,42 +292,30 @@ class MatrixCompletion(Loss):
 
         A tangent vector is :math:`\xi = A v^\top + u B^\top` (``A``: m x r, ``B``:
         n x r); the residual is linear in ``X``, so
-        :math:`r(X + \xi)_k = r_k + A_{i_k} \cdot v_{j_k} + u_{i_k} \cdot B_{j_k}`: the
-        Jacobian is a sparse ``|Omega| x (m + n) r`` matrix with ``2 r`` entries
-        a row, built in ``O(|Omega| r)``. ``blocks`` are the ``r x r`` diagonal
-        blocks of :math:`J^\top J` (one per row of ``A`` and of ``B``).
+        :math:`r(X + \xi)_k = r_k + A_{i_k} \cdot v_{j_k} + u_{i_k} \cdot B_{j_k}`. The
+        Jacobian is matrix-free (:class:`CompletionJacobian`: ``O(|Omega| r)``
+        a product, memory ``O((m + n) r)`` beyond the observations); ``blocks``
+        are the ``r x r`` diagonal blocks of :math:`J^\top J` (one per row of
+        ``A`` and of ``B``), two sparse products with the pattern of ``Omega``.
         """
-        u, s, vt = X
+        u, s, vt = (np.asarray(a, dtype=float) for a in X)
         r = self.residual(X)
         m, n = self.shape
-        k = self.rows.size
-        rank = np.shape(s)[0]
-        Ur, Vc = np.asarray(u)[self.rows], np.asarray(vt).T[self.cols]
-        structure = self._jacobian_structure.get(rank)
-        if structure is None:
-            a = np.arange(rank)
-            indices = np.hstack(
-                (self.rows[:, None] * rank + a, m * rank + self.cols[:, None] * rank + a)
-            ).ravel()
-            one = np.ones(k)
-            structure = (
-                indices,
-                np.arange(k + 1) * 2 * rank,
-                sp.csr_array((one, (self.rows, np.arange(k))), shape=(m, k)),
-                sp.csr_array((one, (self.cols, np.arange(k))), shape=(n, k)),
-            )
-            self._jacobian_structure[rank] = structure
-        indices, indptr, row_sum, col_sum = structure
-        jacobian = sp.csr_array(
-            (np.hstack((Vc, Ur)).ravel(), indices, indptr), shape=(k, (m + n) * rank)
-        )
+        rank = s.shape[0]
+        v = vt.T
+        if self._pattern is None:
+            self._pattern = self._sparse(np.ones(self.rows.size))
+        # Block of row i of A: sum over observed (i, j) of v_j v_j^T = (P @ W)_i with
+        # W_j = vec(v_j v_j^T), P the 0/1 pattern of Omega; likewise P^T for B.
+        outer_v = (v[:, :, None] * v[:, None, :]).reshape(n, rank * rank)
+        outer_u = (u[:, :, None] * u[:, None, :]).reshape(m, rank * rank)
         blocks = np.concatenate(
             (
-                (row_sum @ (Vc[:, :, None] * Vc[:, None, :]).reshape(k, -1)).reshape(m, rank, rank),
-                (col_sum @ (Ur[:, :, None] * Ur[:, None, :]).reshape(k, -1)).reshape(n, rank, rank),
+                (self._pattern @ outer_v).reshape(m, rank, rank),
+                (self._pattern.T @ outer_u).reshape(n, rank, rank),
             )
         )
-        return TangentLinearization(r, jacobian, blocks, self._weight)
+        return TangentLinearization(r, CompletionJacobian(self, u, v), blocks, self._weight)
 
     def observed_matrix(self) -> sp.csr_array:
         """``P_Omega(M)`` as a sparse matrix."""

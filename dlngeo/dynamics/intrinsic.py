@@ -45,7 +45,7 @@ import numpy as np
 import scipy.integrate
 
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
-from ..lowrank import Factored, tangent_to_factored, to_dense
+from ..lowrank import Factored, is_lowrank_point, tangent_to_factored, to_dense
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
@@ -81,12 +81,24 @@ def lowrank_start(
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
     """The rank-``r`` truncated SVD of ``phi(W(0))`` computed from the factors, and the relative truncation error.
 
+    A width-free task (no factors) gives its end-to-end start, truncated.
+
     The product is split at the narrowest hidden width ``d_j``:
     ``X = (W_N .. W_{j+1}) (W_j .. W_1)``, so only ``m x d_j`` and ``d_j x n``
     matrices are formed.
     """
     net = task.network
     rank = task.rank if rank is None else rank
+    if task.weights0 is None:  # width-free task: the start itself
+        start = task.start
+        if is_lowrank_point(start):
+            u, s, vt = start  # s non-increasing (Task checked it)
+        else:
+            u, s, vt = np.linalg.svd(start, full_matrices=False)
+        total = float(np.linalg.norm(s))
+        dropped = float(np.linalg.norm(s[rank:]))
+        point = (u[:, :rank].copy(), s[:rank].copy(), vt[:rank].copy())
+        return point, (dropped / total if total > 0 else 0.0)
     W = task.weights0
     # Split at the narrowest width d_j (0 < j < N when there are hidden layers).
     j = int(np.argmin(net.dims[1:-1])) + 1 if net.depth > 1 else 1
