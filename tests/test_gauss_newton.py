@@ -202,3 +202,16 @@ def test_entries_gathers_scaled_rows_equal_to_the_old_path_to_rounding():
     bound = 4 * EPS * np.einsum("ij,ij->i", np.abs(u[rows] * s), np.abs(vt.T[cols]))
     assert np.all(np.abs(new - old) <= bound)
     np.testing.assert_allclose(new, (u * s @ vt)[rows, cols], rtol=0, atol=bound.max() * 4)
+
+
+def test_entries_in_chunks_equal_one_gather():
+    from dlngeo import lowrank
+
+    rng = np.random.default_rng(4)
+    u, vt = rng.standard_normal((300, 3)), rng.standard_normal((3, 200))
+    s = np.array([3.0, 2.0, 1.0])
+    count = 3 * lowrank.CHUNK + 17
+    rows, cols = rng.integers(0, 300, count), rng.integers(0, 200, count)
+    # Each entry is the same r-term einsum, whichever chunk it falls in: equal bit for bit.
+    one = np.einsum("ij,ij->i", (u * s)[rows], vt.T[cols])
+    np.testing.assert_array_equal(entries((u, s, vt), rows, cols), one)
