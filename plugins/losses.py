@@ -212,8 +212,9 @@ class _CompletionJacobianT:
 
     def __matmul__(self, y: np.ndarray) -> np.ndarray:
         J = self.jacobian
-        S = J.loss._sparse(np.asarray(y, dtype=float))
-        return np.concatenate(((S @ J.v).ravel(), (S.T @ J.u).ravel()))
+        S, St = J.loss._adjoint_workspace()
+        np.take(np.asarray(y, dtype=float), J.loss._order, out=S.data)  # St shares S.data
+        return np.concatenate(((S @ J.v).ravel(), (St @ J.u).ravel()))
 
 
 class MatrixCompletion(Loss):
@@ -256,6 +257,18 @@ class MatrixCompletion(Loss):
         )
         self._residual_cache: tuple | None = None
         self._pattern: sp.csr_array | None = None
+        self._workspace: tuple[sp.csr_array, sp.csc_array] | None = None
+
+    def _adjoint_workspace(self) -> tuple[sp.csr_array, sp.csc_array]:
+        """A private ``P_Omega^*(y)`` and its transpose sharing one data array, built once.
+
+        The Jacobian's transpose writes ``y`` into it and multiplies at once: no
+        sparse matrix is validated per product. Never handed out.
+        """
+        if self._workspace is None:
+            S = self._sparse(np.zeros(self.rows.size))
+            self._workspace = (S, S.T)
+        return self._workspace
 
     def _sparse(self, data: np.ndarray) -> sp.csr_array:
         return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
