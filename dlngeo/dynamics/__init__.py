@@ -10,6 +10,7 @@ method (registered name)   what it integrates / iterates                        
 ``riemannian_sd``          pymanopt SteepestDescent                               ``sum_k alpha_k``
 ``riemannian_cg``          pymanopt ConjugateGradient                             iterate number
 ``riemannian_tr``          pymanopt TrustRegions                                  iterate number
+``riemannian_lm``          Levenberg–Marquardt / Gauss–Newton (least squares)     iterate number
 =========================  =====================================================  ==========================
 
 The first five share one flow time: from a balanced start the factor flow's
@@ -17,10 +18,11 @@ The first five share one flow time: from a balanced start the factor flow's
 methods approximate them at ``t = eta k``. ``Record.time_kind`` says which
 kind of time a record carries. Modules: :mod:`.base` (Task, Stopping,
 Method), :mod:`.record`, :mod:`.driver` (the shared loop and sampling),
-:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian`.
+:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian`, :mod:`.gauss_newton`.
 """
 
 from .base import Method, Stopping, Task
+from .gauss_newton import RiemannianLM
 from .intrinsic import IntrinsicFlow
 from .overparametrized import EntryMinibatch, OverparametrizedFlow, OverparametrizedGD
 from .record import STOP_REASONS, TIME_KINDS, Record
@@ -39,4 +41,5 @@ __all__ = [
     "IntrinsicFlow",
     "RiemannianGD",
     "PymanoptSolver",
+    "RiemannianLM",
 ]
