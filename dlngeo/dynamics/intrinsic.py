@@ -130,7 +130,7 @@ class _LowRankIntrinsicStepper(Stepper):
         self.n_stages = tableau.n_stages
         self.error_order = tableau.error_estimator_order
         self.error_exponent = -1.0 / (self.error_order + 1)
-        self.task, self.depth, self.rank = task, task.depth, task.rank
+        self.task, self.depth, self.rank = task, task.depth, int(task.rank or 1)
         m, n = task.network.output_shape
         self.root_mn = float(np.sqrt(m * n))
         self.rtol, self.atol, self.max_step, self.t_bound = rtol, atol, max_step, t_bound

@@ -60,7 +60,7 @@ def lowrank_start(
     W = task.weights0
     # Split at the narrowest width d_j (0 < j < N when there are hidden layers).
     j = int(np.argmin(net.dims[1:-1])) + 1 if net.depth > 1 else 1
-    L = W[-1]  # W_N .. W_{j+1}: m x d_j
+    L: np.ndarray | None = W[-1]  # W_N .. W_{j+1}: m x d_j
     for w in W[j:-1][::-1]:
         L = L @ w
     if j == net.depth:  # depth 1: X = W_1, no split
