@@ -19,7 +19,7 @@ turns any autograd-differentiable function of ``X`` into one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,7 +32,31 @@ __all__ = [
     "as_loss",
     "finite_array",
     "check_observations",
+    "TangentLinearization",
 ]
+
+
+class TangentLinearization(NamedTuple):
+    r"""A least-squares loss :math:`E(X) = w\,\|r(X)\|^2` linearized on the tangent space at ``(u, s, vt)``.
+
+    Losses whose residual is linear in ``X`` (matrix completion, matrix
+    sensing) offer ``tangent_linearization(point)``; the Riemannian
+    Gauss–Newton / Levenberg–Marquardt solver needs nothing else.
+
+    Attributes:
+        residual: :math:`r(X)`, length ``k``.
+        jacobian: ``k x (m + n) r`` (dense or scipy.sparse): :math:`r(X + \xi) = r(X) + J c`
+            for the tangent vector :math:`\xi = A v^\top + u B^\top`,
+            ``c = concatenate(A.ravel(), B.ravel())``.
+        blocks: ``(m + n, r, r)``: the diagonal ``r x r`` blocks of :math:`J^\top J`
+            (rows of ``A``, then rows of ``B``), for a block-Jacobi preconditioner.
+        weight: :math:`w`.
+    """
+
+    residual: np.ndarray
+    jacobian: Any
+    blocks: np.ndarray
+    weight: float
 
 
 class Loss:

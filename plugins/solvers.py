@@ -17,6 +17,7 @@ name                        options
 ``riemannian_sd``           metric, record_every, initial_step_size
 ``riemannian_cg``           metric, record_every, initial_step_size, beta_rule
 ``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner
+``riemannian_lm``           damping, min_damping, forcing, max_inner, max_rejections, record_every
 ==========================  ==========================================================
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlngeo.dynamics.base import stationary_default_text
+from dlngeo.dynamics.gauss_newton import RiemannianLM
 from dlngeo.dynamics.intrinsic import IntrinsicFlow
 from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD
 from dlngeo.dynamics.riemannian import PymanoptSolver, RiemannianGD
@@ -99,6 +101,12 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         RiemannianGD,
         _options(RiemannianGD),
         "constant-step Riemannian GD on (M_r, g_N): Euler for the intrinsic flow; t = step * k",
+    ),
+    "riemannian_lm": (
+        RiemannianLM,
+        _options(RiemannianLM),
+        "Riemannian Levenberg-Marquardt / Gauss-Newton on (M_r, Frobenius) for least squares "
+        "(completion, sensing): block-preconditioned CG on the normal equations",
     ),
     **{
         name: (

@@ -161,7 +161,7 @@ class LangevinMethod(Method):
             widths=list(task.network.dims[1:-1]),
         )
         if self.overparametrized:
-            record = self.sampler.sample(task.seed, weights=task.weights0, **common)
+            record = self.sampler.sample(task.seed, weights=task.initial_weights(), **common)
         elif isinstance(self.sampler, RiemannianLangevin) and task.rank < min(task.X0.shape):
             u, s, vt = np.linalg.svd(
                 task.X0, full_matrices=False

@@ -20,6 +20,7 @@ SOLVERS = (
     "riemannian_sd",
     "riemannian_cg",
     "riemannian_tr",
+    "riemannian_lm",
 )
 
 

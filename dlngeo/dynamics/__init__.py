@@ -10,6 +10,7 @@ method (registered name)   what it integrates / iterates                        
 ``riemannian_sd``          pymanopt SteepestDescent                               ``sum_k alpha_k``
 ``riemannian_cg``          pymanopt ConjugateGradient                             iterate number
 ``riemannian_tr``          pymanopt TrustRegions                                  iterate number
+``riemannian_lm``          Levenberg–Marquardt / Gauss–Newton (least squares)     iterate number
 =========================  =====================================================  ==========================
 
 The first five share one flow time: from a balanced start the factor flow's
@@ -18,12 +19,13 @@ methods approximate them at ``t = eta k``. ``Record.time_kind`` says which
 kind of time a record carries. Modules: :mod:`.base` (Task, Stopping,
 Method), :mod:`.record`, :mod:`.driver` (the shared loop and sampling),
 :mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian_gd`,
-:mod:`.pymanopt_solver` (both re-exported by :mod:`.riemannian`); for ReLU
+:mod:`.pymanopt_solver` (both re-exported by :mod:`.riemannian`), :mod:`.gauss_newton`; for ReLU
 networks :mod:`.rk4` (fixed-step Runge–Kutta for right-hand sides that jump),
 :mod:`.linearisation` (the linearised flow and the horizon) and :mod:`.phases`.
 """
 
 from .base import Method, Stopping, Task
+from .gauss_newton import RiemannianLM
 from .intrinsic import IntrinsicFlow
 from .overparametrized import EntryMinibatch, OverparametrizedFlow, OverparametrizedGD
 from .pymanopt_solver import PymanoptSolver
@@ -43,4 +45,5 @@ __all__ = [
     "IntrinsicFlow",
     "RiemannianGD",
     "PymanoptSolver",
+    "RiemannianLM",
 ]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..lowrank import is_lowrank_point, to_dense
 from ..network import DeepLinearNetwork
 from ..state import State
 from .record import Record
@@ -104,27 +105,51 @@ Callback = Callable[[State, Record], None]
 class Task:
     """One problem that several methods run on.
 
+    A task is built from the initial factors ``weights0``, or **width-free**
+    from an end-to-end start ``start`` alone (``weights0=None``): the network
+    is then the balanced one with ``phi(W(0)) = start`` (every imbalance
+    ``G_k = 0``), which is fully described by its end-to-end matrix
+    (Arora, Cohen & Hazan 2018): its factor flow's product *is* the intrinsic
+    flow from ``start``, so the end-to-end methods run without ever forming a
+    factor, whatever the widths. Factor methods on a width-free task form
+    balanced factors on demand (:meth:`initial_weights`).
+
     Attributes:
         loss: The :class:`~dlngeo.losses.Loss`.
         network: The :class:`~dlngeo.DeepLinearNetwork` (its depth is the metric's ``N``).
-        weights0: Initial factors ``W_1 .. W_N``.
+        weights0: Initial factors ``W_1 .. W_N``, or ``None`` for a width-free task.
         rank: Rank ``r`` of the end-to-end manifold for the low-rank methods
             (default: ``network.rank_bound``).
         metrics: Metric name -> callable of a :class:`~dlngeo.state.State`.
         data: Problem data handed to metrics (``target``, test indices, ...).
         seed: Seed for methods that draw random numbers.
+        start: The end-to-end start of a width-free task: a dense ``m x n``
+            array or a low-rank point ``(u, s, vt)`` (default rank: ``len(s)``).
     """
 
     loss: Any
     network: DeepLinearNetwork
-    weights0: list[np.ndarray]
+    weights0: list[np.ndarray] | None = None
     rank: int | None = None
     metrics: dict[str, Callable[[State], Any]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    start: Any = None
 
     def __post_init__(self) -> None:
-        self.weights0 = self.network.check_weights(self.weights0)
+        if self.weights0 is None:
+            if self.start is None:
+                raise ValueError(
+                    "weights0: give the initial factors, or start= (the end-to-end start "
+                    "of a balanced network)"
+                )
+            self.start = _check_start(self.start, self.network)
+            if self.rank is None and is_lowrank_point(self.start):
+                self.rank = min(len(self.start[1]), self.network.rank_bound)
+        elif self.start is not None:
+            raise ValueError("start: give either the factors weights0 or an end-to-end start")
+        else:
+            self.weights0 = self.network.check_weights(self.weights0)
         if self.network.activation != "linear" and not hasattr(self.loss, "inputs"):
             raise ValueError(
                 f"loss: a {self.network.activation} network needs a loss on its outputs with inputs"
@@ -142,8 +167,15 @@ class Task:
         return self.network.depth
 
     @property
+    def width_free(self) -> bool:
+        """True when the task holds an end-to-end start and no factors."""
+        return self.weights0 is None
+
+    @property
     def X0(self) -> np.ndarray:
         """The end-to-end start ``phi(W(0))`` (a nonlinear network: its outputs ``F(W(0))``)."""
+        if self.weights0 is None:
+            return to_dense(self.start)
         return self.point(self.weights0)
 
     def point(self, weights: list[np.ndarray]) -> np.ndarray:
@@ -171,6 +203,16 @@ class Task:
         numerical = int(np.sum(s > max(X0.shape) * np.finfo(float).eps * s[0]))
         return min(numerical, self.network.rank_bound)
 
+    def initial_weights(self) -> list[np.ndarray]:
+        """The initial factors; for a width-free task, balanced factors of ``start`` (formed now).
+
+        The hidden frames of the balanced factorization are drawn from ``seed``;
+        every choice gives the same end-to-end trajectory.
+        """
+        if self.weights0 is not None:
+            return self.weights0
+        return self.network.balanced(self.start, rng=self.seed, rank=self.rank)
+
     def state(
         self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
     ) -> State:
@@ -193,6 +235,36 @@ class Task:
         for name, metric in self.metrics.items():
             values[name] = metric(state)
         return values
+
+
+def _check_start(start: Any, network: DeepLinearNetwork) -> Any:
+    """``start`` as a float array or a ``(u, s, vt)`` point with ``s`` non-increasing, or ``ValueError``."""
+    m, n = network.output_shape
+    if is_lowrank_point(start):
+        u, s, vt = (np.asarray(a, dtype=float) for a in start)
+        if u.ndim != 2 or s.ndim != 1 or vt.ndim != 2:
+            raise ValueError(
+                "start: a low-rank start is (u, s, vt) with u, vt matrices, s a vector"
+            )
+        if u.shape != (m, s.size) or vt.shape != (s.size, n):
+            raise ValueError(
+                f"start: (u, s, vt) of shapes {u.shape}, {s.shape}, {vt.shape} do not make "
+                f"the network's {m} x {n} end-to-end matrix"
+            )
+        if s.size > network.rank_bound:
+            raise ValueError(
+                f"start: rank {s.size} exceeds the narrowest width {network.rank_bound}"
+            )
+        if not all(np.all(np.isfinite(a)) for a in (u, s, vt)):
+            raise ValueError("start must be finite")
+        order = np.argsort(-s, kind="stable")
+        return (u[:, order], s[order], vt[order])
+    X = np.asarray(start, dtype=float)
+    if X.shape != (m, n):
+        raise ValueError(f"start has shape {X.shape}, the network maps to ({m}, {n})")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("start must be finite")
+    return X
 
 
 @dataclass

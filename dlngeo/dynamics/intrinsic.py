@@ -33,8 +33,10 @@ on :math:`M_r`, as here. The Butcher tableaux and the embedded error
 estimators are scipy's ``RK23`` (Bogacki–Shampine) and ``RK45``
 (Dormand–Prince), read from ``scipy.integrate.RK23`` / ``RK45``; the dense
 output is scipy's interpolant, retracted. The sums are kept factored
-(``m x q`` times ``q x n``, ``q <= r + 2 r s`` for ``s`` stages), so the
-truncation costs ``O((m+n) q^2)``; nothing ``m x n`` is formed. Step-size
+(``m x q`` times ``q x n``, ``q <= r + 2 r s`` for ``s`` stages); their column
+sets are nested from stage to stage, so the orthonormal bases are extended
+stage by stage (:class:`~dlngeo.dynamics.lowrank_steps.StageSums`) and each
+truncation costs ``O((m+n) q r)``; nothing ``m x n`` is formed. Step-size
 control: the error ``h \sum_i e_i K_i`` is measured in the Frobenius norm
 against ``atol * sqrt(mn) + rtol * ||X||_F`` (``atol`` keeps its per-entry
 meaning on average), with scipy's safety factor and bounds.
@@ -47,7 +49,6 @@ from typing import Any
 import numpy as np
 import scipy.integrate
 
-from ..geometry import lowrank_ops
 from ..geometry.kernel import metric_operator, riemannian_gradient_tangent, tangent_inner_product
 from ..lowrank import Factored, tangent_to_factored, to_dense
 from .base import Callback, Method, Stopping, Task, flow_stationary_floor
@@ -60,6 +61,7 @@ from .driver import (
     check_record_options,
     drive,
 )
+from .lowrank_steps import StageSums, _fro, lowrank_start, truncate
 from .overparametrized import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .record import Record
 
@@ -67,53 +69,6 @@ __all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "LOWRANK_INTEGRATORS"]
 
 #: Embedded Runge–Kutta pairs available on the rank-r manifold.
 LOWRANK_INTEGRATORS = ("RK45", "RK23")
-
-
-# ---------------------------------------------------------------- low rank helpers
-#: Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right.T`` (QR of both factors and a small SVD).
-truncate = lowrank_ops.truncate
-
-
-def lowrank_start(
-    task: Task, rank: int | None = None
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
-    """The rank-``r`` truncated SVD of ``phi(W(0))`` computed from the factors, and the relative truncation error.
-
-    The product is split at the narrowest hidden width ``d_j``:
-    ``X = (W_N .. W_{j+1}) (W_j .. W_1)``, so only ``m x d_j`` and ``d_j x n``
-    matrices are formed.
-    """
-    net = task.network
-    rank = task.rank if rank is None else rank
-    W = task.weights0
-    # Split at the narrowest width d_j (0 < j < N when there are hidden layers).
-    j = int(np.argmin(net.dims[1:-1])) + 1 if net.depth > 1 else 1
-    L = W[-1]  # W_N .. W_{j+1}: m x d_j
-    for w in W[j:-1][::-1]:
-        L = L @ w
-    if j == net.depth:  # depth 1: X = W_1, no split
-        L, R = None, W[0]  # type: ignore[assignment]  # L is None: no split
-    else:
-        R = W[0]  # W_j .. W_1: d_j x n
-        for w in W[1:j]:
-            R = w @ R
-    if L is None:
-        a, s, bt = np.linalg.svd(R, full_matrices=False)
-        total = float(np.linalg.norm(s))
-        dropped = float(np.linalg.norm(s[rank:]))
-        return (a[:, :rank], s[:rank].copy(), bt[:rank]), (dropped / total if total > 0 else 0.0)
-    Ql, Rl = np.linalg.qr(L)
-    Qr, Rr = np.linalg.qr(R.T)
-    a, s, bt = np.linalg.svd(Rl @ Rr.T)
-    total = float(np.linalg.norm(s))
-    dropped = float(np.linalg.norm(s[rank:]))
-    point = (Ql @ a[:, :rank], s[:rank].copy(), bt[:rank] @ Qr.T)
-    return point, (dropped / total if total > 0 else 0.0)
-
-
-def _fro(left: np.ndarray, right: np.ndarray) -> float:
-    """``||left @ right.T||_F`` from the two Gram matrices."""
-    return float(np.sqrt(max(np.sum((left.T @ left) * (right.T @ right)), 0.0)))
 
 
 # ---------------------------------------------------------------- dense
@@ -184,7 +139,7 @@ class _LowRankIntrinsicStepper(Stepper):
         self.n_stages = tableau.n_stages
         self.error_order = tableau.error_estimator_order
         self.error_exponent = -1.0 / (self.error_order + 1)
-        self.task, self.depth, self.rank = task, task.depth, task.rank
+        self.task, self.depth, self.rank = task, task.depth, int(task.rank or 1)
         m, n = task.network.output_shape
         self.root_mn = float(np.sqrt(m * n))
         self.rtol, self.atol, self.max_step, self.t_bound = rtol, atol, max_step, t_bound
@@ -270,15 +225,17 @@ class _LowRankIntrinsicStepper(Stepper):
                 self.finished = True
                 return
             K = [f0]
+            sums = StageSums(X0)
+            sums.add(f0)
             for i in range(1, self.n_stages):
-                Y = self.combine(X0, h, self.A[i, :i], K)
+                Y = sums.combine(h, self.A[i, :i], self.rank)
                 K.append(self.field(Y)[0])
-            X1 = self.combine(X0, h, self.B, K)
+                sums.add(K[-1])
+            X1 = sums.combine(h, self.B, self.rank)
             f1, loss1, gnorm1 = self.field(X1, with_value=True)
             K.append(f1)
-            lefts = [(h * e) * k.left for e, k in zip(self.E, K) if e != 0.0]
-            rights = [k.right for e, k in zip(self.E, K) if e != 0.0]
-            err = _fro(np.hstack(lefts), np.hstack(rights))
+            sums.add(f1)
+            err = sums.norm(h, self.E)
             scale = self.atol * self.root_mn + self.rtol * max(self.norm(X0), self.norm(X1))
             ratio = err / scale
             if not np.isfinite(ratio):
@@ -296,7 +253,7 @@ class _LowRankIntrinsicStepper(Stepper):
             self.rejected += 1
             rejected_once = True
             self.h = h * max(self.MIN_FACTOR, self.SAFETY * ratio**self.error_exponent)
-        self._last = (X0, h, K, t)
+        self._last = (sums, h, t)
         self.X, self.f, self.loss, self.gradient_norm = X1, f1, loss1, gnorm1  # type: ignore[assignment]
         self.t = t + h if t + h < self.t_bound else self.t_bound
         self.iteration += 1
@@ -308,11 +265,11 @@ class _LowRankIntrinsicStepper(Stepper):
             self.finished = True
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
-        X0, h, K, t0 = self._last
+        sums, h, t0 = self._last
         x = (t - t0) / h
         powers = np.cumprod(np.full(self.P.shape[1], x))
         weights = self.P @ powers  # w_j(x) = sum_l P[j, l] x^{l+1}
-        return self.combine(X0, h, weights, K), None
+        return sums.combine(h, weights, self.rank), None
 
     def point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.X

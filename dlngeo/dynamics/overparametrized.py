@@ -171,8 +171,8 @@ class _FactorGDStepper(Stepper):
         self.task, self.eta, self.sampler, self.noise, self.rng = task, step, sampler, noise, rng
         # With noise it samples (Euler–Maruyama): its gradient never settles, no stationary stop.
         self.stationary_floor = 0.0 if noise == 0 else None
-        self.W = [w.copy() for w in task.weights0]
-        self.X = task.X0
+        self.W = [w.copy() for w in task.initial_weights()]
+        self.X = task.point(self.W)
         self.counts = {"loss": 0, "gradient": 0}
 
     def _evaluate(self) -> None:
@@ -298,7 +298,7 @@ class _FactorFlowStepper(ScipyODEStepper):
         self, task: Task, integrator: str, rtol: float, atol: float, max_step: float, t_bound: float
     ):
         super().__init__(
-            np.concatenate([w.ravel() for w in task.weights0]),
+            np.concatenate([w.ravel() for w in task.initial_weights()]),
             integrator,
             rtol,
             atol,
