@@ -160,6 +160,18 @@ def _group(axes: dict[str, Any], by: str | None) -> str:
     return ", ".join(f"{a} = {_text(axes.get(a))}" for a in _by_axes(by))
 
 
+def _natural(label: str) -> list[tuple[int, float, str]]:
+    """Sort key of a line label: axis by axis, numbers by value, then text."""
+    key = []
+    for part in label.split(", "):
+        value = part.partition(" = ")[2]
+        try:
+            key.append((0, float(value), ""))
+        except ValueError:
+            key.append((1, 0.0, value))
+    return key
+
+
 def _log_scale(values: list[float]) -> bool:
     positive = [v for v in values if v is not None]
     return bool(positive) and min(positive) > 0 and max(positive) / min(positive) >= 100
@@ -193,7 +205,7 @@ def _figure(
     if not lines:
         raise ValueError(f"--y: no done run of sweep {name!r} has a numeric {y!r} against {x!r}")
     methods = sorted({m for _, m in lines})
-    groups = sorted({g for g, _ in lines}, key=lambda g: (len(g), g))
+    groups = sorted({g for g, _ in lines}, key=_natural)
     colors = {
         g: plt.get_cmap("viridis" if len(groups) > 10 else "tab10")(
             i / max(1, len(groups) - 1) if len(groups) > 10 else i
