@@ -313,6 +313,7 @@ class ImbalanceDrift(Metric):
     """
 
     name = "imbalance_drift"
+    reads_initial_weights = True  # the run puts the initial factors in state.data
 
     def __call__(self, state: Any) -> float:
         weights = _needs_weights(state, "imbalance_drift")
