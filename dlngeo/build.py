@@ -115,6 +115,8 @@ def build(config: dict[str, Any]) -> Plan:
             " takes sample(rng, network, target=None, loss=None)",
         ) from None
     metrics = _build_metrics(config)
+    if any(getattr(metric, "reads_initial_weights", False) for metric in metrics.values()):
+        data["initial_weights"] = [np.array(W, copy=True) for W in weights0]  # a metric declares it
     rank = config.get("rank")
     if rank is None and "rank" in config.get("target", {}):
         rank = min(int(config["target"]["rank"]), network.rank_bound)

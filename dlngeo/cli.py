@@ -254,7 +254,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", metavar="NAME", help="only this sweep of the ledger")
     parser.add_argument("--x", metavar="KEY", help="axis on the x axis of the figure")
     parser.add_argument("--y", metavar="METRIC", help="final metric on the y axis")
-    parser.add_argument("--by", metavar="KEY", help="one line per value of this axis")
+    parser.add_argument(
+        "--by", metavar="KEY[,KEY]", help="one line per value of this axis (or of several)"
+    )
 
 
 @command("report", "tables (Markdown, CSV), figures or JSON of a sweep ledger", _report_arguments)

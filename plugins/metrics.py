@@ -16,6 +16,9 @@ Each registered factory takes its options and returns a callable
 * ``layer_norms``: :math:`\|W_k\|_F` (empty when the state has no weights).
 * ``imbalance_offdiagonal``: :math:`\|G_k - \operatorname{diag} G_k\|_F`: the part of
   :math:`G_k` a ReLU network does not conserve.
+* ``imbalance_drift``: :math:`\max_k \|G_k - G_k(0)\|_F / (\|W_k\|_F^2 + \|W_{k+1}\|_F^2)`,
+  ``G_k(0)`` from ``state.data["initial_weights"]``: how far the invariants of the
+  linear flow moved, relative to the layers' scale (0 for the linear flow).
 * ``unit_balance``: per hidden unit, incoming minus outgoing squared norm
   (:math:`-\operatorname{diag} G_k`, all hidden layers concatenated): conserved by
   the gradient flow of a bias-free ReLU network (Du, Hu & Lee 2018).
@@ -295,6 +298,37 @@ class ImbalanceOffDiagonal(Metric):
         return np.array([np.linalg.norm(g - np.diag(np.diag(g))) for g in G])
 
 
+class ImbalanceDrift(Metric):
+    r"""Relative drift of the invariants, :math:`\max_k \|G_k - G_k(0)\|_F / (\|W_k\|_F^2 + \|W_{k+1}\|_F^2)`.
+
+    :math:`G_k = W_{k+1}^\top W_{k+1} - W_k W_k^\top` is conserved by the gradient
+    flow of a linear network (Arora, Cohen & Hazan 2018), so this is 0 there up
+    to the integrator's error (factor GD moves :math:`G_k` by
+    :math:`\eta^2 (g_{k+1}^\top g_{k+1} - g_k g_k^\top)` per step). A bias-free
+    ReLU network conserves only :math:`\operatorname{diag} G_k` (Du, Hu & Lee
+    2018); the off-diagonal part moves, which is how the nonlinearity breaks
+    the layers' symmetry (Basu, Mukherjee & Vasudevan 2019). The denominator
+    bounds :math:`\|G_k\|_F`, so the value is scale free. ``G_k(0)`` comes from
+    ``state.data["initial_weights"]``; 0 for a network of one layer.
+    """
+
+    name = "imbalance_drift"
+    reads_initial_weights = True  # the run puts the initial factors in state.data
+
+    def __call__(self, state: Any) -> float:
+        weights = _needs_weights(state, "imbalance_drift")
+        initial = (state.data or {}).get("initial_weights")
+        if initial is None:
+            raise ValueError("imbalance_drift needs state.data['initial_weights']")
+        drift = 0.0
+        for k in range(len(weights) - 1):
+            a, b, a0, b0 = weights[k], weights[k + 1], initial[k], initial[k + 1]
+            change = (b.T @ b - a @ a.T) - (b0.T @ b0 - a0 @ a0.T)
+            scale = float(np.vdot(a, a) + np.vdot(b, b))
+            drift = max(drift, float(np.linalg.norm(change)) / scale if scale > 0 else 0.0)
+        return drift
+
+
 class UnitBalance(Metric):
     """Per hidden unit, ``||W_k[j,:]||^2 - ||W_{k+1}[:,j]||^2`` (layers concatenated); conserved by the ReLU flow."""
 
@@ -368,6 +402,7 @@ _METRICS = (
     Imbalance,
     LayerNorms,
     ImbalanceOffDiagonal,
+    ImbalanceDrift,
     UnitBalance,
     LayerNormDifferences,
     GrowthRates,

@@ -467,3 +467,72 @@ def test_phases_and_drift_by_phase_on_known_curves():
         phases(t, rate[:-1])
     with pytest.raises(ValueError, match="samples"):
         drift_by_phase(ph["intervals"], t, x=np.ones(5))
+
+
+# ------------------------------------------------------------ imbalance_drift
+def _drift_state(net, weights, initial):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(weights=weights, network=net, data={"initial_weights": initial})
+
+
+def test_imbalance_drift_is_the_gd_identity_for_linear_and_moves_for_relu():
+    """imbalance_drift = max_k ||G_k - G_k(0)||_F / (||W_k||^2 + ||W_{k+1}||^2): for a linear
+    network one GD step moves G_k by exactly eta^2 (g_{k+1}^T g_{k+1} - g_k g_k^T); summed over
+    steps that bounds the linear drift (triangle inequality), while a ReLU network's G_k moves by O(1).
+    """
+    from dlngeo.dynamics.overparametrized import factor_loss_and_gradients
+
+    metric = dlngeo.create_metric("imbalance_drift")
+    relu, loss, W0 = _problem(seed=2, b=30, scale=1.0)
+    linear = make_network(relu.dims, "linear")
+    base = loss.base if hasattr(loss, "base") else loss
+    assert metric(_drift_state(linear, W0, W0)) == 0.0
+    eta = 0.1
+    g = factor_loss_and_gradients(linear, W0, base)[2]
+    W1 = [W - eta * d for W, d in zip(W0, g)]
+    expected, tol = 0.0, 0.0
+    for k in range(linear.depth - 1):
+        change = eta**2 * (g[k + 1].T @ g[k + 1] - g[k] @ g[k].T)
+        s1 = float(np.sum(W1[k] ** 2) + np.sum(W1[k + 1] ** 2))
+        s0 = float(np.sum(W0[k] ** 2) + np.sum(W0[k + 1] ** 2))
+        expected = max(expected, np.linalg.norm(change) / s1)
+        # Rounding: the update (one rounding per entry) and the two Gram matrices
+        # (sums of d products, Higham's gamma_d), each ~ (d + 2) eps ||W||^2, relative to s1.
+        d = max(W0[k].shape[1], W0[k + 1].shape[0]) + 2
+        tol = max(tol, 8 * d * EPS * (s0 + s1) / s1)
+    assert expected >= 1e6 * tol  # the identity is not lost in the rounding
+    assert abs(metric(_drift_state(linear, W1, W0)) - expected) <= tol
+    # Many steps: the linear drift stays below the summed per-step moves; ReLU's G_k moves O(1).
+    runs = {}
+    for net, task_loss in ((linear, base), (relu, loss)):
+        weights = []
+        OverparametrizedGD(step=0.05).run(
+            Task(loss=task_loss, network=net, weights0=W0),
+            Stopping(max_iterations=200),
+            lambda state, record, w=weights: w.append(state.weights),
+        )
+        runs[net.activation] = weights
+    WT = runs["linear"][-1]
+    bound = 0.0
+    for k in range(linear.depth - 1):
+        moved = sum(
+            0.05**2 * (np.sum(gk[k] ** 2) + np.sum(gk[k + 1] ** 2))
+            for gk in (factor_loss_and_gradients(linear, W, base)[2] for W in runs["linear"][:-1])
+        )
+        bound = max(bound, moved / float(np.sum(WT[k] ** 2) + np.sum(WT[k + 1] ** 2)))
+    assert metric(_drift_state(linear, WT, W0)) <= bound * (1 + 1e-6)
+    # The ReLU network moves G_k past anything the linear per-step identity allows.
+    assert metric(_drift_state(relu, runs["relu"][-1], W0)) > bound
+
+
+def test_imbalance_drift_from_a_config_starts_at_zero():
+    import dlngeo.experiment  # noqa: F401  (_regression_config reads a config file)
+
+    config = _regression_config(activation="relu")
+    config["methods"] = {"overparametrized_gd": {"step": 0.01, "record_every": 50}}
+    config["gap"] = []
+    config["metrics"] = ["imbalance_drift"]
+    record = dlngeo.compare(config).records["overparametrized_gd"]
+    assert record.metrics["imbalance_drift"][0] == 0.0
+    assert record.metrics["imbalance_drift"][-1] > 0.0

@@ -13,7 +13,7 @@ import pytest
 
 from dlngeo.cli import main
 from dlngeo.sweep import Ledger, SweepError, load_sweep, run_sweep
-from dlngeo.sweep.report import _log_scale
+from dlngeo.sweep.report import _log_scale, figure_lines
 
 TESTS = Path(__file__).parent
 
@@ -268,6 +268,38 @@ def test_report_tables_figure_and_json(tmp_path, capsys):
     assert "--by: 'nope' is not an axis of sweep 'tiny'" in capsys.readouterr().err
 
 
+def test_report_by_several_axes_draws_one_line_per_combination(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.toml", GRID)
+    db = tmp_path / "runs.sqlite"
+    run_sweep(load_sweep(path), db, workers=1)
+    rows = ledger_rows(db)
+    by = "network.depth,observations.size"
+    lines = figure_lines(rows, "observations.size", "effective_rank", by)
+    expected = {
+        (f"network.depth = {d}, observations.size = {s}", "gd") for d in (2, 3) for s in (60, 90)
+    }
+    assert set(lines) == expected
+    for (label, _), points in lines.items():
+        d, s = (int(part.split(" = ")[1]) for part in label.split(", "))
+        # Each combination's one point holds exactly its two seeds' final values.
+        assert list(points) == [float(s)]
+        assert sorted(points[float(s)]) == sorted(
+            r["summary"]["gd"]["metrics"]["effective_rank"]
+            for r in rows
+            if r["axes"]["network.depth"] == d and r["axes"]["observations.size"] == s
+        )
+    # One axis is the old behaviour: the seeds and the other axis pool into one line per value.
+    single = figure_lines(rows, "observations.size", "effective_rank", "network.depth")
+    assert set(single) == {("network.depth = 2", "gd"), ("network.depth = 3", "gd")}
+    assert all(len(v) == 2 for p in single.values() for v in p.values())
+    out = tmp_path / "report"
+    argv = ["report", str(db), "--out", str(out), "--x", "observations.size"]
+    assert main([*argv, "--by", by]) == 0 and (out / "tiny.png").exists()
+    capsys.readouterr()
+    assert main([*argv, "--by", "network.depth,nope"]) == 2
+    assert "--by: 'nope' is not an axis of sweep 'tiny'" in capsys.readouterr().err
+
+
 def test_log_scale_when_values_span_two_decades():
     assert _log_scale([1e-6, 1e-3]) and _log_scale([1.0, 100.0])
     assert (
@@ -288,3 +320,14 @@ def test_example_sweeps_resolve():
     speed = load_sweep(examples / "depth_width.toml")
     assert len(speed.points) == 3 * 4 * 2
     assert {p.config["network"]["depth"] for p in speed.points} == {2, 4, 8, 16}
+    relu = load_sweep(examples / "relu_depth_init.toml")
+    assert len(relu.points) == 4 * 3 * 2 * 2
+    assert {p.config["network"]["activation"] for p in relu.points} == {"linear", "relu"}
+    assert {p.config["init"]["init_scale"] for p in relu.points} == {1e-3, 1e-2, 1e-1}
+    assert {p.config["network"]["depth"] for p in relu.points} == {2, 3, 4, 5}
+    for point in relu.points:
+        # The flow runs to its end time: no stationary stop, one method.
+        assert point.config["stopping"]["gradient_norm_rtol"] == 0
+        assert set(point.config["methods"]) == {"flow"}
+        assert "imbalance_drift" in point.config["metrics"]
+    assert relu.report["by"] == "network.activation,init.init_scale"

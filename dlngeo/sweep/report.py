@@ -8,8 +8,8 @@ For each sweep in the ledger (or the one named):
   ``iterations``, ``wall_time_s``, ``time_to_target`` and the final value of
   every scalar metric;
 - ``<sweep>.png``: the metric ``y`` against the axis ``x``, one line (the
-  mean over seeds; each run a faint dot) per value of the axis ``by`` and
-  per method; an axis is logarithmic when its values are positive and span
+  mean over seeds; each run a faint dot) per value of the axis ``by`` (or
+  per combination of values of several axes, ``by = "a,b"``) and per method; an axis is logarithmic when its values are positive and span
   two decades or more.
 
 ``time_to_target`` is the wall time of a run that met its stopping target
@@ -32,7 +32,7 @@ from typing import Any
 
 from .ledger import Ledger
 
-__all__ = ["report", "run_objects", "method_values", "group_table"]
+__all__ = ["report", "run_objects", "method_values", "group_table", "figure_lines"]
 
 _REACHED = ("loss_below", "gradient_norm_below", "converged")
 _BASE_KEYS = ("final_loss", "iterations", "wall_time_s", "time_to_target")
@@ -150,9 +150,47 @@ def _defaults(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str
     return chosen
 
 
+def _by_axes(by: str | None) -> list[str]:
+    """The axes of ``by``: none, one, or several separated by commas."""
+    return [a.strip() for a in by.split(",")] if by else []
+
+
+def _group(axes: dict[str, Any], by: str | None) -> str:
+    """A run's line label: ``axis = value`` for each axis of ``by``."""
+    return ", ".join(f"{a} = {_text(axes.get(a))}" for a in _by_axes(by))
+
+
+def _natural(label: str) -> list[tuple[int, float, str]]:
+    """Sort key of a line label: axis by axis, numbers by value, then text."""
+    key = []
+    for part in label.split(", "):
+        value = part.partition(" = ")[2]
+        try:
+            key.append((0, float(value), ""))
+        except ValueError:
+            key.append((1, 0.0, value))
+    return key
+
+
 def _log_scale(values: list[float]) -> bool:
     positive = [v for v in values if v is not None]
     return bool(positive) and min(positive) > 0 and max(positive) / min(positive) >= 100
+
+
+def figure_lines(
+    rows: list[dict[str, Any]], x: str, y: str, by: str | None
+) -> dict[tuple[str, str], dict[float, list[float]]]:
+    """The figure's data: ``(line label, method) -> x -> the done runs' finite y values``."""
+    lines: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        xv = row["axes"].get(x)
+        if row["status"] != "done" or isinstance(xv, bool) or not isinstance(xv, (int, float)):
+            continue
+        for label, entry in row["summary"].items():
+            value = method_values(entry).get(y)
+            if value is not None and math.isfinite(value):
+                lines[_group(row["axes"], by), label][float(xv)].append(value)
+    return lines
 
 
 def _figure(
@@ -163,19 +201,11 @@ def _figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        xv = row["axes"].get(x)
-        if row["status"] != "done" or isinstance(xv, bool) or not isinstance(xv, (int, float)):
-            continue
-        for label, entry in row["summary"].items():
-            value = method_values(entry).get(y)
-            if value is not None and math.isfinite(value):
-                lines[_text(row["axes"].get(by)) if by else "", label][float(xv)].append(value)
+    lines = figure_lines(rows, x, y, by)
     if not lines:
         raise ValueError(f"--y: no done run of sweep {name!r} has a numeric {y!r} against {x!r}")
     methods = sorted({m for _, m in lines})
-    groups = sorted({g for g, _ in lines}, key=lambda g: (len(g), g))
+    groups = sorted({g for g, _ in lines}, key=_natural)
     colors = {
         g: plt.get_cmap("viridis" if len(groups) > 10 else "tab10")(
             i / max(1, len(groups) - 1) if len(groups) > 10 else i
@@ -193,9 +223,7 @@ def _figure(
         xs = sorted(points)
         means = [sum(points[v]) / len(points[v]) for v in xs]
         k = methods.index(method)
-        label = ", ".join(
-            p for p in (f"{by} = {group}" if by else "", method if len(methods) > 1 else "") if p
-        )
+        label = ", ".join(p for p in (group, method if len(methods) > 1 else "") if p)
         ax.plot(
             xs,
             means,
@@ -270,10 +298,11 @@ def report(
         chosen = _defaults(spec, rows[name])
         chosen.update({k: v for k, v in (("x", x), ("y", y), ("by", by)) if v is not None})
         for key in ("x", "by"):
-            if chosen[key] is not None and chosen[key] not in spec["axes"]:
-                raise ValueError(
-                    f"--{key}: {chosen[key]!r} is not an axis of sweep {name!r} (axes: {', '.join(spec['axes'])})"
-                )
+            for axis in [chosen["x"]] if key == "x" else _by_axes(chosen["by"]):
+                if axis is not None and axis not in spec["axes"]:
+                    raise ValueError(
+                        f"--{key}: {axis!r} is not an axis of sweep {name!r} (axes: {', '.join(spec['axes'])})"
+                    )
         header, table = group_table(rows[name], spec["axes"])
         paths = _write_tables(name, header, table, out)
         if chosen["x"] is not None:
