@@ -52,6 +52,7 @@ def test_compare_default_quick_end_to_end(tmp_path, capsys):
         "riemannian_tr",
     ]
     for label, entry in document["methods"].items():
+        # 1e-6 is the default config's stopping.loss_below (the stop reason is checked below)
         assert isinstance(entry["final_loss"], float) and entry["final_loss"] <= 1e-6, label
         assert isinstance(entry["iterations"], int) and entry["iterations"] > 0
         assert isinstance(entry["wall_time_s"], float) and entry["wall_time_s"] > 0

@@ -15,6 +15,7 @@ from dlngeo.geometry import (
 from dlngeo.lowrank import Factored, tangent_to_factored
 
 DEPTHS = [1, 2, 3, 4, 6]
+EPS = np.finfo(float).eps
 
 
 def _psd_power(P, a):
@@ -78,6 +79,8 @@ def test_metric_operator_equals_defining_sum(case, depth):
         metric_operator_svd(u, s, vt, Factored(Z, np.eye(n)), depth),
     ):
         assert np.all(np.isfinite(out))
+        # rounding: N <= 6 terms, each <= ||A Z|| (positive weights in the singular basis), each
+        # to ~ 4 n eps (two eigh, two products, n <= 6; s^2 in [0.25, 4]): 4 N n eps ~ 3e-14
         assert np.linalg.norm(out - reference) <= 1e-13 * scale, case
 
 
@@ -90,6 +93,7 @@ def test_range_and_kernel_are_tangent_and_normal_space(depth):
     Z = rng.standard_normal((7, 6))
     AZ = metric_operator(X, Z, depth)
     scale = np.linalg.norm(AZ)
+    # rounding: A's eigenvectors and the projectors are orthonormal to ~ n eps, n = 7: 7 eps ~ 2e-15
     assert np.linalg.norm(normal(AZ)) <= 1e-14 * scale  # maps into T_X M_r
     assert np.linalg.norm(metric_operator(X, normal(Z), depth)) <= 1e-14 * scale  # kills N_X
     assert (
@@ -107,6 +111,7 @@ def test_powers_inverse_and_square_root(depth):
     normal = _projectors(u, vt)
     Z = rng.standard_normal((6, 5))
     PtZ = Z - normal(Z) if depth > 1 else Z
+    # rounding ~ c n eps kappa, n = 6, kappa(A on T_X) = N <= 4 at s = (1.3, 1.3), c ~ 4: 2e-14
     inv = metric_operator(X, Z, depth, power=-1)
     assert np.linalg.norm(metric_operator(X, inv, depth) - PtZ) <= 1e-13 * np.linalg.norm(Z)
     root = metric_operator(X, Z, depth, power=0.5)
@@ -115,10 +120,11 @@ def test_powers_inverse_and_square_root(depth):
     ) <= 1e-13 * np.linalg.norm(Z)
     # Self-adjoint and positive on the tangent space.
     W = rng.standard_normal((6, 5))
-    assert (
-        abs(np.sum(W * metric_operator(X, Z, depth)) - np.sum(metric_operator(X, W, depth) * Z))
-        <= 1e-13
-    )
+    # rounding of A and of two inner products: ~ n eps ||W|| ||A Z||, n = 6
+    AZ = metric_operator(X, Z, depth)
+    assert abs(
+        np.sum(W * AZ) - np.sum(metric_operator(X, W, depth) * Z)
+    ) <= 6 * EPS * np.linalg.norm(W) * np.linalg.norm(AZ)
     assert np.sum(PtZ * metric_operator(X, Z, depth)) > 0
 
 
@@ -133,6 +139,7 @@ def test_no_nan_at_zero_and_repeated_singular_values():
             Z = np.arange(X.size, dtype=float).reshape(X.shape)
             out = metric_operator(X, Z, depth)
             assert np.all(np.isfinite(out))
+            # rounding as in the first test (n <= 4); the floor 1 covers A Z = 0
             assert np.linalg.norm(out - defining_sum(X, Z, depth)) <= 1e-13 * max(
                 1.0, np.linalg.norm(out)
             )
@@ -153,9 +160,12 @@ def test_kernel_matrix_is_the_geometric_sum(depth):
         # 0**0 = 1 by numpy's convention, as the formula needs.
         exact += np.outer(p ** (depth - k), p ** (k - 1))
     assert np.all(np.isfinite(K))
+    # rounding: p = s^(2/N) carries eps, its powers <= (N - 1) eps, over positive terms: ~ N eps
+    # on each side (the geometric-sum form and this sum), 2e-15 N ~ 9 N eps in all
     assert np.all(np.abs(K - exact) <= 2e-15 * depth * np.abs(exact) + 1e-300), np.max(
         np.abs(K - exact) / np.maximum(exact, 1e-300)
     )
+    # rounding: N p^(N-1) with p to eps/2: ~ (N - 1) eps/2 + 2 eps <= 4e-15 at N = 32
     np.testing.assert_allclose(
         np.diag(K)[:4], depth * s[:4] ** (2.0 * (depth - 1) / depth), rtol=1e-14
     )
@@ -171,12 +181,16 @@ def test_tangent_coordinates_agree_with_the_dense_operator(depth):
     G = rng.standard_normal((7, 5))
     # Riemannian gradient = A(P_T G) = A(G) for N >= 2, in (Up, M, Vp) coordinates.
     Up, M, Vp = riemannian_gradient_tangent(u, s, vt, G, depth)
-    assert np.linalg.norm(u.T @ Up) <= 1e-14 and np.linalg.norm(vt @ Vp) <= 1e-14
+    # rounding: one projection I - u u^T, ~ n eps ||Up||, n = 7
+    assert np.linalg.norm(u.T @ Up) <= 7 * EPS * np.linalg.norm(Up)
+    assert np.linalg.norm(vt @ Vp) <= 7 * EPS * np.linalg.norm(Vp)
     dense = tangent_to_factored((u, s, vt), (Up, M, Vp)).to_dense()
     expected = metric_operator(X, G - normal(G), depth)
+    # rounding ~ c n eps kappa, n = 7, kappa(A on T_X) <= N (2/0.9)^2 ~ 25: ~ 4e-14 with c = 1
     assert np.linalg.norm(dense - expected) <= 1e-13 * np.linalg.norm(expected)
     for G_form in (sp.csr_matrix(G), Factored(G, np.eye(5))):
         for a, b in zip(riemannian_gradient_tangent(u, s, vt, G_form, depth), (Up, M, Vp)):
+            # the same arithmetic on G's other forms: a few products' rounding, ~ n eps, n = 7
             assert np.linalg.norm(a - b) <= 1e-14 * np.linalg.norm(b) + 1e-15
     # A^{power} on tangent coordinates vs the dense operator, and the metric <a, A^{-1} b>.
     xi = (Up, M, Vp)
@@ -209,6 +223,7 @@ def test_rank_argument_reads_x_as_a_point_of_the_rank_r_manifold(depth):
     uu, ss, vv = np.linalg.svd(X, full_matrices=False)
     reference = metric_operator_svd(uu[:, :2], ss[:2], vv[:2], Z, depth)
     out = metric_operator(X, Z, depth, rank=2)
+    # rounding only (the same rank-2 truncation on both sides): ~ n eps, n = 6
     assert np.linalg.norm(out - reference) <= 1e-14 * np.linalg.norm(reference)
     # Without it the error-level singular values e enter K as e**(2/N) (5e-4 at N = 6).
     gap = np.linalg.norm(metric_operator(X, Z, depth) - reference) / np.linalg.norm(reference)

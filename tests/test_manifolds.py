@@ -29,6 +29,7 @@ from dlngeo.geometry import metric_operator
 from dlngeo.lowrank import AmbientTriple, Factored, to_dense
 
 M, N = 7, 5
+EPS = np.finfo(float).eps
 
 
 def _cost(Y):
@@ -56,10 +57,13 @@ def test_gradient_and_hessian_checks(k, depth):
     prob = dlngeo.problem(man, _cost(rng.standard_normal((M, N))))
     x = man.random_point()
     d = man.random_tangent_vector(x)
-    assert abs(man.norm(x, d) - 1.0) <= 1e-14
+    assert abs(man.norm(x, d) - 1.0) <= 1e-14  # d / ||d||: a norm's rounding, ~ log2(n) eps
+    # pymanopt fits the segment where the model error is a power law; the next Taylor order and
+    # rounding at its ends move the fitted slope by a few hundredths: 0.1
     assert abs(fitted_slope(prob, x, d, hessian=False) - 2.0) <= 0.1
     assert abs(fitted_slope(prob, x, d, hessian=True) - 3.0) <= 0.1
     props = hessian_properties(prob, x, rng)
+    # relative rounding: a few products of width n = 7, ~ n eps each: 1e-14 ~ 45 eps
     assert props["tangent"] <= 1e-14, props
     assert props["linearity"] <= 1e-14, props
     assert props["symmetry"] <= 1e-14, props
@@ -86,6 +90,7 @@ def test_pymanopt_check_gradient_and_hessian_run_and_report_small_residuals():
         for v in re.findall(r"(?:Residual|close to 0|very close to 0): (\S+?)\.?$", text, re.M)
     ]
     assert len(numbers) == 3, text  # gradient residual, Hessian residual, linearity residual
+    # absolute rounding of O(1 .. 10) quantities of width n = 7: ~ 10 n eps ~ 2e-14
     assert max(abs(v) for v in numbers) <= 1e-13, text
     symmetry = float(re.search(r"= (\S+)\.\n", text).group(1))
     assert abs(symmetry) <= 1e-13, text
@@ -108,10 +113,12 @@ def test_riemannian_gradient_represents_the_differential(k, depth):
         xi = man.random_tangent_vector(x)
         xi_dense = man.embedding(x, xi).to_dense()
         exact = float(np.sum(G * xi_dense))
+        # rounding: A and A^{-1} (n eps kappa(A), kappa <= N (s_1 / s_k)^2) and two inner products
         assert abs(man.inner_product(x, grad, xi) - exact) <= 1e-13 * np.linalg.norm(
             G
         ) * np.linalg.norm(xi_dense)
-        # ... and the same number from finite differences of f along the retraction.
+        # ... and the same number from finite differences of f along the retraction: truncation
+        # h^2 |f'''| / 6 ~ 1e-10 |f'''|, rounding eps |f| / h ~ 2e-11 |f|, |f| ~ 50: 1e-7
         h = 1e-5
         fd = (prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))) / (
             2 * h
@@ -121,6 +128,7 @@ def test_riemannian_gradient_represents_the_differential(k, depth):
         S = sp.csr_matrix(G * mask)
         a = man.euclidean_to_riemannian_gradient(x, S)
         b = man.euclidean_to_riemannian_gradient(x, S.toarray())
+        # the same products by another kernel: ~ n eps ||G||, ||G|| ~ 1
         assert all(np.allclose(p, q, rtol=0, atol=1e-14) for p, q in zip(a, b))
 
 
@@ -133,6 +141,7 @@ def test_depth_one_is_the_embedded_geometry(k):
     pf, pd = dlngeo.problem(flat, cost), dlngeo.problem(dln, cost)
     x = flat.random_point()
     a, b = flat.random_tangent_vector(x), flat.random_tangent_vector(x)
+    # N = 1, A = I: the same inner product up to a rounding of |<a, b>| <= 1 (unit vectors)
     assert abs(flat.inner_product(x, a, b) - dln.inner_product(x, a, b)) <= 1e-15
     for u, v in zip(pf.riemannian_gradient(x), pd.riemannian_gradient(x)):
         assert np.array_equal(u, v)
@@ -158,7 +167,10 @@ def test_hessian_at_a_critical_point_along_a_network_curve(depth):
     man = dlngeo.DLNFixedRank(M, N, k, depth)
     x = man.point(u[:, :k], s[:k], vt[:k])
     prob = dlngeo.problem(man, lambda X: 0.5 * anp.sum((X - Y) ** 2))
-    assert man.norm(x, prob.riemannian_gradient(x)) <= 1e-13 * np.linalg.norm(Y)
+    # rounding: P_T(X* - Y) ~ n eps ||Y|| (n = 7), measured in g_N: times sqrt(a_max),
+    # a_max = N s_1^(2(N-1)/N) with s_1 = 3
+    sqrt_a_max = np.sqrt(depth * 3.0 ** (2 * (depth - 1) / depth))
+    assert man.norm(x, prob.riemannian_gradient(x)) <= 7 * EPS * sqrt_a_max * np.linalg.norm(Y)
     net = dlngeo.DeepLinearNetwork((N, 4, k, 3, M))
     W = net.balanced(x, rng=rng)
     V = [rng.standard_normal(w.shape) for w in W]
@@ -177,6 +189,8 @@ def test_hessian_at_a_critical_point_along_a_network_curve(depth):
         ),
     )
     quad = man.inner_product(x, prob.riemannian_hessian(x, xi), xi)
+    # second difference, h = 1e-4: truncation h^2 |f''''| / 12 ~ 1e-9, rounding 4 eps |f| / h^2
+    # ~ 1e-7 (|f| ~ 6 - 10), against |quad| = O(1 .. 10)
     assert abs(second - quad) <= 1e-6 * abs(quad)
     # The curvature term matters here: without it the answer would be ||xi||_F^2.
     assert abs(quad - np.linalg.norm(man.embedding(x, xi).to_dense()) ** 2) >= 1e-3 * abs(
@@ -254,6 +268,7 @@ class _FixedRankWithGeodesics(_NumericalExponential, dlngeo.FixedRank):
 def _divided_differences(lam, a):
     """First divided differences of ``lambda -> lambda**a`` (Daleckii-Krein), positive ``lam``."""
     li, lj = lam[:, None], lam[None, :]
+    # sqrt(eps): the quotient's cancellation eps / gap against the derivative's error ~ gap
     close = np.abs(li - lj) <= 1e-8 * np.maximum(li, lj)
     with np.errstate(divide="ignore", invalid="ignore"):
         quotient = (li**a - lj**a) / (li - lj)
@@ -324,6 +339,7 @@ def test_hamiltonian_gradient_matches_finite_differences():
     for depth in (2, 3):
         H = lambda Y: 0.5 * np.sum(P * metric_operator(Y, P, depth))  # noqa: E731
         fd = (H(X + 1e-6 * D) - H(X - 1e-6 * D)) / 2e-6
+        # truncation h^2 |H'''| / 6 ~ 1e-12, rounding eps |H| / h ~ 2e-10 |H|: within 1e-8 |fd|
         assert abs(fd - np.sum(D * hamiltonian_gradient(X, P, depth))) <= 1e-8 * abs(fd)
 
 
@@ -368,6 +384,7 @@ def test_retraction_properties(k, depth):
     xi = man.random_tangent_vector(x)
     xi_dense = man.embedding(x, xi).to_dense()
     normal_acc = (xi.Up / x[1]) @ xi.Vp.T
+    # rounding of an SVD round trip, ~ n eps ||X|| (n = 7, ||X|| ~ 1), as for the factors below
     assert np.linalg.norm(to_dense(man.retraction(x, man.zero_vector(x))) - X) <= 1e-14
     ts = np.logspace(-3.5, -1.5, 9)
     first, second, tangent = [], [], []
@@ -389,6 +406,7 @@ def test_retraction_properties(k, depth):
         assert max(first) <= 1e-14
         assert np.linalg.norm(normal_acc) <= 1e-14
     else:
+        # over t <= 10^-1.5 the next order moves a slope by ~ t_max c ~ 0.03 c, c = O(1)
         assert abs(_loglog_slope(ts, first) - 2.0) <= 0.05
         assert abs(_loglog_slope(ts, second) - 3.0) <= 0.05
         assert abs(_loglog_slope(ts, tangent) - 3.0) <= 0.05
@@ -408,6 +426,7 @@ def test_transport_projection_random_and_zero(k, depth):
     y = man.retraction(x, 0.3 * eta)
     moved = man.transport(x, y, xi)
     u, _, vt = y
+    # rounding ~ n eps ||xi|| (n = 7, unit xi); linearity with coefficients 2, 3: ~ 5 n eps kappa
     assert np.linalg.norm(u.T @ moved.Up) <= 1e-14 and np.linalg.norm(vt @ moved.Vp) <= 1e-14
     # Linear in the vector; the identity when the points coincide.
     combo = man.transport(x, y, 2.0 * xi - 3.0 * eta)
@@ -417,7 +436,7 @@ def test_transport_projection_random_and_zero(k, depth):
     assert all(np.allclose(p, q, rtol=0, atol=1e-14) for p, q in zip(same, xi))
     # Projection of ambient forms (dense, sparse, factored, pymanopt's (U, S, V)) agree.
     Z = np.random.default_rng(0).standard_normal((M, N))
-    ref = man.projection(x, Z)
+    ref = man.projection(x, Z)  # the forms agree to Z's SVD rounding, ~ n eps ||Z|| ~ 1e-14
     U, S, V = np.linalg.svd(Z, full_matrices=False)
     forms = (
         sp.csr_matrix(Z),
@@ -468,6 +487,7 @@ def test_pymanopt_gradient_is_nan_at_repeated_singular_values_ours_is_not():
     G = (u * s) @ vt - Y
     assert all(np.all(np.isfinite(a)) for a in good)
     expected = ours.projection(ours.point(u, s, vt), G)
+    # the same projection of G, by another route: ~ n eps ||G||, n = 7
     assert all(np.allclose(a, b, rtol=0, atol=1e-14) for a, b in zip(good, expected))
 
 

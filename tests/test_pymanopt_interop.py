@@ -176,6 +176,7 @@ def test_ambient_inputs_are_typed_and_bare_tuples_are_partials_or_an_error():
     u, s, vt = x
     # The chain rule's partials of <G, X> are (G V S, diag(U^T G V), S U^T G): same gradient.
     partials = [G @ vt.T * s, np.diag(u.T @ G @ vt.T), s[:, None] * (u.T @ G)]
+    # rounding, as in the gradient test above: ~ (m + n) eps ||G||; 1e-13 leaves a factor 30
     for form in (partials, tuple(partials)):
         assert _max_difference(
             man.euclidean_to_riemannian_gradient(x, form), man.projection(x, G)

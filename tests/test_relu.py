@@ -449,6 +449,7 @@ def test_phases_and_drift_by_phase_on_known_curves():
         0.5 * s**2 * np.exp(-((t - c) ** 2)) for s, c in ((3, 5), (1.5, 12), (0.75, 20))
     )
     ph = phases(t, rate)
+    # peaks are read on the grid t: exact to one spacing
     np.testing.assert_allclose(ph["peak_times"], [5.0, 12.0, 20.0], atol=t[1] - t[0])
     names = [name for name, _, _ in ph["intervals"]]
     assert names == ["plateau", "burst 1", "burst 2", "burst 3", "saturation"]
