@@ -274,9 +274,6 @@ class _LowRankIntrinsicStepper(Stepper):
     def point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.X
 
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
-
     def info(self) -> dict[str, Any]:
         return {
             "rejected_steps": self.rejected,

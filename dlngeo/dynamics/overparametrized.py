@@ -154,9 +154,6 @@ class _FactorGDStepper(Stepper):
     def weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.W]
 
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
-
 
 class OverparametrizedGD(Method):
     """Gradient descent on the factors with a constant step (DLN training); SGD with a sampler.
