@@ -81,8 +81,8 @@ class Plan:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> solver options
 
 
-def build(config: dict[str, Any]) -> Plan:
-    """Validate ``config`` and build the task, stopping rules and methods (nothing runs yet)."""
+def _validate_and_load_plugins(config: dict[str, Any]) -> None:
+    """Validate ``config`` and load the plugin modules it names (``plugins[i]`` errors)."""
     from . import plugins
 
     validate_config(config)
@@ -91,6 +91,11 @@ def build(config: dict[str, Any]) -> Plan:
             plugins.load_plugin_module(module)
         except ValueError as exc:
             raise ConfigError(f"plugins[{i}]", str(exc)) from None
+
+
+def build(config: dict[str, Any]) -> Plan:
+    """Validate ``config`` and build the task, stopping rules and methods (nothing runs yet)."""
+    _validate_and_load_plugins(config)
     seed = int(config.get("seed", 0))
     rng = np.random.default_rng(seed)
     dims = network_dims(config)
@@ -210,12 +215,7 @@ def check_config(config: dict[str, Any]) -> None:
     """
     from . import plugins
 
-    validate_config(config)
-    for i, module in enumerate(config.get("plugins", [])):
-        try:
-            plugins.load_plugin_module(module)
-        except ValueError as exc:
-            raise ConfigError(f"plugins[{i}]", str(exc)) from None
+    _validate_and_load_plugins(config)
     try:
         plugins.lookup("loss", config["loss"]["name"])
     except ValueError as exc:

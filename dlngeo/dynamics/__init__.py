@@ -18,7 +18,7 @@ The first five share one flow time: from a balanced start the factor flow's
 methods approximate them at ``t = eta k``. ``Record.time_kind`` says which
 kind of time a record carries. Modules: :mod:`.base` (Task, Stopping,
 Method), :mod:`.record`, :mod:`.driver` (the shared loop and sampling),
-:mod:`.overparametrized`, :mod:`.intrinsic`, :mod:`.riemannian_gd`,
+:mod:`.overparametrized` (with :mod:`.factor_gradients` and :mod:`.factor_flow`), :mod:`.intrinsic`, :mod:`.riemannian_gd`,
 :mod:`.pymanopt_solver` (both re-exported by :mod:`.riemannian`), :mod:`.gauss_newton`; for ReLU
 networks :mod:`.rk4` (fixed-step Runge–Kutta for right-hand sides that jump),
 :mod:`.linearisation` (the linearised flow and the horizon) and :mod:`.phases`.

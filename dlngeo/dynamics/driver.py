@@ -162,7 +162,8 @@ class Stepper:
     ``gradient_norm``, ``step_norm`` (``None`` if unknown) and ``finished``
     (an integrator reached its final time). :meth:`point` and
     :meth:`weights` give the end-to-end point and the factors (or ``None``).
-    Continuous methods implement :meth:`interpolate`.
+    Continuous methods implement :meth:`interpolate`. A stepper that counts
+    its evaluations in a dict ``counts`` reports them by :meth:`evaluations`.
     """
 
     continuous: bool = False
@@ -192,7 +193,8 @@ class Stepper:
         raise NotImplementedError
 
     def evaluations(self) -> dict[str, int]:
-        return {}
+        """A copy of ``counts`` (loss, gradient, ... evaluations so far); ``{}`` without one."""
+        return dict(getattr(self, "counts", {}))
 
     def info(self) -> dict[str, Any]:
         return {}
@@ -270,9 +272,6 @@ class ScipyODEStepper(Stepper):
         if solver.status == "finished":
             self.finished = True
 
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
-
 
 def drive(
     name: str,
@@ -294,6 +293,16 @@ def drive(
     gi = 0
     reason: str | None = None
 
+    def sample_current() -> None:
+        """Record the stepper's current point (with its factors and loss)."""
+        recorder.sample(
+            stepper.point(),
+            time=stepper.t,
+            iteration=stepper.iteration,
+            weights=stepper.weights(),
+            loss=stepper.loss,
+        )
+
     def check() -> str | None:
         return clock.check(
             iteration=stepper.iteration,
@@ -311,13 +320,7 @@ def drive(
         if grid is not None:
             while gi < len(grid) and grid[gi] <= stepper.t:
                 gi += 1
-        recorder.sample(
-            stepper.point(),
-            time=stepper.t,
-            iteration=stepper.iteration,
-            weights=stepper.weights(),
-            loss=stepper.loss,
-        )
+        sample_current()
         if reason is None:
             reason = check()
         while reason is None:
@@ -338,32 +341,14 @@ def drive(
                                 point, time=grid[gi], iteration=stepper.iteration, weights=weights
                             )
                     else:
-                        recorder.sample(
-                            stepper.point(),
-                            time=stepper.t,
-                            iteration=stepper.iteration,
-                            weights=stepper.weights(),
-                            loss=stepper.loss,
-                        )
+                        sample_current()
                     gi += 1
             elif stepper.iteration % record_every == 0:
-                recorder.sample(
-                    stepper.point(),
-                    time=stepper.t,
-                    iteration=stepper.iteration,
-                    weights=stepper.weights(),
-                    loss=stepper.loss,
-                )
+                sample_current()
             reason = check()
             if reason is None and stepper.finished:
                 reason = "end_time"
-        recorder.sample(
-            stepper.point(),
-            time=stepper.t,
-            iteration=stepper.iteration,
-            weights=stepper.weights(),
-            loss=stepper.loss,
-        )
+        sample_current()
 
     record = recorder.record
     record.final_point = stepper.point()

@@ -186,9 +186,6 @@ class _LMStepper(Stepper):
     def point(self) -> Any:
         return self.X
 
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
-
     def info(self) -> dict[str, Any]:
         return {
             "start_truncation": self.truncation,

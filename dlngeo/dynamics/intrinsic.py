@@ -61,8 +61,8 @@ from .driver import (
     check_record_options,
     drive,
 )
+from .factor_flow import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .lowrank_steps import StageSums, _fro, lowrank_start, truncate
-from .overparametrized import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .record import Record
 
 __all__ = ["IntrinsicFlow", "lowrank_start", "truncate", "LOWRANK_INTEGRATORS"]
@@ -273,9 +273,6 @@ class _LowRankIntrinsicStepper(Stepper):
 
     def point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.X
-
-    def evaluations(self) -> dict[str, int]:
-        return dict(self.counts)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -49,9 +49,10 @@ from typing import Any
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..geometry.kernel import metric_operator, metric_operator_svd
+from ..dynamics.base import Stopping, Task
+from ..geometry.kernel import metric_operator
 from ..network import DeepLinearNetwork
-from ..plugins import create_sampler
+from ..plugins import create_loss, create_sampler, create_solver
 from ..validation import check_positive
 
 __all__ = [
@@ -197,31 +198,45 @@ def intrinsic_flow(
 ) -> np.ndarray:
     r"""Riemannian gradient flow :math:`\dot X = -A_{N,X}(E'(X))` on :math:`M_r` for ``E = ||X - Y||^2/2``.
 
-    Integrated densely (``solve_ivp``, DOP853) with :math:`A_{N,X}` applied at
-    the rank-``r`` truncation of ``X`` (:func:`~dlngeo.geometry.kernel.metric_operator_svd`):
-    the velocity is then tangent to :math:`M_r`, and rounding errors normal to
-    it are not amplified (at depth 2 the full-rank operator would make them
-    grow like :math:`e^{2 s t}`). Returns ``(len(times), m, n)``.
+    dlngeo's dense ``intrinsic_flow`` solver (DOP853) on a width-free task with
+    hidden widths ``rank``: :math:`A_{N,X}` is applied at the rank of ``X0``
+    (at most ``rank``; :attr:`~dlngeo.dynamics.base.Task.start_rank`), so the
+    velocity is tangent to :math:`M_r` and rounding errors normal to it are not
+    amplified (at depth 2 the full-rank operator would make them grow like
+    :math:`e^{2 s t}`). Sampled at ``times`` (``times[0] = 0``, increasing) from
+    the integrator's dense output. Returns ``(len(times), m, n)``.
     """
-    shape = np.shape(X0)
-
-    def rhs(_t: float, x: np.ndarray) -> np.ndarray:
-        X = x.reshape(shape)
-        u, s, vt = np.linalg.svd(X, full_matrices=False)
-        return -metric_operator_svd(u[:, :rank], s[:rank], vt[:rank], X - Y, depth).ravel()
-
-    sol = solve_ivp(
-        rhs,
-        (0.0, float(times[-1])),
-        np.ravel(X0),
-        method="DOP853",
-        t_eval=times,
+    X0 = np.asarray(X0, dtype=float)
+    times = np.asarray(times, dtype=float)
+    m, n = X0.shape
+    network = DeepLinearNetwork([n] + [int(rank)] * (int(depth) - 1) + [m])
+    task = Task(
+        loss=create_loss("regression", target=Y),
+        network=network,
+        start=X0,
+        metrics={"point": lambda state: np.array(state.point, dtype=float)},
+    )
+    solver = create_solver(
+        "intrinsic_flow",
+        representation="dense",
+        integrator="DOP853",
         rtol=rtol,
         atol=atol,
+        record_times=times[1:],
     )
-    if not sol.success:  # pragma: no cover - integrator failure
-        raise RuntimeError(f"intrinsic flow failed: {sol.message}")
-    return sol.y.T.reshape(-1, *shape)
+    # Only the final time stops the run (no stationary, divergence or iteration stop).
+    stopping = Stopping(
+        end_time=float(times[-1]),
+        max_iterations=None,
+        gradient_norm_rtol=None,
+        gradient_norm_atol=None,
+        divergence_factor=None,
+    )
+    record = solver.run(task, stopping)
+    if record.stop_reason != "end_time" or "solver_message" in record.info:  # pragma: no cover
+        raise RuntimeError(f"intrinsic flow failed: {record.info.get('solver_message')}")
+    sampled = dict(zip(record.times, record.metrics["point"]))
+    return np.array([sampled[float(t)] for t in times])
 
 
 @dataclass
