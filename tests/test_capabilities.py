@@ -6,7 +6,6 @@ loss and its problem function, ``dlngeo_register_problems``).
 """
 
 import json
-import sys
 import textwrap
 import uuid
 
@@ -22,19 +21,9 @@ from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import entries
 from dlngeo.problems import LossData
 
-
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """Every test starts from a fresh plugin manager and leaves one behind."""
-    monkeypatch.delenv("DLNGEO_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("DLNGEO_PLUGINS", raising=False)
-    before = set(sys.modules)
-    plugins.reset_plugins()
-    yield
-    plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith("dlngeo_testcap_"):
-            del sys.modules[name]
+# a fresh plugin manager per test (tests/conftest.py), dropping these test modules after
+TEST_PLUGIN_PREFIXES = ("dlngeo_testcap_",)
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 def _module(tmp_path, monkeypatch, source):

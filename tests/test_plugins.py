@@ -32,18 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HUBER = ROOT / "examples" / "plugin_huber"
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """Every test starts from a fresh plugin manager and leaves one behind."""
-    monkeypatch.delenv("DLNGEO_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("DLNGEO_PLUGINS", raising=False)
-    before = set(sys.modules)
-    plugins.reset_plugins()
-    yield
-    plugins.reset_plugins()
-    for name in set(sys.modules) - before:
-        if name.startswith(("dlngeo_testplug_", "dlngeo_plugin_huber")):
-            del sys.modules[name]
+# a fresh plugin manager per test (tests/conftest.py), dropping these test modules after
+TEST_PLUGIN_PREFIXES = ("dlngeo_testplug_", "dlngeo_plugin_huber")
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 def _unique(tag):
