@@ -2,19 +2,23 @@
 
 - solver ``faulty``: raises ``RuntimeError("injected fault")`` when run;
 - solver ``worker_killer``: SIGKILLs its own process (a worker dying mid-run);
-- sampler ``nan_target``: the ``low_rank_target`` with one entry NaN.
+- sampler ``nan_target``: the ``low_rank_target`` with one entry NaN;
+- solver ``slow_gd``: ``overparametrized_gd`` that first sleeps ``SlowGD.delay``
+  seconds, so that a crash test's signal reliably finds runs still to do.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import numpy as np
 from dlngeo_plugins.samplers import LowRankTarget
 
 from dlngeo.dynamics.base import Method
+from dlngeo.dynamics.overparametrized import OverparametrizedGD
 from dlngeo.hookspecs import hookimpl
 
 
@@ -35,6 +39,15 @@ class WorkerKiller(Faulty):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SlowGD(OverparametrizedGD):
+    name = "slow_gd"
+    delay = 0.25
+
+    def run(self, task: Any, stopping: Any = None, callback: Any = None) -> Any:
+        time.sleep(self.delay)
+        return super().run(task, stopping, callback)
+
+
 class NaNTarget(LowRankTarget):
     name = "nan_target"
 
@@ -48,6 +61,7 @@ class NaNTarget(LowRankTarget):
 def dlngeo_register_solvers(register):
     register("faulty", Faulty, description="raises (fault injection)")
     register("worker_killer", WorkerKiller, description="kills its process (fault injection)")
+    register("slow_gd", SlowGD, description="factor GD after a pause (crash tests)")
 
 
 @hookimpl

@@ -57,6 +57,15 @@ def _wait_for(db: Path, predicate, timeout: float = 60.0) -> list[dict]:
     raise AssertionError("the sweep did not reach the expected state in time")
 
 
+def _slow_sweep(path: Path) -> Path:
+    """The tiny sweep with each run paused first (``slow_gd``): a signal sent once some runs are
+    done and one is running finds the others still to do, however fast or loaded the machine."""
+    write_sweep(path, GRID, iterations=400)
+    text = path.read_text()
+    path.write_text(text.replace('solver = "overparametrized_gd"', 'solver = "slow_gd"', 1))
+    return path
+
+
 def _sweep_process(path: Path, db: Path, workers: int = 2) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -81,7 +90,7 @@ def _sweep_process(path: Path, db: Path, workers: int = 2) -> subprocess.Popen:
 
 
 def test_kill_9_of_the_coordinator_then_rerun_loses_nothing_and_stores_nothing_twice(tmp_path):
-    path = write_sweep(tmp_path / "s.toml", GRID, iterations=400)
+    path = _slow_sweep(tmp_path / "s.toml")
     db = tmp_path / "runs.sqlite"
     proc = _sweep_process(path, db)
     try:
@@ -123,7 +132,7 @@ def _orphans(db: Path) -> list[int]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_marks_running_runs_interrupted_and_exits_130(tmp_path, workers):
-    path = write_sweep(tmp_path / "s.toml", GRID, iterations=400)
+    path = _slow_sweep(tmp_path / "s.toml")
     db = tmp_path / "runs.sqlite"
     proc = _sweep_process(path, db, workers)
     try:
