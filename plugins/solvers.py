@@ -16,7 +16,8 @@ name                        options
 ``riemannian_gd``           step, metric, record_every, record_times
 ``riemannian_sd``           metric, record_every, initial_step_size
 ``riemannian_cg``           metric, record_every, initial_step_size, beta_rule
-``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner
+``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner,
+                            kappa, theta
 ``riemannian_lm``           damping, min_damping, forcing, max_inner, max_rejections, record_every
 ==========================  ==========================================================
 """
@@ -77,6 +78,8 @@ _PYMANOPT_OPTIONS = {
         "initial_radius",
         "max_inner",
         "min_inner",
+        "kappa",
+        "theta",
     ),
 }
 

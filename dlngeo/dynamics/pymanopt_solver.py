@@ -49,6 +49,7 @@ from .driver import (
     is_finite_point,
 )
 from .intrinsic import lowrank_start
+from .pymanopt_optimizers import OPTIMIZERS, AdaptiveLineSearcher
 from .record import Record
 from .riemannian_gd import METRICS, manifold_for
 
@@ -169,56 +170,7 @@ def _reporting(function: Any, report: Any) -> Any:
     return reported
 
 
-class _AdaptiveLineSearcher(po.line_search.AdaptiveLineSearcher):
-    """pymanopt's adaptive line search, restarted from the initial step after a failure.
-
-    pymanopt 2.2.1 stores ``2 * alpha`` as the next trial step; after a failed
-    search ``alpha = 0``, so every later search tries the step 0 and the solver
-    never moves again. Here a stored 0 is discarded.
-    """
-
-    def search(self, objective, manifold, x, d, f0, df0):
-        if self._oldalpha is not None and not self._oldalpha > 0:
-            self._oldalpha = None
-        return super().search(objective, manifold, x, d, f0, df0)
-
-
-def _monitored(cls: type) -> type:
-    class Monitored(cls):  # type: ignore[misc, valid-type]
-        monitor: _Monitor | None = None
-
-        def _check_stopping_criterion(
-            self,
-            *,
-            start_time,
-            iteration=-1,
-            gradient_norm=np.inf,
-            step_size=np.inf,
-            cost_evaluations=-1,
-        ):
-            if self.monitor is not None:
-                self.monitor.tested_gradient_norm = float(gradient_norm)
-            reason = super()._check_stopping_criterion(
-                start_time=start_time,
-                iteration=iteration,
-                gradient_norm=gradient_norm,
-                step_size=step_size,
-                cost_evaluations=cost_evaluations,
-            )
-            if reason is None and self.monitor is not None:
-                reason = self.monitor.check(iteration, gradient_norm, step_size)
-            return reason
-
-    Monitored.__name__ = cls.__name__
-    return Monitored
-
-
-_OPTIMIZERS = {
-    "riemannian_sd": _monitored(po.SteepestDescent),
-    "riemannian_cg": _monitored(po.ConjugateGradient),
-    "riemannian_tr": _monitored(po.TrustRegions),
-}
-PYMANOPT_SOLVERS = tuple(_OPTIMIZERS)
+PYMANOPT_SOLVERS = tuple(OPTIMIZERS)
 
 
 class PymanoptSolver(Method):
@@ -237,6 +189,12 @@ class PymanoptSolver(Method):
         initial_radius: TR: ``Delta0`` (default ``trust_radius / 8``).
         max_inner: TR: inner (truncated CG) iterations at most (default: the manifold dimension).
         min_inner: TR: inner iterations at least.
+        kappa: TR: the linear forcing term ``kappa`` of the inner solve, in ``(0, 1)``.
+        theta: TR: its superlinear exponent ``theta > 0``: the inner solve at ``x_k`` stops at a
+            residual ``||g_k|| min(kappa, (||g_k|| / ||g_0||)^theta)``, relative to the
+            start's gradient ``g_0``
+            (:class:`~dlngeo.dynamics.pymanopt_optimizers.RelativeTrustRegions`);
+            ``record.evaluations["inner"]`` counts the inner iterations.
 
     pymanopt's own criteria receive the stopping's ``max_iterations``,
     ``max_time``, ``gradient_norm_below`` (norm in the chosen metric) and
@@ -256,6 +214,8 @@ class PymanoptSolver(Method):
         initial_radius: float | None = None,
         max_inner: int | None = None,
         min_inner: int = 1,
+        kappa: float = 0.1,
+        theta: float = 1.0,
     ):
         self.name = check_choice("solver", solver, PYMANOPT_SOLVERS)
         #: Only steepest descent has a flow time (the accumulated line-search steps).
@@ -272,6 +232,10 @@ class PymanoptSolver(Method):
         self.initial_radius = check_positive("initial_radius", initial_radius, allow_none=True)
         self.max_inner = None if max_inner is None else positive_integer(max_inner, "max_inner")
         self.min_inner = positive_integer(min_inner, "min_inner")
+        self.kappa = check_positive("kappa", kappa)
+        if not self.kappa < 1:
+            raise ValueError(f"kappa must be in (0, 1), got {kappa!r}")
+        self.theta = check_positive("theta", theta)
 
     def _optimizer(self, stopping: Stopping) -> Any:
         common = dict(
@@ -287,15 +251,15 @@ class PymanoptSolver(Method):
             verbosity=0,
             log_verbosity=0,
         )
-        cls = _OPTIMIZERS[self.name]
+        cls = OPTIMIZERS[self.name]
         if self.name == "riemannian_tr":
-            return cls(**common)
+            return cls(kappa=self.kappa, theta=self.theta, **common)
         step = (
             {} if self.initial_step_size is None else {"initial_step_size": self.initial_step_size}
         )
         if self.name == "riemannian_sd":
             return cls(line_searcher=po.line_search.BackTrackingLineSearcher(**step), **common)
-        return cls(beta_rule=self.beta_rule, line_searcher=_AdaptiveLineSearcher(**step), **common)
+        return cls(beta_rule=self.beta_rule, line_searcher=AdaptiveLineSearcher(**step), **common)
 
     def run(
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
@@ -384,6 +348,8 @@ class PymanoptSolver(Method):
             "gradient": ev["gradient"],
             "hessian": ev["hessian"],
         }
+        if self.name == "riemannian_tr":
+            record.evaluations["inner"] = sum(count for _, count in optimizer.inner_solves)
         record.wall_time_s = clock.elapsed()
         record.info.update(
             {
