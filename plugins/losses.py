@@ -137,6 +137,7 @@ class MatrixCompletion(Loss):
             ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
         )
         self._residual_cache: tuple | None = None
+        self._csr_rows: np.ndarray | None = None  # rows[_order], built by the first HVP
         self._pattern: sp.csr_array | None = None
         self._workspace: tuple[sp.csr_array, sp.csc_array] | None = None
 
@@ -230,7 +231,13 @@ class MatrixCompletion(Loss):
         self.check_point(X)
         if tuple(point_shape(Z)) != self.shape:
             raise ValueError(f"Z has shape {tuple(point_shape(Z))}, expected {self.shape}")
-        return self._sparse(self.scale * entries(Z, self.rows, self.cols))
+        if self._csr_rows is None:
+            self._csr_rows = self.rows[self._order]
+        # Z's entries gathered in the CSR order of Omega: the result needs no permutation,
+        # and a factored Z's left rows are read in order.
+        data = np.asarray(entries(Z, self._csr_rows, self._indices), dtype=float)
+        data *= self.scale
+        return sp.csr_array((data, self._indices, self._indptr), shape=self.shape)
 
 
 class MatrixSensing(Loss):
