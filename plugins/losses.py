@@ -137,7 +137,7 @@ class MatrixCompletion(Loss):
             ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
         )
         self._residual_cache: tuple | None = None
-        self._csr_rows: np.ndarray | None = None  # rows[_order], built by the first HVP
+        self._csr_rows: np.ndarray | None = None  # rows[_order], built by the first product
         self._pattern: sp.csr_array | None = None
         self._workspace: tuple[sp.csr_array, sp.csc_array] | None = None
 
@@ -231,8 +231,10 @@ class MatrixCompletion(Loss):
         self.check_point(X)
         if tuple(point_shape(Z)) != self.shape:
             raise ValueError(f"Z has shape {tuple(point_shape(Z))}, expected {self.shape}")
-        if self._csr_rows is None:
-            self._csr_rows = self.rows[self._order]
+        if self._csr_rows is None:  # the row of each stored entry, int32 when it fits
+            m = self.shape[0]
+            index = np.int32 if m < 2**31 else np.int64
+            self._csr_rows = np.repeat(np.arange(m, dtype=index), np.diff(self._indptr))
         # Z's entries gathered in the CSR order of Omega: the result needs no permutation,
         # and a factored Z's left rows are read in order.
         data = np.asarray(entries(Z, self._csr_rows, self._indices), dtype=float)
