@@ -205,7 +205,8 @@ def test_trust_regions_steps_do_not_depend_on_the_units_of_the_loss(metric):
         runs[normalization] = _tr_run(loss, start, k, metric=metric)
     mean, total = runs["mean"], runs["sum"]
     assert mean.evaluations["hessian"] == total.evaluations["hessian"]
-    assert mean.evaluations["inner"] == mean.evaluations["hessian"]
+    assert sum(mean.info["inner_iterations"]) == mean.evaluations["hessian"]
+    assert len(mean.info["inner_iterations"]) == mean.n_iterations
     X, Y = to_dense(mean.final_point), to_dense(total.final_point)
     assert np.linalg.norm(X - Y) <= 1e-12 * np.linalg.norm(Y)
     losses = np.asarray(mean.metrics["loss"]), np.asarray(total.metrics["loss"]) * 2.0 / count

@@ -194,7 +194,8 @@ class PymanoptSolver(Method):
             residual ``||g_k|| min(kappa, (||g_k|| / ||g_0||)^theta)``, relative to the
             start's gradient ``g_0``
             (:class:`~dlngeo.dynamics.pymanopt_optimizers.RelativeTrustRegions`);
-            ``record.evaluations["inner"]`` counts the inner iterations.
+            ``record.info["inner_iterations"]`` lists the inner iterations (Hessian-vector
+            products) of each outer one.
 
     pymanopt's own criteria receive the stopping's ``max_iterations``,
     ``max_time``, ``gradient_norm_below`` (norm in the chosen metric) and
@@ -348,8 +349,7 @@ class PymanoptSolver(Method):
             "gradient": ev["gradient"],
             "hessian": ev["hessian"],
         }
-        if self.name == "riemannian_tr":
-            record.evaluations["inner"] = sum(count for _, count in optimizer.inner_solves)
+
         record.wall_time_s = clock.elapsed()
         record.info.update(
             {
@@ -361,4 +361,6 @@ class PymanoptSolver(Method):
                 "initial_gradient_norm": clock.initial_gradient_norm,
             }
         )
+        if self.name == "riemannian_tr":
+            record.info["inner_iterations"] = [count for _, count in optimizer.inner_solves]
         return record
