@@ -1,7 +1,9 @@
 r"""pymanopt's solvers on the rank-r manifold, watched and stopped by dlngeo.
 
 :class:`PymanoptSolver` runs pymanopt's ``SteepestDescent``,
-``ConjugateGradient`` and ``TrustRegions`` (Absil, Baker & Gallivan 2007) on
+``ConjugateGradient`` and ``TrustRegions`` (Absil, Baker & Gallivan 2007;
+its inner solve stopped relative to the start's gradient,
+:class:`~dlngeo.dynamics.pymanopt_optimizers.RelativeTrustRegions`) on
 :class:`~dlngeo.DLNFixedRank` (``metric="dln"``, the metric :math:`g_N`) or
 :class:`~dlngeo.FixedRank` (``metric="embedded"``, Frobenius), through
 :func:`dlngeo.problem` (ambient gradients; the loss never forms ``m x n``
