@@ -235,3 +235,31 @@ def test_fewer_inner_iterations_than_pymanopt_on_a_mean_squared_error():
         points[label] = to_dense(result.point)
         assert np.linalg.norm(points[label] - truth) <= 1e-10 * np.linalg.norm(truth), label
     assert ours.evaluations["hessian"] < theirs.evaluations["hessian"]
+
+
+@pytest.mark.parametrize("metric", ["embedded", "dln"])
+def test_trust_regions_run_never_forms_m_by_n(metric):
+    """A whole riemannian_tr run at m = n = 3000, rank 4, 30000 entries stays within
+    2x the observations + O((m + n) k): no m x m or m x n array (72 MB here) anywhere.
+
+    Bound: the run holds a few arrays over Omega (residual, gradient data, one product's
+    entries, the CSR row index: <= 6 x 240 kB) and pymanopt's tCG about a dozen tangent
+    vectors of (m + n) k doubles (192 kB each); 60 of those blocks (11.5 MB) is far
+    above what the run needs and far below one m x n array.
+    """
+    import tracemalloc
+
+    m = n = 3000
+    k, count = 4, 30000
+    loss, _, rng = _completion(7, m, n, k, count)
+    start = (np.linalg.qr(rng.standard_normal((m, k)))[0], np.ones(k), np.eye(k, n))
+    net = dlngeo.DeepLinearNetwork((n, k, m))
+    task = Task(loss=loss, network=net, start=start, rank=k)
+    solver = dlngeo.create_solver("riemannian_tr", record_every=10**6, metric=metric)
+    tracemalloc.start()
+    record = solver.run(task, Stopping(max_iterations=4))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert record.evaluations["hessian"] >= 4
+    observations = 3 * 8 * count
+    assert peak <= 2 * observations + 60 * (m + n) * k * 8, peak
