@@ -199,15 +199,20 @@ def run(label: str, task: Task, loss_below: float, max_time: float) -> tuple:
         point, iterations, reached = peer_cg(task, loss_below, max_time)
     else:
         name, options = METHODS[label]
-        if name == "riemannian_tr" and options["metric"] == "embedded":
+        if name == "riemannian_tr":
             # The default radius (typical_dist, from the Cauchy scale ||P_Omega(M)||_F) is
-            # sqrt(k / mn) ||M||_F, ten times shorter than the distance to cover here; TR's
-            # largest radius is set to the scale of ||M||_F, estimated from the
-            # observations. On g_N that length is in other units: its default is kept.
+            # sqrt(k / mn) ||M||_F, ten times shorter than the distance to cover here. TR's
+            # largest radius is typical_dist at the scale of ||M||_F (estimated from the
+            # observations), in the metric's own units: ||M||_F / sqrt(k) in Frobenius, the
+            # g_N length of the same rank-one step on DLNFixedRank.
             loss = task.loss
             m, n = loss.shape
             scale = float(np.linalg.norm(loss.values) * np.sqrt(m * n / loss.rows.size))
-            options = {**options, "trust_radius": scale}
+            if options["metric"] == "embedded":
+                radius = dlngeo.FixedRank(m, n, task.rank, scale=scale).typical_dist
+            else:
+                radius = dlngeo.DLNFixedRank(m, n, task.rank, task.depth, scale=scale).typical_dist
+            options = {**options, "trust_radius": radius}
         record = dlngeo.create_solver(name, record_every=10**6, **options).run(
             task,
             Stopping(loss_below=loss_below, max_time=max_time, max_iterations=10**6, **TO_TARGET),
