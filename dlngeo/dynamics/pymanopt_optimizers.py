@@ -1,4 +1,4 @@
-r"""pymanopt's optimizers as dlngeo runs them: two adaptations made by subclassing.
+r"""pymanopt's optimizers as dlngeo runs them, adapted by subclassing.
 
 * :class:`AdaptiveLineSearcher`: pymanopt's adaptive line search, restarted
   from its initial step after a failed search.
