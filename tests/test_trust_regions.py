@@ -263,3 +263,32 @@ def test_trust_regions_run_never_forms_m_by_n(metric):
     assert record.evaluations["hessian"] >= 4
     observations = 3 * 8 * count
     assert peak <= 2 * observations + 60 * (m + n) * k * 8, peak
+
+
+def test_residual_is_computed_once_per_point_not_per_product(monkeypatch):
+    """TR asks for E' at x once per Hessian-vector product; the residual behind it is computed once per point.
+
+    Counted on the loss module's gathers over Omega in the order of ``rows`` (the residual's;
+    the products gather in CSR order): one pass per new point (cost and gradient at the same
+    point share it), +1 for the Cauchy scale at X = 0, while the products are many more.
+    """
+    import sys
+
+    m, n, k = 60, 50, 4
+    loss, _, rng = _completion(8, m, n, k, 1200)
+    module = sys.modules[type(loss).__module__]
+    passes = {"residual": 0, "product": 0}
+    gather = module.entries
+
+    def counted(Z, rows, cols):
+        passes["residual" if rows is loss.rows else "product"] += 1
+        return gather(Z, rows, cols)
+
+    monkeypatch.setattr(module, "entries", counted)
+    start = (np.linalg.qr(rng.standard_normal((m, k)))[0], np.ones(k), np.eye(k, n))
+    record = _tr_run(loss, start, k, metric="embedded")
+    ev = record.evaluations
+    # One product per Hessian evaluation, +1 for the Cauchy scale's product at X = 0.
+    assert passes["product"] == ev["hessian"] + 1 >= 3 * record.n_iterations
+    # New points: X = 0 (Cauchy scale), the start, and one proposal per iteration.
+    assert passes["residual"] <= record.n_iterations + 2
