@@ -195,7 +195,8 @@ def test_trust_regions_steps_do_not_depend_on_the_units_of_the_loss(metric):
     1e3 eps max(1, |f|), which only enters accept/radius decisions (ratios compared with 1/4,
     3/4, 1/10): the iterates agree to rounding of the shared arithmetic, 1e-12 relative.
     On the former main the inner solve stopped at min(kappa, ||g||) ||g|| in the loss's units:
-    the mean normalization took more inner iterations and other iterates.
+    with the embedded metric the mean normalization took more inner iterations and other
+    iterates (on g_N this small problem's solves all stopped at kappa or the region's edge).
     """
     m, n, k, count = 40, 30, 3, 512
     runs = {}
