@@ -170,16 +170,35 @@ def _error_bound(seed, m, n, k, depth, gradient_tolerance):
     return 2 * gradient_tolerance / (np.sqrt(a_min) * lam * np.linalg.norm(truth))
 
 
-# Seed 1 of the 45 x 70 problem is left out: from its random_point TrustRegions on (M_3, g_3)
-# runs off along a nearly unobserved direction (one singular value grows without bound), at
-# every data scale alike (see test_trust_regions_is_scale_equivariant); it is not a scale effect.
-TR_CASES = [(45, 70, 3, seed) for seed in (0, 2, 3)] + [(100, 100, 5, seed) for seed in (0, 1)]
+TR_CASES = [(45, 70, 3, seed) for seed in (0, 1, 2, 3)] + [(100, 100, 5, seed) for seed in (0, 1)]
+# From its random_point, TrustRegions on (M_3, g_3) runs off along a valley of the completion
+# problem on the 45 x 70 instance of seed 1, at every data scale alike (s_1 grows without
+# bound while s_1 ||P_Omega(u_1 v_1^T)|| stays bounded, the cost decreasing to a positive
+# limit). pymanopt's own FixedRankEmbedded with the ambient-gradient fix falls into it from
+# its random_point too (benchmarks/bench_tr_convergence.py); the mechanism is shown on a
+# 3 x 3 instance in test_completion_valley.py and docs/math.md §8.5.
+VALLEY = pytest.mark.xfail(
+    strict=True,
+    reason="a valley of fixed-rank completion (non-closed sublevel set), not a scale effect",
+)
 
 
-@pytest.mark.parametrize("m, n, k, seed", TR_CASES)
-@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2])
-@pytest.mark.parametrize("depth", [None, 3])
-@pytest.mark.parametrize("start", ["random_point", "spectral"])
+def _tr_case_marks(start, depth, m, seed):
+    if start == "random_point" and depth == 3 and (m, seed) == (45, 1):
+        return [VALLEY]
+    return []
+
+
+TR_PARAMS = [
+    pytest.param(start, depth, scale, m, n, k, seed, marks=_tr_case_marks(start, depth, m, seed))
+    for start in ("random_point", "spectral")
+    for depth in (None, 3)
+    for scale in (1e-2, 1.0, 1e2)
+    for (m, n, k, seed) in TR_CASES
+]
+
+
+@pytest.mark.parametrize("start, depth, scale, m, n, k, seed", TR_PARAMS)
 def test_trust_regions_defaults_converge_at_every_data_scale(start, depth, scale, m, n, k, seed):
     """pymanopt's TrustRegions with its defaults solves completion with entries of size 1e-2 .. 1e2.
 
