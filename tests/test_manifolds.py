@@ -22,6 +22,7 @@ from pymanopt_checks import (
     numpy2_diagnostics,
     run_pymanopt_checks,
 )
+from richardson import central_difference_bound
 from scipy.integrate import solve_ivp
 
 import dlngeo
@@ -117,13 +118,23 @@ def test_riemannian_gradient_represents_the_differential(k, depth):
         assert abs(man.inner_product(x, grad, xi) - exact) <= 1e-13 * np.linalg.norm(
             G
         ) * np.linalg.norm(xi_dense)
-        # ... and the same number from finite differences of f along the retraction: truncation
-        # h^2 |f'''| / 6 ~ 1e-10 |f'''|, rounding eps |f| / h ~ 2e-11 |f|, |f| ~ 50: 1e-7
-        h = 1e-5
-        fd = (prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))) / (
-            2 * h
-        )
-        assert abs(fd - exact) <= 1e-7 * max(1.0, abs(exact))
+        # ... and the same number from finite differences of f along the retraction, h = 1e-4:
+        # truncation by Richardson (tests/richardson.py); rounding of each cost: a 35-term sum of
+        # terms up to |f|-size (<= 35 eps |f|) at a point the retraction's SVD moved by
+        # <= 10 eps ||X|| (changing f by ||E'|| times that): 64 eps (|f| + ||E'|| ||X||),
+        # two costs over 2h
+        f0 = abs(prob.cost(x))
+        X_norm = float(np.linalg.norm(x[1]))
+
+        def difference(h, xi=xi):
+            return (
+                prob.cost(man.retraction(x, h * xi)) - prob.cost(man.retraction(x, -h * xi))
+            ) / (2 * h)
+
+        rounding = 64 * EPS * (f0 + np.linalg.norm(G) * X_norm) / 1e-4
+        fd, bound = central_difference_bound(difference, 1e-4, rounding)
+        assert abs(fd - exact) <= bound, (abs(fd - exact), bound)
+        assert bound <= 1e-6 * max(1.0, abs(exact))  # guard: resolves Df to 1e-6
         # A sparse gradient gives the same Riemannian gradient as its dense form.
         S = sp.csr_matrix(G * mask)
         a = man.euclidean_to_riemannian_gradient(x, S)
@@ -174,13 +185,15 @@ def test_hessian_at_a_critical_point_along_a_network_curve(depth):
     net = dlngeo.DeepLinearNetwork((N, 4, k, 3, M))
     W = net.balanced(x, rng=rng)
     V = [rng.standard_normal(w.shape) for w in W]
-    h = 1e-4
-    curve = [net.product([w + t * v for w, v in zip(W, V)]) for t in (-h, 0.0, h)]
-    second = (
-        prob.cost(man.from_matrix(curve[0]))
-        - 2 * prob.cost(x)
-        + prob.cost(man.from_matrix(curve[2]))
-    ) / h**2
+
+    def difference(h):
+        curve = [net.product([w + t * v for w, v in zip(W, V)]) for t in (-h, 0.0, h)]
+        return (
+            prob.cost(man.from_matrix(curve[0]))
+            - 2 * prob.cost(x)
+            + prob.cost(man.from_matrix(curve[2]))
+        ) / h**2
+
     xi = man.projection(
         x,
         sum(  # exact d phi(V): sum over layers, no finite difference
@@ -189,13 +202,18 @@ def test_hessian_at_a_critical_point_along_a_network_curve(depth):
         ),
     )
     quad = man.inner_product(x, prob.riemannian_hessian(x, xi), xi)
-    # second difference, h = 1e-4: truncation h^2 |f''''| / 12 ~ 1e-9, rounding 4 eps |f| / h^2
-    # ~ 1e-7 (|f| ~ 6 - 10), against |quad| = O(1 .. 10)
-    assert abs(second - quad) <= 1e-6 * abs(quad)
+    # second difference, h = 1e-4: truncation by Richardson (tests/richardson.py); rounding of
+    # each cost 64 eps (|f| + ||E'|| ||X||) (as in test_riemannian_gradient_represents_the_
+    # differential: the sum and the truncated SVD of from_matrix), four costs' worth over h^2
+    G0 = prob.euclidean_gradient(x)
+    scale = abs(prob.cost(x)) + np.linalg.norm(G0) * np.linalg.norm(x[1])
+    second, bound = central_difference_bound(difference, 1e-4, 4 * 64 * EPS * scale / 1e-8)
+    assert abs(second - quad) <= bound, (abs(second - quad), bound)
+    assert bound <= 1e-5 * abs(quad)  # guard: resolves the second derivative to 1e-5
     # The curvature term matters here: without it the answer would be ||xi||_F^2.
     assert abs(quad - np.linalg.norm(man.embedding(x, xi).to_dense()) ** 2) >= 1e-3 * abs(
         quad
-    )  # 1000x the tolerance above
+    )  # 100x the guard above
 
 
 # ------------------------------------------------------------------ retraction
@@ -338,9 +356,19 @@ def test_hamiltonian_gradient_matches_finite_differences():
     X, P, D = (rng.standard_normal((3, 3)) for _ in range(3))
     for depth in (2, 3):
         H = lambda Y: 0.5 * np.sum(P * metric_operator(Y, P, depth))  # noqa: E731
-        fd = (H(X + 1e-6 * D) - H(X - 1e-6 * D)) / 2e-6
-        # truncation h^2 |H'''| / 6 ~ 1e-12, rounding eps |H| / h ~ 2e-10 |H|: within 1e-8 |fd|
-        assert abs(fd - np.sum(D * hamiltonian_gradient(X, P, depth))) <= 1e-8 * abs(fd)
+
+        def difference(h, H=H):
+            return (H(X + h * D) - H(X - h * D)) / (2 * h)
+
+        # h = 1e-5: truncation by Richardson (tests/richardson.py); rounding of H: A_{N,X} from
+        # an SVD of a 3 x 3 matrix (~ 10 eps kappa relative, kappa = s_1 / s_3) and a 9-term
+        # sum, two values over 2h
+        s = np.linalg.svd(X, compute_uv=False)
+        rounding = 2 * (10 * s[0] / s[-1] + 9) * EPS * abs(H(X)) / (2 * 1e-5)
+        fd, bound = central_difference_bound(difference, 1e-5, rounding)
+        exact = np.sum(D * hamiltonian_gradient(X, P, depth))
+        assert abs(fd - exact) <= bound, (abs(fd - exact), bound)
+        assert bound <= 1e-6 * abs(fd)  # guard: resolves the derivative to 1e-6
 
 
 @pytest.mark.parametrize("depth", [2, 3])
