@@ -175,8 +175,9 @@ TR_CASES = [(45, 70, 3, seed) for seed in (0, 1, 2, 3)] + [(100, 100, 5, seed) f
 # problem on the 45 x 70 instance of seed 1, at every data scale alike (s_1 grows without
 # bound while s_1 ||P_Omega(u_1 v_1^T)|| stays bounded, the cost decreasing to a positive
 # limit). pymanopt's own FixedRankEmbedded with the ambient-gradient fix falls into it from
-# its random_point too (benchmarks/bench_tr_convergence.py); the mechanism is shown on a
-# 3 x 3 instance in test_completion_valley.py and docs/math.md §8.5.
+# its random_point on this instance too, at every scale (benchmarks/bench_tr_convergence.py,
+# which also finds seed 18 failing on (M_3, g_N)); the mechanism is shown on a 3 x 3
+# instance in test_completion_valley.py and docs/math.md §8.5.
 VALLEY = pytest.mark.xfail(
     strict=True,
     reason="a valley of fixed-rank completion (non-closed sublevel set), not a scale effect",
