@@ -366,7 +366,11 @@ def test_pymanopt_check_retraction_embedded_metric():
     """pymanopt's check_retraction on FixedRank: slope 3, the metric projection is a second-order retraction."""
     np.random.seed(1)
     slope, text = _check_retraction_slope(_FixedRankWithGeodesics(5, 4, 2))
-    assert abs(slope - 3.0) <= 0.1, text
+    # pymanopt's fitted slope estimates an integer, the retraction's order + 1; a fit's
+    # deviation from it (the next order over pymanopt's window) has no tolerance of its own, so
+    # the test is the nearest integer: |slope - 3| < 1/2 tells a second-order retraction from
+    # a first-order one (slope 2). test_retraction_properties checks the t^2 term itself.
+    assert abs(slope - 3.0) < 0.5, text
 
 
 def test_hamiltonian_gradient_matches_finite_differences():
@@ -400,22 +404,21 @@ def test_pymanopt_check_retraction_dln_metric_full_rank(depth):
     """
     np.random.seed(depth)
     slope, text = _check_retraction_slope(_DLNFullRankWithGeodesics(3, 3, 3, depth))
-    assert abs(slope - 2.0) <= 0.1, text
-
-
-def _loglog_slope(ts, errors):
-    return float(np.polyfit(np.log10(ts), np.log10(errors), 1)[0])
+    # the nearest integer (see test_pymanopt_check_retraction_embedded_metric): first order,
+    # not second (3), and a retraction (not 1)
+    assert abs(slope - 2.0) < 0.5, text
 
 
 @pytest.mark.parametrize("k, depth", [(2, None), (3, None), (2, 3), (5, 2)])
 def test_retraction_properties(k, depth):
     """Direct properties of R: R(x, 0) = x; first and second order; rank k with orthonormal factors.
 
-    First order (any metric): ||R(x, t xi) - X - t xi|| = O(t^2) (slope 2), so
-    dR/dt at 0 is xi. Second order for the embedded metric: the t^2 term is
-    exactly (t^2 / 2) II(xi, xi) = t^2 Up S^{-1} Vp^T, the geodesic's normal
-    acceleration, so ||R(x, t xi) - X - t xi - t^2 Up S^{-1} Vp^T|| = O(t^3)
-    and its tangent part P_T(R(x, t xi) - X - t xi) is O(t^3). pymanopt's
+    First order (any metric): R(x, t xi) - X - t xi = O(t^2), so dR/dt at 0
+    is xi. Second order for the embedded metric: the t^2 term is exactly
+    (t^2 / 2) II(xi, xi) = t^2 Up S^{-1} Vp^T, the geodesic's normal
+    acceleration, so R(x, t xi) - X - t xi - t^2 Up S^{-1} Vp^T = O(t^3) and
+    its tangent part P_T(R(x, t xi) - X - t xi) is O(t^3). Checked by the
+    coefficient of t^2 itself, with a Richardson bound on the O(t) error. pymanopt's
     ``check_retraction`` cannot run on the manifold as shipped because it
     needs an exponential map, which no fixed-rank manifold has in closed form
     (FixedRank deliberately defines none); the test above runs it against a
@@ -433,7 +436,7 @@ def test_retraction_properties(k, depth):
     # rounding of an SVD round trip, ~ n eps ||X|| (n = 7, ||X|| ~ 1), as for the factors below
     assert np.linalg.norm(to_dense(man.retraction(x, man.zero_vector(x))) - X) <= 1e-14
     ts = np.logspace(-3.5, -1.5, 9)
-    first, second, tangent = [], [], []
+    first = []
     for t in ts:
         y = man.retraction(x, t * xi)
         u, s, vt = y
@@ -443,19 +446,31 @@ def test_retraction_properties(k, depth):
             and np.linalg.norm(vt @ vt.T - np.eye(k)) <= 1e-14
         )
         assert np.all(s > 0) and np.all(np.diff(s) <= 0)
-        delta = to_dense(y) - X - t * xi_dense
-        first.append(np.linalg.norm(delta))
-        second.append(np.linalg.norm(delta - t**2 * normal_acc))
-        tangent.append(np.linalg.norm(man.embedding(x, man.projection(x, delta)).to_dense()))
+        first.append(np.linalg.norm(to_dense(y) - X - t * xi_dense))
     if k == min(M, N):
         # Full rank: the manifold is open, the normal space is {0} and R(x, xi) = X + xi.
         assert max(first) <= 1e-14
         assert np.linalg.norm(normal_acc) <= 1e-14
     else:
-        # over t <= 10^-1.5 the next order moves a slope by ~ t_max c ~ 0.03 c, c = O(1)
-        assert abs(_loglog_slope(ts, first) - 2.0) <= 0.05
-        assert abs(_loglog_slope(ts, second) - 3.0) <= 0.05
-        assert abs(_loglog_slope(ts, tangent) - 3.0) <= 0.05
+        # E(t) = R(x, t xi) - X - t xi = t^2 N + t^3 C + O(t^4) with N = normal_acc claimed, so
+        # D(t) = E(t) / t^2 = N + t C + O(t^2) and D(2t) - D(t) = t C + O(t^2) estimates the
+        # error of D(t) (Richardson for an O(t) error); rounding: E from an SVD round trip,
+        # ~ n eps ||X|| (n = 7) and a subtraction, over t^2. K = 10 as in tests/richardson.py.
+        # The tangent part P_T E(t) / t^2 = t P_T C + O(t^2) (P_T N = 0), with the same estimate.
+        def scaled(t):
+            delta = to_dense(man.retraction(x, t * xi)) - X - t * xi_dense
+            tangent = man.embedding(x, man.projection(x, delta)).to_dense()
+            return delta / t**2, tangent / t**2
+
+        t0 = 1e-3
+        (D1, T1), (D2, T2) = scaled(t0), scaled(2 * t0)
+        rounding = 2 * 7 * EPS * np.linalg.norm(X) / t0**2
+        bound = 10 * (np.linalg.norm(D2 - D1) + rounding)
+        assert np.linalg.norm(D1 - normal_acc) <= bound, (np.linalg.norm(D1 - normal_acc), bound)
+        tangent_bound = 10 * (np.linalg.norm(T2 - T1) + rounding)
+        assert np.linalg.norm(T1) <= tangent_bound, (np.linalg.norm(T1), tangent_bound)
+        # guards: a wrong t^2 term, or a tangent one, of 1 % of ||N|| would be seen
+        assert max(bound, tangent_bound) <= 1e-2 * np.linalg.norm(normal_acc)
     if depth is not None:
         flat = dlngeo.FixedRank(M, N, k)
         assert all(
