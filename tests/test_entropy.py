@@ -4,6 +4,7 @@ from math import gamma, pi, sqrt
 
 import numpy as np
 import pytest
+from richardson import central_difference_bound
 
 from dlngeo.geometry.kernel import kernel_matrix
 from dlngeo.thermodynamics import entropy, free_energy, log_orbit_volume_gram, orbit_length_crofton
@@ -191,15 +192,24 @@ def test_entropic_force_is_K_diag_times_gradient(N, widths, s):
     s = np.array(s)
     f = entropic_force(s, N, widths)
     K = kernel_matrix(s, s, N)
-    h = 1e-6
     for a in range(s.size):
-        e = np.zeros_like(s)
-        e[a] = h
-        dS = (
-            entropy_from_singular_values(s + e, N, widths)
-            - entropy_from_singular_values(s - e, N, widths)
-        ) / (2 * h)
-        assert f[a] == pytest.approx(K[a, a] * dS, rel=1e-7)
+
+        def difference(h, a=a):
+            e = np.zeros_like(s)
+            e[a] = h
+            return (
+                entropy_from_singular_values(s + e, N, widths)
+                - entropy_from_singular_values(s - e, N, widths)
+            ) / (2 * h)
+
+        # central difference, h = 1e-6: truncation by Richardson (tests/richardson.py);
+        # rounding: S is a sum of ~n^2 logarithms, each to ~2 eps |log|, so ~ n^2 eps (|S| + n^2)
+        # per value, two values over 2h
+        S0 = abs(entropy_from_singular_values(s, N, widths))
+        n2 = s.size**2
+        dS, bound = central_difference_bound(difference, 1e-6, n2 * EPS * (S0 + n2) / 1e-6)
+        assert abs(f[a] - K[a, a] * dS) <= K[a, a] * bound, (f[a], K[a, a] * dS, bound)
+        assert bound <= 1e-6 * abs(dS)  # guard: resolves dS to 1e-6
 
 
 def test_entropic_force_matches_mathnotes_formula_and_is_stable():

@@ -17,6 +17,7 @@ from pymanopt.manifolds import FixedRankEmbedded
 from pymanopt.optimizers import ConjugateGradient, SteepestDescent, TrustRegions
 
 import dlngeo
+from dlngeo.geometry.fixed_rank import TangentVector
 from dlngeo.losses import Loss
 from dlngeo.lowrank import entries, to_dense
 
@@ -170,16 +171,44 @@ def _error_bound(seed, m, n, k, depth, gradient_tolerance):
     return 2 * gradient_tolerance / (np.sqrt(a_min) * lam * np.linalg.norm(truth))
 
 
-# Seed 1 of the 45 x 70 problem is left out: from its random_point TrustRegions on (M_3, g_3)
-# runs off along a nearly unobserved direction (one singular value grows without bound), at
-# every data scale alike (see test_trust_regions_is_scale_equivariant); it is not a scale effect.
-TR_CASES = [(45, 70, 3, seed) for seed in (0, 2, 3)] + [(100, 100, 5, seed) for seed in (0, 1)]
+# Seed 18: from the random point at Frobenius norm scale / 10 (e33ebfc) TR ran off on (M_3, g_2)
+# and (M_3, g_3); from DLNFixedRank.random_point's tenth in g_N-length it converges.
+TR_CASES = [(45, 70, 3, seed) for seed in (0, 1, 2, 3, 18)] + [
+    (100, 100, 5, seed) for seed in (0, 1)
+]
+# From its random_point, TrustRegions on (M_3, g_3) runs off along a valley of the completion
+# problem on the 45 x 70 instance of seed 1, at every data scale alike (s_1 grows without
+# bound while s_1 ||P_Omega(u_1 v_1^T)|| stays bounded, the cost decreasing to a positive
+# limit). pymanopt's own FixedRankEmbedded with the ambient-gradient fix falls into it from
+# its random_point on this instance too, at every scale (benchmarks/bench_tr_convergence.py,
+# which also finds seed 18 failing on (M_3, g_N)); the mechanism is shown on a 3 x 3
+# instance in test_completion_valley.py and docs/math.md §8.5.
+VALLEY = pytest.mark.xfail(
+    strict=True,
+    reason="a valley of fixed-rank completion (non-closed sublevel set), not a scale effect",
+)
 
 
-@pytest.mark.parametrize("m, n, k, seed", TR_CASES)
-@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e2])
-@pytest.mark.parametrize("depth", [None, 3])
-@pytest.mark.parametrize("start", ["random_point", "spectral"])
+def _tr_case_marks(start, depth, m, seed):
+    if start == "random_point" and depth == 3 and (m, seed) == (45, 1):
+        return [VALLEY]
+    return []
+
+
+# The valley case runs at scale 1 only: a failing run takes all 300 iterations, and TR is
+# scale-equivariant (test_trust_regions_is_scale_equivariant); the benchmark finds it failing
+# at 1e-2 and 1e2 alike.
+TR_PARAMS = [
+    pytest.param(start, depth, scale, m, n, k, seed, marks=_tr_case_marks(start, depth, m, seed))
+    for start in ("random_point", "spectral")
+    for depth in (None, 2, 3)
+    for scale in (1e-2, 1.0, 1e2)
+    for (m, n, k, seed) in TR_CASES
+    if scale == 1.0 or not _tr_case_marks(start, depth, m, seed)
+]
+
+
+@pytest.mark.parametrize("start, depth, scale, m, n, k, seed", TR_PARAMS)
 def test_trust_regions_defaults_converge_at_every_data_scale(start, depth, scale, m, n, k, seed):
     """pymanopt's TrustRegions with its defaults solves completion with entries of size 1e-2 .. 1e2.
 
@@ -231,3 +260,38 @@ def test_trust_regions_is_scale_equivariant(depth, seed):
     reference = finals[1.0]
     for c, X in finals.items():
         assert np.linalg.norm(X - reference) <= 1e-9 * np.linalg.norm(reference), c
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_dln_random_point_is_a_tenth_of_the_data_in_g_N_length(depth):
+    """random_point on (M_k, g_N) with a known scale: a tenth of the data's size in g_N-length.
+
+    The g_N-length of the ray tau -> tau X, tau in [0, rho], is N rho^{1/N} ||X||_{g_N(X)}
+    (||X||_{g_N(tau X)} = tau^{-(N-1)/N} ||X||_{g_N(X)}, DLNFixedRank.random_point). It is
+    checked here from the manifold's own norm: the homogeneity at three values of tau (to
+    rounding, a few eps per factor), and the length of the start against that of the same
+    direction at the data's Frobenius size, 1/10 (rounding). depth 1 is FixedRank's start,
+    the same draw. On e33ebfc every depth started at Frobenius norm scale / 10.
+    """
+    scale = 7.0
+    man = dlngeo.DLNFixedRank(9, 8, 3, depth, scale=scale)
+    np.random.seed(4)
+    u, s, vt = man.random_point()
+    np.random.seed(4)
+    flat = dlngeo.FixedRank(9, 8, 3, scale=scale).random_point()
+    np.testing.assert_array_equal(u, flat[0])
+    np.testing.assert_allclose(s, flat[1] * 10.0 ** (1 - depth), rtol=1e-15)
+
+    def norm_of_ray(tau, sv):
+        point = man.point(u, tau * sv, vt)  # the ray's direction X, as a tangent vector at tau X
+        return man.norm(point, TangentVector(np.zeros_like(u), np.diag(sv), np.zeros_like(vt.T)))
+
+    direction = s * scale / np.linalg.norm(s)  # the same direction at the data's size
+    for tau in (1e-3, 0.1, 1.0):
+        assert norm_of_ray(tau, direction) == pytest.approx(
+            tau ** (-(depth - 1) / depth) * norm_of_ray(1.0, direction), rel=1e-13
+        )
+    rho = np.linalg.norm(s) / scale
+    length_start = depth * rho ** (1 / depth) * norm_of_ray(1.0, direction)
+    length_data = depth * norm_of_ray(1.0, direction)
+    assert length_start / length_data == pytest.approx(0.1, rel=1e-13)

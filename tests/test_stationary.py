@@ -217,5 +217,75 @@ def test_plugins_listing_and_option_errors_show_the_default(capsys):
     assert main(["plugins", "--kind", "solver"]) == 0
     out = capsys.readouterr().out
     assert "gradient_norm_rtol" in out and f"{STATIONARY_RTOL:g}" in out
+    # the floor is relative to the data's gradient scale G, and the text says so
+    assert f"gradient_norm_atol={STATIONARY_ATOL:g} x G, G = sqrt(N) ||E'(0)||" in out
     with pytest.raises(ValueError, match=f"gradient_norm_rtol={STATIONARY_RTOL:g}"):
         dlngeo.create_solver("riemannian_tr", stepp=1)
+
+
+# ------------------------------------------------ the floor follows the data's scale
+def _scaled_task(c: float, stationary: bool) -> Task:
+    """The module's problem with data ``c Y`` and start ``c X0`` (or the best rank-3 ``c X_3``)."""
+    net = dlngeo.DeepLinearNetwork(DIMS)
+    Y = c * _data()
+    if stationary:
+        u, s, vt = np.linalg.svd(Y, full_matrices=False)
+        X0 = (u[:, :RANK] * s[:RANK]) @ vt[:RANK]
+    else:
+        rng = np.random.default_rng(1)
+        m, n = net.output_shape
+        X0 = c * 0.5 * rng.standard_normal((m, RANK)) @ rng.standard_normal((RANK, n)) / np.sqrt(n)
+    loss = dlngeo.create_loss("regression", target=Y)
+    return Task(loss=loss, network=net, weights0=net.balanced(X0, rng=2), rank=RANK)
+
+
+SCALE_KEYS = ["riemannian_tr", "riemannian_tr-embedded", "riemannian_cg", "intrinsic_flow-lowrank"]
+
+
+@pytest.mark.parametrize("c", [1e-4, 1e4])
+@pytest.mark.parametrize("key", SCALE_KEYS)
+def test_a_stationary_start_stops_at_once_at_any_data_scale(key, c):
+    """Data c Y, start at its best rank-3 approximation: the gradient is rounding, stop at once.
+
+    The rounding of the method's gradient there scales like the gradient, c^{(2N-1)/N} (N = 4,
+    or 1 for the embedded metric), and so does the floor gradient_norm_atol * G. On e33ebfc the
+    floor was 1e-12 absolute: at c = 1e4 the rounding (~1e-16 * c^{7/4} ~ 1e-9) stays above it
+    and the run went on until max_iterations.
+    """
+    task = _scaled_task(c, stationary=True)
+    record = _method(key).run(task, Stopping(max_iterations=200))
+    assert record.stop_reason == "stationary", (record.stop_reason, record.n_iterations)
+    assert record.n_iterations <= (1 if key.startswith("riemannian_") else 0)
+
+
+@pytest.mark.parametrize("c", [1e-4, 1e4])
+@pytest.mark.parametrize(
+    "key",
+    ["riemannian_gd", "overparametrized_gd", "riemannian_tr", "riemannian_tr-embedded"]
+    + ["intrinsic_flow-lowrank"],
+)
+def test_the_stationary_stop_does_not_fire_early_at_any_data_scale(key, c):
+    """Data c Y from a generic start: the stop is the relative test, ||g|| <= rtol ||g_0||.
+
+    rtol = 1e-8 (tighter than the default; flows: their floor 100 x rtol; not the line-search
+    methods, which resolve ~1.5e-8 only, see STATIONARY_RTOL). The floor atol * G
+    is 1e-12 of the gradient's scale G, far below rtol * ||g_0|| at every c (||g_0|| is a
+    fixed fraction of G, as both scale like c^{(2N-1)/N}), so the run goes on until the
+    relative test. The constant steps follow the curvature in the metric, which scales like
+    c^{2(N-1)/N} (E ~ c^2, g_N-lengths ~ c^{1/N}): step 0.05 c^{-3/2}. On e33ebfc, at
+    c = 1e-4 and depth 4, ||g_0|| ~ 2 c^{7/4} ~ 1e-7 and the absolute floor 1e-12 fired at
+    ||g|| ~ 1e-5 ||g_0|| (the linearly converging GD methods stop there; trust regions and
+    CG happen to jump past it).
+    """
+    task = _scaled_task(c, stationary=False)
+    options = dict(METHODS[key])
+    if "step" in options:
+        options["step"] *= c ** (-2 * (task.depth - 1) / task.depth)
+    method = dlngeo.create_solver(key.split("-")[0], **options)
+    record = method.run(task, Stopping(max_iterations=MAX_ITERATIONS, gradient_norm_rtol=1e-8))
+    assert record.stop_reason == "stationary", (record.stop_reason, record.n_iterations)
+    rtol = 1e-8
+    if key.split("-")[0] in FLOWS:
+        rtol = max(rtol, flow_stationary_floor(1e-7))  # the flows' default rtol
+    g0, g = record.info["initial_gradient_norm"], record.info["gradient_norm"]
+    assert g <= rtol * g0, (g / g0, record.n_iterations)

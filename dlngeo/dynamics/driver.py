@@ -30,6 +30,7 @@ from ..lowrank import is_lowrank_point
 from ..validation import check_choice, check_nonnegative, check_positive
 from .base import Callback, Stopping, Task, flow_stationary_floor
 from .record import Record
+from .stopping import gradient_scale
 
 __all__ = [
     "NumericalFailure",
@@ -175,6 +176,8 @@ class Stepper:
     finished: bool = False
     #: Smallest relative gradient tolerance resolved (flows: a multiple of rtol); None: never stationary.
     stationary_floor: float | None = 0.0
+    #: Depth of the metric of ``gradient_norm`` (``None``: the task's; ``1``: Frobenius).
+    metric_depth: int | None = None
 
     def start(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -288,7 +291,11 @@ def drive(
     """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
     stopping = stopping if stopping is not None else Stopping()
     recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
-    clock = stopping.start(stepper.stationary_floor)
+    scale = 1.0  # samplers (stationary_floor None) never stop stationary; chains have no network
+    if stepper.stationary_floor is not None and hasattr(task, "network"):
+        depth = stepper.metric_depth or task.depth
+        scale = gradient_scale(task.loss, task.network.output_shape, depth)
+    clock = stopping.start(stepper.stationary_floor, scale)
     grid = record_times
     gi = 0
     reason: str | None = None

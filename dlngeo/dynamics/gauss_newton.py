@@ -91,6 +91,8 @@ def block_pcg(
 
 
 class _LMStepper(Stepper):
+    metric_depth = 1  # ||P_T E'||_F: the embedded metric
+
     def __init__(self, task: Task, method: RiemannianLM):
         loss = task.loss
         if not callable(getattr(loss, "tangent_linearization", None)):

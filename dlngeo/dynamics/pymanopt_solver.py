@@ -54,6 +54,7 @@ from .intrinsic import lowrank_start
 from .pymanopt_optimizers import OPTIMIZERS, AdaptiveLineSearcher
 from .record import Record
 from .riemannian_gd import METRICS, manifold_for
+from .stopping import gradient_scale
 
 __all__ = ["PymanoptSolver", "PYMANOPT_SOLVERS", "pymanopt_reason"]
 
@@ -278,7 +279,8 @@ class PymanoptSolver(Method):
         recorder = Recorder(
             self.name, task, callback, time_kind="flow" if flow_time else "iteration", info=info
         )
-        clock = stopping.start()
+        scale = gradient_scale(task.loss, task.network.output_shape, getattr(manifold, "depth", 1))
+        clock = stopping.start(gradient_scale=scale)
         monitor = _Monitor(recorder, clock, manifold, self.record_every, flow_time, task.loss)
         problem = _MonitoredProblem(manifold, task.loss, monitor)
         start, truncation = lowrank_start(task)

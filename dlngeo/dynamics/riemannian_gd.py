@@ -53,6 +53,7 @@ class _RGDStepper(Stepper):
 
     def __init__(self, task: Task, manifold: FixedRank, step: float):
         self.task, self.manifold, self.eta = task, manifold, step
+        self.metric_depth = getattr(manifold, "depth", 1)
         start, self.truncation = lowrank_start(task)
         self.X = manifold.point(*start)
         self.counts = {"loss": 0, "gradient": 0}

@@ -6,7 +6,7 @@ one of :data:`~dlngeo.dynamics.record.STOP_REASONS`. Every method but the
 samplers stops by default at a stationary point: its gradient norm at most
 :data:`STATIONARY_RTOL` of its start (flows: at least
 :data:`FLOW_STATIONARY_FACTOR` times their integrator's ``rtol``), or below
-:data:`STATIONARY_ATOL`.
+:data:`STATIONARY_ATOL` times the task's gradient scale (:func:`gradient_scale`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..geometry.problem import data_scales
 
 __all__ = [
     "Stopping",
@@ -21,6 +26,7 @@ __all__ = [
     "STATIONARY_ATOL",
     "FLOW_STATIONARY_FACTOR",
     "flow_stationary_floor",
+    "gradient_scale",
     "stationary_default_text",
 ]
 
@@ -63,16 +69,46 @@ def flow_stationary_floor(rtol: float) -> float:
     return min(FLOW_STATIONARY_FACTOR * rtol, 1e-3)
 
 
-#: Default absolute floor of the ``stationary`` stop, so that a start that is
-#: already stationary up to rounding stops at once (the relative test cannot
-#: fire when :math:`\|g_0\|` is itself rounding). The rounding of a computed
-#: gradient norm is :math:`\sim\varepsilon\sqrt{mn}\,\|E'\|` times the
-#: metric's (or the factors') norms: for data of unit scale and ``m, n`` up
-#: to ~1000, at most :math:`2\cdot10^{-16}\cdot 10^3\cdot 5 = 10^{-12}` (a
-#: 12 x 10 regression at its minimum, depth 4: :math:`2\cdot 10^{-14}`). It
-#: is absolute: for data far below unit scale (entries :math:`\ll 10^{-3}`)
-#: set it lower.
+#: Default floor of the ``stationary`` stop, relative to the task's gradient
+#: scale :math:`G` (:func:`gradient_scale`), so that a start that is already
+#: stationary up to rounding stops at once (the relative test cannot fire
+#: when :math:`\|g_0\|` is itself rounding). At a stationary point the
+#: terms of :math:`E'(X^*)` cancel: for a quadratic loss
+#: :math:`E'(X^*) = E'(0) + \nabla^2 E[X^*]` with both terms of size
+#: :math:`\|E'(0)\|`, so the computed :math:`E'(X^*)` is rounding of size
+#: :math:`\sim\varepsilon\sqrt{mn}\,\|E'(0)\|` (one rounding per entry,
+#: added in quadrature), and the method's gradient, a linear map of it of
+#: norm at most :math:`\sqrt N\,\|X^*\|_2^{(N-1)/N}` (:func:`gradient_scale`),
+#: is rounding below :math:`\varepsilon\sqrt{mn}\,G`. For ``m, n`` up to
+#: ~1000 that is :math:`2.2\cdot10^{-16}\cdot 10^3 = 2.2\cdot 10^{-13}`
+#: times :math:`G`; ``1e-12`` leaves a factor 4.5. With :math:`G` the floor
+#: follows the data's units: data scaled by :math:`c` scales both the
+#: gradients and :math:`G` by :math:`c^{(2N-1)/N}`.
 STATIONARY_ATOL = 1e-12
+
+
+def gradient_scale(loss: Any, shape: tuple[int, int], depth: int) -> float:
+    r"""The size :math:`G` of a method's gradient terms at the data's scale; ``1`` if unknown.
+
+    :math:`G = \sqrt N\,\|E'(0)\|_F\,d^{(N-1)/N}`, with :math:`d` the Cauchy
+    step length from :math:`0` (:func:`dlngeo.geometry.problem.data_scales`;
+    the size of a minimiser: :math:`\|Y\|_F` for :math:`\tfrac12\|X - Y\|^2`)
+    and ``depth`` :math:`N` the depth of the metric in which the method
+    measures its gradient (``1`` for the embedded metric). The
+    :math:`g_N`-gradient :math:`A_{N,X}(P_T E')` and the gradient of balanced
+    factors (:math:`\|W_j\|_2 = \|X\|_2^{1/N}`, :math:`\partial_j E =
+    W_{>j}^\top E' W_{<j}^\top`, :math:`N` layers) have norm at most
+    :math:`\sqrt N\,\|X\|_2^{(N-1)/N}\,\|E'\|_F`, and :math:`\|X\|_2 \le d`
+    up to a factor of order one near a minimiser. ``1`` (an absolute floor,
+    the behaviour for data of unit scale) when :math:`E'(0)` or the curvature
+    along it is not positive and finite.
+    """
+    scales = data_scales(shape, loss)
+    if scales is None:
+        return 1.0
+    gradient_at_zero, d = scales
+    N = int(depth)
+    return float(np.sqrt(N) * gradient_at_zero * d ** ((N - 1) / N))
 
 
 def stationary_default_text(flow: bool = False) -> str:
@@ -80,7 +116,11 @@ def stationary_default_text(flow: bool = False) -> str:
     rtol = f"gradient_norm_rtol={STATIONARY_RTOL:g}"
     if flow:
         rtol += f" (at least {FLOW_STATIONARY_FACTOR:g} x the integrator's rtol)"
-    return f"stops when stationary, ||grad|| <= {rtol} x ||grad_0|| or gradient_norm_atol={STATIONARY_ATOL:g}"
+    atol = f"gradient_norm_atol={STATIONARY_ATOL:g} x G"
+    return (
+        f"stops when stationary, ||grad|| <= {rtol} x ||grad_0|| or {atol}, "
+        "G = sqrt(N) ||E'(0)|| d^((N-1)/N) the gradient's scale at the data's size d"
+    )
 
 
 @dataclass
@@ -107,8 +147,10 @@ class Stopping:
             cannot tell a saddle from a minimum: a run that passes a saddle
             closer than this (saddle-to-saddle dynamics from a tiny start)
             stops there; set it lower, or ``0`` (off), for such runs.
-        gradient_norm_atol: Absolute floor of the ``stationary`` test: a start
-            that is stationary up to rounding stops at once (see
+        gradient_norm_atol: Floor of the ``stationary`` test, relative to the
+            task's gradient scale :math:`G` (:func:`gradient_scale`; absolute
+            when :math:`G` is unknown): a start that is stationary up to
+            rounding stops at once, at any data scale (see
             :data:`STATIONARY_ATOL`).
         step_below: Stop once a step's norm is below this.
         divergence_factor: ``diverged`` once the loss exceeds this multiple of
@@ -154,23 +196,28 @@ class Stopping:
                     f"stopping.{name} must be a non-negative finite number, got {value!r}"
                 )
 
-    def start(self, relative_floor: float | None = 0.0) -> _StopClock:
+    def start(self, relative_floor: float | None = 0.0, gradient_scale: float = 1.0) -> _StopClock:
         """A clock for one run.
 
         Args:
             relative_floor: The smallest ``gradient_norm_rtol`` the method
                 resolves; ``None``: the method never stops ``stationary`` (a
                 sampler, whose iterates do not settle).
+            gradient_scale: :math:`G` of :func:`gradient_scale`, the unit of
+                ``gradient_norm_atol``.
         """
-        return _StopClock(self, relative_floor)
+        return _StopClock(self, relative_floor, gradient_scale)
 
 
 class _StopClock:
     """Per-run state of a :class:`Stopping`: start time, initial loss, loss history for stalls."""
 
-    def __init__(self, stopping: Stopping, relative_floor: float | None = 0.0):
+    def __init__(
+        self, stopping: Stopping, relative_floor: float | None = 0.0, gradient_scale: float = 1.0
+    ):
         self.stopping = stopping
         self.relative_floor = relative_floor
+        self.gradient_scale = float(gradient_scale)
         self.started = time.perf_counter()
         self.initial_loss: float | None = None
         #: The first finite gradient norm the clock saw (``||g_0||`` of the stationary test).
@@ -183,7 +230,7 @@ class _StopClock:
         return time.perf_counter() - self.started
 
     def stationary(self, gradient_norm: float) -> bool:
-        """``||g|| <= max(rtol ||g_0||, atol)`` (``False`` when both are off)."""
+        """``||g|| <= max(rtol ||g_0||, atol G)`` (``False`` when both are off)."""
         s = self.stopping
         if self.relative_floor is None:
             return False
@@ -191,7 +238,7 @@ class _StopClock:
         if s.gradient_norm_rtol and self.initial_gradient_norm is not None:  # 0: off
             rtol = max(s.gradient_norm_rtol, self.relative_floor)
             relative = rtol * self.initial_gradient_norm
-        return gradient_norm <= max(relative, s.gradient_norm_atol or 0.0)
+        return gradient_norm <= max(relative, (s.gradient_norm_atol or 0.0) * self.gradient_scale)
 
     def check(
         self,

@@ -44,14 +44,16 @@ from ..losses import Loss, as_loss
 from ..lowrank import ambient_inner, is_ambient, tangent_to_factored
 from .fixed_rank import FixedRank
 
-__all__ = ["problem", "AmbientProblem", "FactorCostProblem", "cauchy_scale"]
+__all__ = ["problem", "AmbientProblem", "FactorCostProblem", "cauchy_scale", "data_scales"]
 
 
-def cauchy_scale(manifold: FixedRank, loss: Loss) -> float | None:
-    """``||g||^3 / <g, E''(0)[g]>`` with ``g = E'(0)`` (module docs), or ``None`` if not positive and finite."""
-    m, n = manifold.shape
-    k = manifold.rank
-    zero = (np.eye(m, k), np.zeros(k), np.eye(k, n))
+def data_scales(shape: tuple[int, int], loss: Loss) -> tuple[float, float] | None:
+    """``(||E'(0)||_F, d)``, ``d = ||g||^3 / <g, E''(0)[g]>`` with ``g = E'(0)`` (module docs).
+
+    ``None`` if either is not positive and finite (or the loss is undefined at ``X = 0``).
+    """
+    m, n = shape
+    zero = (np.eye(m, 1), np.zeros(1), np.eye(1, n))
     try:
         with np.errstate(all="ignore"):
             g = loss.gradient(zero)
@@ -63,7 +65,13 @@ def cauchy_scale(manifold: FixedRank, loss: Loss) -> float | None:
         return None  # a loss undefined at X = 0: its errors show at the first real evaluation
     if not (np.isfinite(gg) and np.isfinite(curvature) and gg > 0 and curvature > 0):
         return None
-    return float(gg**1.5 / curvature)
+    return float(np.sqrt(gg)), float(gg**1.5 / curvature)
+
+
+def cauchy_scale(manifold: FixedRank, loss: Loss) -> float | None:
+    """``||g||^3 / <g, E''(0)[g]>`` with ``g = E'(0)`` (module docs), or ``None`` if not positive and finite."""
+    scales = data_scales(manifold.shape, loss)
+    return None if scales is None else scales[1]
 
 
 class AmbientProblem(pymanopt.Problem):
