@@ -34,6 +34,7 @@ When the model is not convex at zero along ``-g`` the scale stays unset
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -47,11 +48,28 @@ from .fixed_rank import FixedRank
 __all__ = ["problem", "AmbientProblem", "FactorCostProblem", "cauchy_scale", "data_scales"]
 
 
+#: data_scales per loss object and shape: a run asks twice (the manifold's scale and the
+#: stationary stop's gradient scale), and each answer costs a gradient and a product at 0.
+_SCALES: weakref.WeakKeyDictionary[Loss, dict[tuple[int, int], Any]] = weakref.WeakKeyDictionary()
+
+
 def data_scales(shape: tuple[int, int], loss: Loss) -> tuple[float, float] | None:
     """``(||E'(0)||_F, d)``, ``d = ||g||^3 / <g, E''(0)[g]>`` with ``g = E'(0)`` (module docs).
 
     ``None`` if either is not positive and finite (or the loss is undefined at ``X = 0``).
+    Computed once per loss object and shape (the loss's data are taken as fixed).
     """
+    key = (int(shape[0]), int(shape[1]))
+    try:
+        cache = _SCALES.setdefault(loss, {})
+    except TypeError:  # a loss that cannot be weakly referenced: no cache
+        cache = {}
+    if key not in cache:
+        cache[key] = _data_scales(key, loss)
+    return cache[key]
+
+
+def _data_scales(shape: tuple[int, int], loss: Loss) -> tuple[float, float] | None:
     m, n = shape
     zero = (np.eye(m, 1), np.zeros(1), np.eye(1, n))
     try:
