@@ -30,7 +30,14 @@ import scipy.sparse as sp
 
 from dlngeo.hookspecs import hookimpl
 from dlngeo.losses import Loss, TangentLinearization, check_observations, finite_array
-from dlngeo.lowrank import Factored, entries, is_lowrank_point, point_shape, to_dense
+from dlngeo.lowrank import (
+    Factored,
+    entries,
+    is_lowrank_point,
+    point_shape,
+    refill_csr,
+    to_dense,
+)
 
 from .regression import LpRegression, Regression  # re-exported: registered below
 
@@ -137,6 +144,7 @@ class MatrixCompletion(Loss):
             ([0], np.cumsum(np.bincount(self.rows, minlength=self.shape[0])))
         )
         self._residual_cache: tuple | None = None
+        self._template: sp.csr_array | None = None
         self._pattern: sp.csr_array | None = None
         self._workspace: tuple[sp.csr_array, sp.csc_array] | None = None
 
@@ -152,7 +160,11 @@ class MatrixCompletion(Loss):
         return self._workspace
 
     def _sparse(self, data: np.ndarray) -> sp.csr_array:
-        return sp.csr_array((data[self._order], self._indices, self._indptr), shape=self.shape)
+        if self._template is None:  # the pattern of Omega, validated once
+            self._template = sp.csr_array(
+                (data[self._order], self._indices, self._indptr), shape=self.shape
+            )
+        return refill_csr(self._template, data[self._order])
 
     def residual(self, X: Any) -> np.ndarray:
         """``X_ij - M_ij`` on ``Omega`` (in the order of ``rows``/``cols``).

@@ -10,6 +10,7 @@ naming the option) and returns a :class:`~dlngeo.dynamics.base.Method`;
 name                        options
 ==========================  ==========================================================
 ``overparametrized_gd``     step, gradient_sampler, batch_size, noise, seed, record_every, record_times
+``group_rmsprop``           lr, alpha, eps, record_every, record_times
 ``overparametrized_flow``   integrator, rtol, atol, max_step, end_time, record_every, record_times
 ``intrinsic_flow``          representation, integrator, rtol, atol, max_step, first_step,
                             end_time, record_every, record_times
@@ -30,6 +31,7 @@ from typing import Any
 
 from dlngeo.dynamics.base import stationary_default_text
 from dlngeo.dynamics.gauss_newton import RiemannianLM
+from dlngeo.dynamics.group_rmsprop import GroupRMSpropGD
 from dlngeo.dynamics.intrinsic import IntrinsicFlow
 from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD
 from dlngeo.dynamics.riemannian import PymanoptSolver, RiemannianGD
@@ -86,6 +88,11 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         OverparametrizedGD,
         _options(OverparametrizedGD),
         "gradient descent on the factors, constant step (SGD with a sampler or noise); t = step * k",
+    ),
+    "group_rmsprop": (
+        GroupRMSpropGD,
+        _options(GroupRMSpropGD),
+        "factor GD with one global RMSprop step (Arora et al. 2019's optimizer); t = sum of steps",
     ),
     "overparametrized_flow": (
         OverparametrizedFlow,

@@ -103,6 +103,8 @@ class EntryMinibatch:
 # ---------------------------------------------------------------------- GD
 class _FactorGDStepper(Stepper):
     gradient_norm: float  # set by _evaluate at every point
+    #: False for an adaptive rule (:meth:`step_size` overridden): the flow time is then the sum of the steps.
+    constant_step = True
 
     def __init__(
         self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator
@@ -135,8 +137,12 @@ class _FactorGDStepper(Stepper):
     def start(self) -> None:
         self._evaluate()
 
+    def step_size(self) -> float:
+        """The step ``eta_k`` of this iteration (constant here; an adaptive rule overrides it)."""
+        return self.eta
+
     def step(self) -> None:
-        eta = self.eta
+        eta = self.step_size()
         for W, g in zip(self.W, self.grads):
             W -= eta * g
         if self.noise > 0:
@@ -145,7 +151,8 @@ class _FactorGDStepper(Stepper):
                 W += scale * self.rng.standard_normal(W.shape)
         self.step_norm = eta * self.gradient_norm
         self.iteration += 1
-        self.t = eta * self.iteration
+        # Flow time: eta * k for the constant step (exact), else the sum of the steps taken.
+        self.t = eta * self.iteration if self.constant_step else self.t + eta
         self._evaluate()
 
     def point(self) -> np.ndarray:
@@ -208,7 +215,7 @@ class OverparametrizedGD(Method):
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
     ) -> Record:
         rng = np.random.default_rng(task.seed if self.seed is None else self.seed)
-        stepper = _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
+        stepper = self._stepper(task, rng)
         return drive(
             self.name,
             task,
@@ -217,10 +224,16 @@ class OverparametrizedGD(Method):
             callback,
             record_every=self.record_every,
             record_times=self.record_times,
-            info={
-                "step": self.step,
-                "noise": self.noise,
-                "batch_size": self.batch_size,
-                "time": "t = step * iteration",
-            },
+            info=self._info(),
         )
+
+    def _stepper(self, task: Task, rng: np.random.Generator) -> Stepper:
+        return _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "noise": self.noise,
+            "batch_size": self.batch_size,
+            "time": "t = step * iteration",
+        }
