@@ -251,6 +251,8 @@ def entries(Z: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     Factored forms are gathered in chunks of :data:`CHUNK` pairs, so the
     temporaries stay ``O(CHUNK r)`` however many pairs are asked for.
     """
+    if isinstance(Z, np.ndarray):
+        return Z[rows, cols]
     if is_lowrank_point(Z):
         u, s, vt = Z
         # Scale the m x r factor once, then gather: (u * s)[rows] costs m r + |rows| r,

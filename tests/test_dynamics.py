@@ -433,3 +433,25 @@ def test_projected_runge_kutta_keeps_its_order(integrator, order):
         errors.append(rel(record.final_point, reference))
     slopes = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert np.all(np.abs(slopes - order) < 0.45), (errors, slopes)
+
+
+@pytest.mark.parametrize("name", ["overparametrized_flow", "intrinsic_flow"])
+def test_a_flow_evaluates_its_loss_between_records_only_when_a_criterion_needs_it(name):
+    """The driver observes an ODE stepper's accepted point only where it records, unless the
+    stopping needs the loss or the gradient there: same trajectory, fewer right-hand sides."""
+    rng = np.random.default_rng(0)
+    net = dlngeo.DeepLinearNetwork([4, 3, 3, 5])
+    loss = dlngeo.create_loss("regression", target=rng.standard_normal((5, 4)))
+    task = Task(loss=loss, network=net, weights0=[0.5 * rng.standard_normal(s) for s in net.shapes])
+    options = {"integrator": "LSODA", "record_times": [0.1, 0.5, 1.0]}
+    if name == "intrinsic_flow":
+        options["representation"] = "dense"
+    solver = dlngeo.create_solver(name, **options)
+    off = dict(gradient_norm_rtol=None, gradient_norm_atol=None, max_iterations=None)
+    lazy = solver.run(task, Stopping(end_time=1.0, divergence_factor=None, **off))
+    eager = solver.run(task, Stopping(end_time=1.0, divergence_factor=1e300, **off))
+    assert lazy.stop_reason == eager.stop_reason == "end_time"
+    assert lazy.times == eager.times and lazy.n_iterations == eager.n_iterations
+    assert lazy.metrics["loss"] == eager.metrics["loss"]  # the same steps, bit for bit
+    # LSODA's last evaluation is not at the accepted point: observing it costs one per step.
+    assert lazy.evaluations["gradient"] < eager.evaluations["gradient"]

@@ -158,12 +158,18 @@ class Stepper:
     """One iterative method, stepped by :func:`drive`.
 
     After :meth:`start` and after every :meth:`step` the attributes describe
-    the current iterate: ``t`` (flow time), ``iteration``, ``loss``,
-    ``gradient_norm``, ``step_norm`` (``None`` if unknown) and ``finished``
-    (an integrator reached its final time). :meth:`point` and
-    :meth:`weights` give the end-to-end point and the factors (or ``None``).
-    Continuous methods implement :meth:`interpolate`. A stepper that counts
-    its evaluations in a dict ``counts`` reports them by :meth:`evaluations`.
+    the current iterate: ``t`` (flow time), ``iteration``, ``step_norm``
+    (``None`` if unknown) and ``finished`` (an integrator reached its final
+    time); ``loss`` and ``gradient_norm`` (``None`` if unknown) are current
+    after :meth:`observe`. A method whose loss costs extra (an ODE solver
+    whose last evaluation is not at the accepted point, Markov chains)
+    evaluates it there; the others have it already and keep the no-op.
+    :func:`drive` observes at every recorded iterate, and at every iterate
+    only when a stopping criterion needs the loss or the gradient.
+    :meth:`point` and :meth:`weights` give the end-to-end point and the
+    factors (or ``None``). Continuous methods implement :meth:`interpolate`.
+    A stepper that counts its evaluations in a dict ``counts`` reports them
+    by :meth:`evaluations`.
     """
 
     continuous: bool = False
@@ -175,6 +181,8 @@ class Stepper:
     finished: bool = False
     #: Smallest relative gradient tolerance resolved (flows: a multiple of rtol); None: never stationary.
     stationary_floor: float | None = 0.0
+    #: False: ``Stopping.divergence_factor`` does not apply (samplers: only non-finite values diverge).
+    relative_divergence: bool = True
 
     def start(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -187,6 +195,9 @@ class Stepper:
 
     def weights(self) -> list[np.ndarray] | None:
         return None
+
+    def observe(self) -> None:
+        """Make ``loss`` and ``gradient_norm`` those of the current iterate (no-op: always current)."""
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
         """``(point, weights)`` at flow time ``t`` within the last step (continuous methods)."""
@@ -253,7 +264,9 @@ class ScipyODEStepper(Stepper):
 
     def start(self) -> None:
         self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
-        self._observe(self.solver.y)
+
+    def observe(self) -> None:
+        self._observe(self._y)
 
     def step(self) -> None:
         solver = self.solver
@@ -268,7 +281,6 @@ class ScipyODEStepper(Stepper):
         self.t = float(solver.t)
         self._y = solver.y
         self.step_norm = float(np.linalg.norm(solver.y - y_old))
-        self._observe(solver.y)
         if solver.status == "finished":
             self.finished = True
 
@@ -288,27 +300,42 @@ def drive(
     """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
     stopping = stopping if stopping is not None else Stopping()
     recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
-    clock = stopping.start(stepper.stationary_floor)
+    clock = stopping.start(stepper.stationary_floor, stepper.relative_divergence)
+    observe_always = clock.needs_loss or clock.needs_gradient
     grid = record_times
     gi = 0
     reason: str | None = None
 
-    def sample_current() -> None:
-        """Record the stepper's current point (with its factors and loss)."""
+    def sample_current() -> str | None:
+        """Record the stepper's current point (with its factors and loss); ``"diverged"`` if it cannot be observed."""
+        failed: str | None = None
+        loss: float | None = None
+        try:
+            stepper.observe()
+            loss = stepper.loss
+            clock.note(stepper.gradient_norm)
+        except (NumericalFailure, np.linalg.LinAlgError):
+            failed, loss = "diverged", float("nan")
         recorder.sample(
             stepper.point(),
             time=stepper.t,
             iteration=stepper.iteration,
             weights=stepper.weights(),
-            loss=stepper.loss,
+            loss=loss,
         )
+        return failed
 
     def check() -> str | None:
+        if observe_always:
+            try:
+                stepper.observe()
+            except (NumericalFailure, np.linalg.LinAlgError):
+                return "diverged"
         return clock.check(
             iteration=stepper.iteration,
-            loss=stepper.loss,
+            loss=stepper.loss if observe_always else None,
             flow_time=stepper.t,
-            gradient_norm=stepper.gradient_norm,
+            gradient_norm=stepper.gradient_norm if observe_always else None,
             step_norm=stepper.step_norm,
         )
 
@@ -320,15 +347,16 @@ def drive(
         if grid is not None:
             while gi < len(grid) and grid[gi] <= stepper.t:
                 gi += 1
-        sample_current()
+        failed = sample_current()
         if reason is None:
-            reason = check()
+            reason = failed or check()
         while reason is None:
             try:
                 stepper.step()
             except (NumericalFailure, np.linalg.LinAlgError):
                 reason = "diverged"
                 break
+            failed = None
             if grid is not None:
                 while gi < len(grid) and grid[gi] <= stepper.t:
                     if stepper.continuous and grid[gi] < stepper.t:
@@ -341,14 +369,15 @@ def drive(
                                 point, time=grid[gi], iteration=stepper.iteration, weights=weights
                             )
                     else:
-                        sample_current()
+                        failed = sample_current() or failed
                     gi += 1
             elif stepper.iteration % record_every == 0:
-                sample_current()
-            reason = check()
+                failed = sample_current()
+            reason = failed or check()
             if reason is None and stepper.finished:
                 reason = "end_time"
-        sample_current()
+        if sample_current() is not None:
+            reason = "diverged"
 
     record = recorder.record
     record.final_point = stepper.point()

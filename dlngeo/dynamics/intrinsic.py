@@ -91,11 +91,13 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         value, G = self.task.loss.value_and_gradient(X)
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
+        # Dense like X (O(mn), below the SVD's O(mn min(m, n))): products at BLAS speed.
+        G = to_dense(G)
         # At the flow's rank r: X(t) is rank r only up to the integrator's error e, which
         # would enter K as e**(2/N) and make the flow stiff and wrong (metric_operator).
         F = metric_operator(X, G, self.depth, rank=self.rank)
         # ||grad||_{g_N}^2 = <E'(X), A(E'(X))>.
-        gnorm2 = float(np.sum(F * to_dense(G)))
+        gnorm2 = float(np.sum(F * G))
         if not (np.isfinite(value) and np.all(np.isfinite(F))):
             raise NumericalFailure("non-finite loss or gradient")
         self._cache = (y, float(value), float(np.sqrt(max(gnorm2, 0.0))))
