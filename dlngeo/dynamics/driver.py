@@ -3,8 +3,9 @@
 A method supplies a :class:`Stepper` (one step of gradient descent, of an ODE
 integrator, of a Riemannian descent); :func:`drive` runs it under a
 :class:`~dlngeo.dynamics.base.Stopping` and fills a
-:class:`~dlngeo.dynamics.record.Record`. :class:`Recorder` is the sampling
-half on its own (the pymanopt adapter, whose loop is pymanopt's, uses it).
+:class:`~dlngeo.dynamics.record.Record` through the one
+:class:`~dlngeo.dynamics.record.Recorder` (the pymanopt adapter, whose loop
+is pymanopt's, uses it too).
 
 **Sampling.** ``record_every = k`` records every ``k``-th iterate (step,
 accepted ODE step). ``record_times = [t_0, t_1, ...]`` records on a grid of
@@ -21,15 +22,16 @@ raises :class:`NumericalFailure`, which ends the run with reason
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.integrate
 
-from ..lowrank import is_lowrank_point
 from ..validation import check_choice, check_nonnegative, check_positive
 from .base import Callback, Stopping, Task, flow_stationary_floor
-from .record import Record
+from .events import Event, EventTracker
+from .record import Record, Recorder, is_finite_point
 
 __all__ = [
     "NumericalFailure",
@@ -47,15 +49,6 @@ __all__ = [
 
 class NumericalFailure(ArithmeticError):
     """A step produced non-finite numbers: the run stops with ``"diverged"``."""
-
-
-def is_finite_point(point: Any) -> bool:
-    """True when every entry of a dense point, a ``(u, s, vt)`` point or a list of factors is finite."""
-    if point is None:
-        return True
-    if is_lowrank_point(point) or isinstance(point, list):
-        return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in point)
-    return bool(np.all(np.isfinite(np.asarray(point))))
 
 
 # ------------------------------------------------------------------ options
@@ -85,72 +78,6 @@ def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.
             "record_times must be a non-empty, non-decreasing sequence of finite times >= 0"
         )
     return int(record_every), grid
-
-
-# ------------------------------------------------------------------ recording
-class Recorder:
-    """Evaluates the task's metrics on states and appends them to a :class:`Record`.
-
-    Metrics that fail on a non-finite point record NaN (a diverged run is
-    still recorded); on a finite point their errors propagate.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        task: Task,
-        callback: Callback | None,
-        *,
-        time_kind: str = "flow",
-        info: dict | None = None,
-    ):
-        self.task = task
-        self.callback = callback
-        self.record = Record(method=name, time_kind=time_kind, info=dict(info or {}))
-        self._last: tuple[int, float] | None = None
-
-    def sample(
-        self,
-        point: Any,
-        *,
-        time: float,
-        iteration: int,
-        weights: Any = None,
-        loss: float | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Record one sample (skipped if the same ``(iteration, time)`` was just recorded)."""
-        key = (int(iteration), float(time))
-        if self._last == key:
-            return
-        self._last = key
-        task = self.task
-        state = task.state(point, weights=weights, time=float(time), iteration=int(iteration))
-        finite = is_finite_point(point) and is_finite_point(weights)
-        values: dict[str, Any] = {}
-        if "loss" not in task.metrics:
-            values["loss"] = (
-                float(loss)
-                if loss is not None
-                else self._safe(lambda: float(task.loss.value(point)), finite)
-            )
-        for name, metric in task.metrics.items():
-            values[name] = self._safe(lambda m=metric: m(state), finite)
-        if extra:
-            values.update(extra)
-        self.record.append(time, iteration, values)
-        if self.callback is not None:
-            self.callback(state, self.record)
-
-    @staticmethod
-    def _safe(fn: Any, finite: bool) -> Any:
-        if finite:
-            return fn()
-        try:
-            with np.errstate(all="ignore"):
-                return fn()
-        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
-            return float("nan")
 
 
 # ------------------------------------------------------------------ stepping
@@ -296,9 +223,16 @@ def drive(
     record_times: np.ndarray | None = None,
     time_kind: str = "flow",
     info: dict | None = None,
+    events: Sequence[Event] = (),
 ) -> Record:
-    """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
+    """Run ``stepper`` until a stopping criterion (or a terminal event) fires; return the :class:`Record`.
+
+    ``events``: :class:`~dlngeo.dynamics.events.Event` crossings to locate
+    (:mod:`dlngeo.dynamics.events`).
+    """
     stopping = stopping if stopping is not None else Stopping()
+    tracker = EventTracker(events, task, stepper) if events else None
+    hit: tuple[float, Any, Any] | None = None  # the terminal event's crossing
     recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
     clock = stopping.start(stepper.stationary_floor, stepper.relative_divergence)
     observe_always = clock.needs_loss or clock.needs_gradient
@@ -350,15 +284,19 @@ def drive(
         failed = sample_current()
         if reason is None:
             reason = failed or check()
+        if tracker is not None and reason is None:
+            tracker.start()
         while reason is None:
             try:
                 stepper.step()
+                hit = tracker.after_step() if tracker is not None else None
             except (NumericalFailure, np.linalg.LinAlgError):
                 reason = "diverged"
                 break
             failed = None
             if grid is not None:
-                while gi < len(grid) and grid[gi] <= stepper.t:
+                upto = stepper.t if hit is None else hit[0]  # a terminal event ends the run there
+                while gi < len(grid) and grid[gi] <= upto:
                     if stepper.continuous and grid[gi] < stepper.t:
                         try:
                             point, weights = stepper.interpolate(float(grid[gi]))
@@ -371,17 +309,25 @@ def drive(
                     else:
                         failed = sample_current() or failed
                     gi += 1
-            elif stepper.iteration % record_every == 0:
+            elif stepper.iteration % record_every == 0 and hit is None:
                 failed = sample_current()
+            if hit is not None:
+                reason = "event"
+                break
             reason = failed or check()
             if reason is None and stepper.finished:
                 reason = "end_time"
-        if sample_current() is not None:
+        if hit is not None:  # the run ends at the terminal event's crossing
+            recorder.sample(hit[1], time=hit[0], iteration=stepper.iteration, weights=hit[2])
+        elif sample_current() is not None:
             reason = "diverged"
 
     record = recorder.record
-    record.final_point = stepper.point()
-    record.final_weights = stepper.weights()
+    record.final_point = stepper.point() if hit is None else hit[1]
+    record.final_weights = stepper.weights() if hit is None else hit[2]
+    if tracker is not None:
+        record.events = tracker.hits
+        record.info["event_times"] = [[t for t, _, _ in hits] for hits in tracker.hits]
     record.stop_reason = reason
     record.n_iterations = stepper.iteration
     record.evaluations = stepper.evaluations()

@@ -44,6 +44,7 @@ meaning on average), with scipy's safety factor and bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ from .driver import (
     check_record_options,
     drive,
 )
+from .events import Event, check_events
 from .factor_flow import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .lowrank_steps import StageSums, _fro, lowrank_start, truncate
 from .record import Record
@@ -300,6 +302,8 @@ class IntrinsicFlow(Method):
         first_step: Low rank only: the first step (default: scipy's heuristic).
         end_time: Default final flow time when the stopping has none.
         record_every, record_times: See :mod:`dlngeo.dynamics.driver`.
+        events: :class:`~dlngeo.dynamics.events.Event` crossings to locate on
+            the dense output (``record.events``; a terminal one ends the run).
 
     The low-rank flow starts at the rank-``r`` truncation of ``phi(W(0))``; its
     relative truncation error is ``record.info["start_truncation"]``.
@@ -322,6 +326,7 @@ class IntrinsicFlow(Method):
         end_time: float | None = None,
         record_every: int = 1,
         record_times: Any = None,
+        events: Sequence[Event] | None = None,
     ):
         self.representation = check_choice(
             "representation", representation, ("auto", "dense", "lowrank")
@@ -335,6 +340,7 @@ class IntrinsicFlow(Method):
         self.first_step = check_positive("first_step", first_step, allow_none=True)
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
+        self.events = check_events(events)
 
     def resolved_representation(self, task: Task) -> str:
         if self.representation != "auto":
@@ -372,6 +378,7 @@ class IntrinsicFlow(Method):
             callback,
             record_every=self.record_every,
             record_times=self.record_times,
+            events=self.events,
             info=info,
         )
         return _finish_flow(record, stepper)
