@@ -40,6 +40,8 @@ class NuclearNormCompletion(Method):
 
     name = "nuclear_norm"
     flow_time = False
+    #: One convex solve: no gradient iteration to stop ``stationary``.
+    stops_stationary = False
 
     def __init__(self, tolerance: float = 1e-3, eps: float = 1e-7, max_iters: int = 200_000):
         if not tolerance >= 0:

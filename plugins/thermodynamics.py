@@ -121,6 +121,8 @@ class LangevinMethod(Method):
     #: A chain samples a Gibbs measure: it follows no flow (name it in ``gap`` to compare).
     follows = None
     step_option = "step"
+    #: A chain's iterates do not settle: it never stops ``stationary``.
+    stops_stationary = False
 
     def __init__(
         self,

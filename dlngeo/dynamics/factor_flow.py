@@ -125,6 +125,7 @@ class OverparametrizedFlow(Method):
     flow_time = True
     follows = "overparametrized"
     samples_at_times = True
+    rtol_option = "rtol"
     overparametrized = True
     supports_activation = True
 

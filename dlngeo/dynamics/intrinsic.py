@@ -313,6 +313,7 @@ class IntrinsicFlow(Method):
     flow_time = True
     follows = "intrinsic"
     samples_at_times = True
+    rtol_option = "rtol"
 
     def __init__(
         self,
