@@ -455,3 +455,12 @@ def test_a_flow_evaluates_its_loss_between_records_only_when_a_criterion_needs_i
     assert lazy.metrics["loss"] == eager.metrics["loss"]  # the same steps, bit for bit
     # LSODA's last evaluation is not at the accepted point: observing it costs one per step.
     assert lazy.evaluations["gradient"] < eager.evaluations["gradient"]
+
+
+def test_stopping_only_turns_every_default_off_but_the_given_criteria():
+    only = Stopping.only(end_time=2.0)
+    assert (only.end_time, only.max_iterations, only.divergence_factor) == (2.0, None, None)
+    assert only.gradient_norm_rtol is None and only.gradient_norm_atol is None
+    assert Stopping.only(loss_below=1e-3, max_iterations=5).max_iterations == 5
+    with pytest.raises(ValueError, match="stopping.end_time"):
+        Stopping.only(end_time=-1.0)

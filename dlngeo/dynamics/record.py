@@ -112,6 +112,11 @@ class Record:
         for name, value in values.items():
             self.metrics.setdefault(name, []).append(value)
 
+    def sampled(self, metric: str, times: Any) -> list[Any]:
+        """The values of ``metric`` at ``times``, each a recorded time (``record_times`` and the start)."""
+        recorded = dict(zip(self.times, self.metrics[metric]))
+        return [recorded[float(t)] for t in times]
+
     @property
     def final_loss(self) -> float:
         series = self.metrics.get("loss")

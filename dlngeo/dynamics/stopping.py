@@ -154,6 +154,20 @@ class Stopping:
                     f"stopping.{name} must be a non-negative finite number, got {value!r}"
                 )
 
+    @classmethod
+    def only(cls, **criteria: float) -> Stopping:
+        """The given criteria and nothing else: no ``stationary``, divergence or iteration default.
+
+        ``Stopping.only(end_time=T)`` runs a flow to ``T`` whatever happens on the way.
+        """
+        off: dict[str, float | None] = dict(
+            max_iterations=None,
+            gradient_norm_rtol=None,
+            gradient_norm_atol=None,
+            divergence_factor=None,
+        )
+        return cls(**{**off, **criteria})  # type: ignore[arg-type]
+
     def start(
         self, relative_floor: float | None = 0.0, relative_divergence: bool = True
     ) -> _StopClock:

@@ -125,23 +125,6 @@ def velocity_gap(network: DeepLinearNetwork, weights: Sequence[np.ndarray], Y: n
     )
 
 
-#: Only the final time ends a run: no stationary, divergence or iteration stop.
-def _until(t_end: float) -> Stopping:
-    return Stopping(
-        end_time=float(t_end),
-        max_iterations=None,
-        gradient_norm_rtol=None,
-        gradient_norm_atol=None,
-        divergence_factor=None,
-    )
-
-
-def _sampled(record: Any, times: np.ndarray, metric: str) -> list[Any]:
-    """``metric`` at ``times`` (``times[0] = 0`` and the record's ``record_times``)."""
-    recorded = dict(zip(record.times, record.metrics[metric]))
-    return [recorded[float(t)] for t in times]
-
-
 def overparametrized_flow(
     network: DeepLinearNetwork,
     weights0: Sequence[np.ndarray],
@@ -178,10 +161,10 @@ def overparametrized_flow(
         record_times=times[1:],
         events=events,
     )
-    record = solver.run(task, _until(times[-1]))
+    record = solver.run(task, Stopping.only(end_time=float(times[-1])))
     if record.stop_reason != "end_time" or "solver_message" in record.info:  # pragma: no cover
         raise RuntimeError(f"overparametrized flow failed: {record.info.get('solver_message')}")
-    path = _sampled(record, times, "weights")
+    path = record.sampled("weights", times)
     if not events or not record.events[0]:
         return path, float("nan"), None
     t_star, _, weights_star = record.events[0][0]
@@ -225,10 +208,10 @@ def intrinsic_flow(
         atol=atol,
         record_times=times[1:],
     )
-    record = solver.run(task, _until(times[-1]))
+    record = solver.run(task, Stopping.only(end_time=float(times[-1])))
     if record.stop_reason != "end_time" or "solver_message" in record.info:  # pragma: no cover
         raise RuntimeError(f"intrinsic flow failed: {record.info.get('solver_message')}")
-    return np.array(_sampled(record, times, "point"))
+    return np.array(record.sampled("point", times))
 
 
 @dataclass

@@ -202,14 +202,9 @@ def train_deep_factorization(
         solver = create_solver("group_rmsprop", lr=lr, record_every=record_every)
     else:
         solver = create_solver("overparametrized_gd", step=lr, record_every=record_every)
-    stopping = Stopping(
-        max_iterations=max_iterations,
-        loss_below=loss_threshold,
-        gradient_norm_rtol=None,
-        gradient_norm_atol=None,
-        divergence_factor=None,
+    record = solver.run(
+        task, Stopping.only(max_iterations=max_iterations, loss_below=loss_threshold)
     )
-    record = solver.run(task, stopping)
     return _summary(
         f"depth {depth}",
         depth,

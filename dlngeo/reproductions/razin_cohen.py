@@ -149,23 +149,6 @@ def _task(start: Any, depth: int) -> Task:
     )
 
 
-#: Only the final time ends a run: no stationary, divergence or iteration stop.
-def _until(t_end: float) -> Stopping:
-    return Stopping(
-        end_time=float(t_end),
-        max_iterations=None,
-        gradient_norm_rtol=None,
-        gradient_norm_atol=None,
-        divergence_factor=None,
-    )
-
-
-def _samples(record: Record, times: np.ndarray, metric: str = "point") -> list[Any]:
-    """The recorded values of ``metric`` at ``times`` (the record's grid)."""
-    recorded = dict(zip(record.times, record.metrics[metric]))
-    return [recorded[float(t)] for t in times]
-
-
 def _run(
     depth: int,
     record: Record,
@@ -186,7 +169,7 @@ def _run(
         depth=depth,
         times=times,
         X=Xs,
-        loss=np.array(_samples(record, times, "loss"), dtype=float),
+        loss=np.array(record.sampled("loss", times), dtype=float),
         w11=Xs[:, 0, 0],
         det=det,
         nuclear=svals.sum(axis=1),
@@ -230,8 +213,8 @@ def end_to_end_flow(
         atol=atol,
         record_times=times[1:],
     )
-    record = solver.run(_task(X0, int(depth)), _until(t_end))
-    Xs = np.array(_samples(record, times), dtype=float)
+    record = solver.run(_task(X0, int(depth)), Stopping.only(end_time=float(t_end)))
+    Xs = np.array(record.sampled("point", times), dtype=float)
     svals = np.linalg.svd(Xs, compute_uv=False)
     return _run(
         int(depth),
@@ -363,10 +346,17 @@ def end_to_end_flow_svd(
         task, d, y0, integrator=method, rtol=rtol, atol=atol, max_step=np.inf, t_bound=t_end
     )
     record = _finish_flow(
-        drive("razin_cohen_log_sigma", task, stepper, _until(t_end), None, record_times=times[1:]),
+        drive(
+            "razin_cohen_log_sigma",
+            task,
+            stepper,
+            Stopping.only(end_time=float(t_end)),
+            None,
+            record_times=times[1:],
+        ),
         stepper,
     )
-    points = _samples(record, times)
+    points = record.sampled("point", times)
     Xs = np.array([(U * s) @ Vt for U, s, Vt in points])
     svals = np.array([s for _, s, _ in points])
     with np.errstate(divide="ignore"):  # log 0 = -inf only if sigma_2 underflowed (depth 2)
