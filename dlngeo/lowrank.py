@@ -292,7 +292,11 @@ def tangent_to_factored(point: Any, tangent: Any) -> Factored:
     """
     u, _, vt = point
     Up, M, Vp = tangent
-    return Factored(np.hstack((u @ M + Up, u)), np.hstack((vt.T, Vp)))
+    # Leading batch axes broadcast (dlngeo.geometry.lowrank_ops.tangent_to_ambient).
+    return Factored(
+        np.concatenate((u @ M + Up, u), axis=-1),
+        np.concatenate((np.swapaxes(vt, -1, -2), Vp), axis=-1),
+    )
 
 
 def ambient_inner(A: Any, B: Any) -> float:
