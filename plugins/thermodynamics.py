@@ -41,16 +41,13 @@ from dlngeo.thermodynamics import entropy, free_energy
 from dlngeo.thermodynamics.entropy import check_beta
 from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, RiemannianLangevin
 from dlngeo.thermodynamics.mala import RiemannianMALA
+from dlngeo.validation import positive_integer
 
 __all__ = ["Entropy", "FreeEnergy", "LangevinMethod"]
 
 
 def _check_optional_int(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
+    return None if value is None else positive_integer(value, name)
 
 
 class Entropy:

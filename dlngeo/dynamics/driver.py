@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.integrate
 
-from ..validation import check_choice, check_nonnegative, check_positive
+from ..validation import check_choice, check_nonnegative, check_positive, positive_integer
 from .base import Callback, Stopping, Task, flow_stationary_floor
 from .events import Event, EventTracker
 from .record import Record, Recorder, is_finite_point
@@ -54,14 +54,9 @@ class NumericalFailure(ArithmeticError):
 # ------------------------------------------------------------------ options
 def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.ndarray | None]:
     """Validate ``record_every`` (positive int) and ``record_times`` (non-decreasing, >= 0)."""
-    if (
-        isinstance(record_every, bool)
-        or not isinstance(record_every, (int, np.integer))
-        or record_every < 1
-    ):
-        raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
+    record_every = positive_integer(record_every, "record_every")
     if record_times is None:
-        return int(record_every), None
+        return record_every, None
     try:
         grid = np.asarray(record_times, dtype=float).ravel()
     except (TypeError, ValueError):
@@ -77,7 +72,7 @@ def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.
         raise ValueError(
             "record_times must be a non-empty, non-decreasing sequence of finite times >= 0"
         )
-    return int(record_every), grid
+    return record_every, grid
 
 
 # ------------------------------------------------------------------ stepping

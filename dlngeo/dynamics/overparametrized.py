@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
@@ -77,13 +78,7 @@ class EntryMinibatch:
     """
 
     def __init__(self, batch_size: int):
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_integer(batch_size, "batch_size")
 
     def __call__(self, loss: Any, X: np.ndarray, rng: np.random.Generator) -> Any:
         G = loss.gradient(X)

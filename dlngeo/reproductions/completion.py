@@ -39,7 +39,7 @@ from ..dynamics.group_rmsprop import GroupRMSprop
 from ..network import DeepLinearNetwork
 from ..plugins import create_loss, create_metric, create_sampler, create_solver
 from ..state import State
-from ..validation import check_choice, positive_integer
+from ..validation import check_choice, check_nonnegative, positive_integer
 
 __all__ = [
     "low_rank_target",
@@ -232,8 +232,7 @@ def nuclear_norm_completion(
 
     target = np.asarray(target, dtype=float)
     rows, cols = np.asarray(rows), np.asarray(cols)
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be non-negative, got {tolerance!r}")
+    tolerance = check_nonnegative("tolerance", tolerance)
     X = cp.Variable(target.shape)
     constraints = [cp.abs(X[rows, cols] - target[rows, cols]) <= tolerance]
     problem = cp.Problem(cp.Minimize(cp.normNuc(X)), constraints)
