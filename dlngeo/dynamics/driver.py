@@ -39,6 +39,7 @@ __all__ = [
     "Stepper",
     "ScipyODEStepper",
     "drive",
+    "drive_method",
     "is_finite_point",
     "check_positive",
     "check_nonnegative",
@@ -332,3 +333,29 @@ def drive(
     record.info["initial_gradient_norm"] = clock.initial_gradient_norm
     record.info["gradient_norm"] = clock.gradient_norm
     return record
+
+
+def drive_method(
+    method: Any,
+    task: Task,
+    stepper: Stepper,
+    stopping: Stopping | None,
+    callback: Callback | None,
+    *,
+    info: dict | None = None,
+    time_kind: str = "flow",
+) -> Record:
+    """:func:`drive` under ``method``'s name with its recording options (``record_every``,
+    ``record_times``, ``events``, those it has)."""
+    return drive(
+        method.name,
+        task,
+        stepper,
+        stopping,
+        callback,
+        record_every=getattr(method, "record_every", 1),
+        record_times=getattr(method, "record_times", None),
+        events=getattr(method, "events", ()),
+        time_kind=time_kind,
+        info=info,
+    )

@@ -24,7 +24,7 @@ from .driver import (
     check_choice,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
 from .events import Event, check_events
 from .factor_gradients import factor_loss_and_gradients
@@ -158,15 +158,12 @@ class OverparametrizedFlow(Method):
             task, self.integrator, self.rtol, self.atol, self.max_step, t_bound
         )
         return _finish_flow(
-            drive(
-                self.name,
+            drive_method(
+                self,
                 task,
                 stepper,
                 stopping,
                 callback,
-                record_every=self.record_every,
-                record_times=self.record_times,
-                events=self.events,
                 info={
                     "integrator": self.integrator,
                     "rtol": self.rtol,

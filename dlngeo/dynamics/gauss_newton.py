@@ -46,7 +46,13 @@ import numpy as np
 from ..geometry.fixed_rank import FixedRank, TangentVector
 from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
-from .driver import NumericalFailure, Stepper, check_positive, check_record_options, drive
+from .driver import (
+    NumericalFailure,
+    Stepper,
+    check_positive,
+    check_record_options,
+    drive_method,
+)
 from .intrinsic import lowrank_start
 from .record import Record
 
@@ -245,13 +251,12 @@ class RiemannianLM(Method):
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
     ) -> Record:
         stepper = _LMStepper(task, self)
-        record = drive(
-            self.name,
+        record = drive_method(
+            self,
             task,
             stepper,
             stopping,
             callback,
-            record_every=self.record_every,
             time_kind="iteration",
             info={"metric": "embedded", "time": "iterate number (no flow time)"},
         )

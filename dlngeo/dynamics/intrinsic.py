@@ -60,7 +60,7 @@ from .driver import (
     check_choice,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
 from .events import Event, check_events
 from .factor_flow import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
@@ -371,15 +371,5 @@ class IntrinsicFlow(Method):
             "atol": self.atol,
             "time": "ODE time",
         }
-        record = drive(
-            self.name,
-            task,
-            stepper,
-            stopping,
-            callback,
-            record_every=self.record_every,
-            record_times=self.record_times,
-            events=self.events,
-            info=info,
-        )
+        record = drive_method(self, task, stepper, stopping, callback, info=info)
         return _finish_flow(record, stepper)

@@ -37,7 +37,7 @@ from .driver import (
     check_nonnegative,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
 from .factor_flow import (  # re-exported: the flow's historical import path
     ODE_INTEGRATORS,
@@ -211,16 +211,7 @@ class OverparametrizedGD(Method):
     ) -> Record:
         rng = np.random.default_rng(task.seed if self.seed is None else self.seed)
         stepper = self._stepper(task, rng)
-        return drive(
-            self.name,
-            task,
-            stepper,
-            stopping,
-            callback,
-            record_every=self.record_every,
-            record_times=self.record_times,
-            info=self._info(),
-        )
+        return drive_method(self, task, stepper, stopping, callback, info=self._info())
 
     def _stepper(self, task: Task, rng: np.random.Generator) -> Stepper:
         return _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
