@@ -42,7 +42,3 @@ def factor_loss_and_gradients(
     :class:`~dlngeo.relu.OutputLoss`) through its gates.
     """
     return network.loss_and_gradients(weights, loss, gradient=gradient)
-
-
-def _grad_norm(grads: list[np.ndarray]) -> float:
-    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))

@@ -51,10 +51,14 @@ class GroupRMSprop:
         self.square_avg = 0.0
         self.t = 0
 
-    def step_size(self, grads: Sequence[np.ndarray]) -> float:
-        """Update the running mean with ``grads`` and return the step size for them."""
+    def step_size(self, grads: Sequence[np.ndarray], total: float | None = None) -> float:
+        r"""Update the running mean with ``grads`` and return the step size for them.
+
+        ``total``: :math:`\sum_k\|g_k\|^2` if the caller has it already.
+        """
         self.t += 1
-        total = float(sum(np.vdot(g, g) for g in grads))
+        if total is None:
+            total = float(sum(np.vdot(g, g) for g in grads))
         self.square_avg = self.alpha * self.square_avg + (1 - self.alpha) * total
         return self.lr / (np.sqrt(self.square_avg / (1 - self.alpha**self.t)) + self.eps)
 
@@ -67,7 +71,7 @@ class _GroupRMSpropStepper(_FactorGDStepper):
         self.rule = rule
 
     def step_size(self) -> float:
-        return self.rule.step_size(self.grads)
+        return self.rule.step_size(self.grads, self.gradient_square)
 
 
 class GroupRMSpropGD(OverparametrizedGD):

@@ -43,7 +43,7 @@ from .factor_flow import (  # re-exported: the flow's historical import path
     ODE_INTEGRATORS,
     OverparametrizedFlow,
 )
-from .factor_gradients import _grad_norm, factor_loss_and_gradients
+from .factor_gradients import factor_loss_and_gradients
 from .record import Record
 
 __all__ = [
@@ -125,7 +125,9 @@ class _FactorGDStepper(Stepper):
             raise NumericalFailure("non-finite factors") from None
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
-        self.gradient_norm = _grad_norm(self.grads)
+        # sum_k ||dL/dW_k||^2, kept for a step rule that needs it (GroupRMSprop).
+        self.gradient_square = float(sum(np.vdot(g, g) for g in self.grads))
+        self.gradient_norm = float(np.sqrt(self.gradient_square))
         if not (np.isfinite(self.loss) and np.isfinite(self.gradient_norm)):
             raise NumericalFailure("non-finite loss or gradient")
 
