@@ -169,8 +169,12 @@ def check_options(
     """
     params, open_ended = _parameters(factory)
     names = [p.name for p in params]
-    # a factory may add a note to its option list (the solvers: what [stopping] does by default)
-    listing = (", ".join(names) or "none") + str(getattr(factory, "option_note", ""))
+    listing = ", ".join(names) or "none"
+    if kind == "solver":  # what [stopping] does by default, from the method's capabilities
+        from .dynamics.base import stopping_note
+
+        note = stopping_note(factory)
+        listing += f"; under [stopping], by default: {note}" if note else ""
     if not open_ended:
         for option in options:
             if option not in names:

@@ -253,6 +253,20 @@ def lookup(kind: str, name: str) -> Entry:
     return found[0]
 
 
+def _described(kind: str, entry: Any) -> str:
+    """A solver's description with its default stop (from its capabilities); other kinds as registered."""
+    if kind != "solver":
+        return entry.description
+    from .dynamics.base import stopping_note  # the solvers' layer, needed only here
+
+    note = stopping_note(entry.factory)
+    return (
+        f"{entry.description}; {note}"
+        if note and entry.description
+        else (entry.description or note)
+    )
+
+
 def create(kind: str, name: str, **options: Any) -> Any:
     """``factory(**options)`` of ``name``; unknown or missing options first raise
     :class:`~dlngeo.options.OptionError` (one line: close matches, valid options)."""
@@ -337,7 +351,7 @@ def plugin_rows() -> list[dict[str, Any]]:
                         "name": name,
                         "plugin": e.plugin,
                         "version": e.version,
-                        "description": note + e.description,
+                        "description": note + _described(kind, e),
                         "options": []  # a problem function takes the config, not options
                         if kind == "problem"
                         else [o.to_dict() for o in factory_options(e.factory)],

@@ -10,7 +10,7 @@ Every sampler is registered through ``dlngeo_register_samplers`` (config keys
 * ``"data"`` (:class:`DataSampler`): ``sample(rng)`` -> ``M*``, ``(rows, cols)``,
   the measurement matrices ``A``, ...;
 * ``"langevin"`` (:class:`MarkovChain`): ``sample(rng, *, loss, start, depth,
-  metrics=None, callback=None, **options) -> Record``.
+  metrics=None, callback=None, stopping=None, **options) -> Record``.
 
 :func:`dlngeo.create_initialization`, :func:`dlngeo.create_data_sampler` and
 :func:`dlngeo.create_chain` build one and check its kind (a ``ValueError``
@@ -86,6 +86,7 @@ class MarkovChain(Protocol):
         depth: int | None = None,
         metrics: Any = None,
         callback: Callable[..., Any] | None = None,
+        stopping: Any = None,
         **options: Any,
     ) -> Any: ...
 

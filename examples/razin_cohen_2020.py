@@ -6,7 +6,7 @@ linear network (dX/dt = -A_{N,X}(E'(X))) can only lower the loss by sending
 |w11| to infinity: the effective rank falls to 1 while the nuclear and
 Frobenius norms grow without bound.
 
-Integrated with solve_ivp (LSODA, rtol 1e-10) up to t = 1e6, in two
+Integrated by dlngeo's driver (LSODA, rtol 1e-10) up to t = 1e6, in two
 coordinate systems: Cartesian entries of X, and log singular values plus
 rotation angles, where the sign of det is exact. They agree wherever the
 Cartesian run is accurate; at depth 2 the smallest singular value decays

@@ -6,7 +6,8 @@ They are ordinary plugins: each module implements hooks of
 third-party plugin takes (see ``examples/plugin_huber`` and CONTRIBUTING.md).
 
 * :mod:`dlngeo_plugins.losses`: regression, lp_regression, matrix_completion, matrix_sensing
-  (the regression classes live in :mod:`dlngeo_plugins.regression`, which registers nothing).
+  (the regression classes live in :mod:`dlngeo_plugins.regression`, matrix completion in
+  :mod:`dlngeo_plugins.completion`; neither registers anything itself).
 * :mod:`dlngeo_plugins.metrics`: loss, singular_values, effective_rank, ... test_error
   (the metrics of the layers live in :mod:`dlngeo_plugins.layer_metrics`, which registers nothing).
 * :mod:`dlngeo_plugins.samplers`: initializations and synthetic data.

@@ -47,6 +47,7 @@ import numpy as np
 
 from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import entries, is_lowrank_point, point_shape, to_dense
+from dlngeo.validation import positive_integer
 
 from .layer_metrics import (  # re-exported: registered below
     GrowthRates,
@@ -117,9 +118,7 @@ class SingularValues(Metric):
     name = "singular_values"
 
     def __init__(self, k: int | None = None):
-        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-            raise ValueError(f"k must be a positive integer or None, got {k!r}")
-        self.k = None if k is None else int(k)
+        self.k = None if k is None else positive_integer(k, "k")
 
     def __call__(self, state: Any) -> np.ndarray:
         s = state.singular_values()
@@ -147,11 +146,7 @@ class SchattenQuasiNorm(Metric):
     name = "schatten_quasi_norm"
 
     def __init__(self, depth: int | None = None):
-        if depth is not None and (
-            isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1
-        ):
-            raise ValueError(f"depth must be a positive integer or None, got {depth!r}")
-        self.depth = depth
+        self.depth = None if depth is None else positive_integer(depth, "depth")
 
     def __call__(self, state: Any) -> float:
         depth = self.depth or state.depth

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from dlngeo.geometry.lowrank_ops import svd_of_product
 from dlngeo.hookspecs import hookimpl
 from dlngeo.lowrank import is_lowrank_point, point_shape
 from dlngeo.network import DeepLinearNetwork, haar_stiefel
@@ -268,10 +269,8 @@ class LowRankTarget(Sampler):
         if not self.factored:
             M = U @ V.T / np.sqrt(r)
             return M * (target_norm / np.linalg.norm(M))
-        qu, ru = np.linalg.qr(U)
-        qv, rv = np.linalg.qr(V)
-        a, s, bt = np.linalg.svd(ru @ rv.T / np.sqrt(r))
-        return qu @ a, s * (target_norm / np.linalg.norm(s)), (qv @ bt.T).T
+        u, s, vt = svd_of_product(U, V)  # of U V^T; the 1/sqrt(r) cancels in the rescaling
+        return u, s * (target_norm / np.linalg.norm(s)), vt
 
 
 class UniformMask(Sampler):

@@ -10,6 +10,7 @@ naming the option) and returns a :class:`~dlngeo.dynamics.base.Method`;
 name                        options
 ==========================  ==========================================================
 ``overparametrized_gd``     step, gradient_sampler, batch_size, noise, seed, record_every, record_times
+``group_rmsprop``           lr, alpha, eps, record_every, record_times
 ``overparametrized_flow``   integrator, rtol, atol, max_step, end_time, record_every, record_times
 ``intrinsic_flow``          representation, integrator, rtol, atol, max_step, first_step,
                             end_time, record_every, record_times
@@ -29,8 +30,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from dlngeo.dynamics.base import stationary_default_text
+from dlngeo.dynamics.base import stopping_note
 from dlngeo.dynamics.gauss_newton import RiemannianLM
+from dlngeo.dynamics.group_rmsprop import GroupRMSpropGD
 from dlngeo.dynamics.intrinsic import IntrinsicFlow
 from dlngeo.dynamics.overparametrized import OverparametrizedFlow, OverparametrizedGD
 from dlngeo.dynamics.riemannian import PymanoptSolver, RiemannianGD
@@ -44,18 +46,19 @@ def solver_factory(
 ) -> Callable[..., Any]:
     """``factory(**options)`` that rejects unknown option names with a ``ValueError`` naming them."""
 
+    note = stopping_note(build)
+
     @functools.wraps(build)
     def factory(**kwargs: Any) -> Any:
         unknown = sorted(set(kwargs) - set(options))
         if unknown:
             raise ValueError(
                 f"unknown option {unknown[0]!r} for solver {name!r}; options: {', '.join(options)}"
-                f" (and under [stopping]: by default, {stationary_default_text()})"
+                + (f" (and under [stopping]: by default, {note})" if note else "")
             )
         return build(**kwargs)
 
     factory.options = options  # type: ignore[attr-defined]
-    factory.option_note = f"; under [stopping], by default: {stationary_default_text()}"  # type: ignore[attr-defined]
     return factory
 
 
@@ -89,6 +92,11 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         OverparametrizedGD,
         _options(OverparametrizedGD),
         "gradient descent on the factors, constant step (SGD with a sampler or noise); t = step * k",
+    ),
+    "group_rmsprop": (
+        GroupRMSpropGD,
+        _options(GroupRMSpropGD),
+        "factor GD with one global RMSprop step (Arora et al. 2019's optimizer); t = sum of steps",
     ),
     "overparametrized_flow": (
         OverparametrizedFlow,
@@ -124,11 +132,9 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
 }
 
 
-_FLOWS = ("overparametrized_flow", "intrinsic_flow")
-
-
 @hookimpl
 def dlngeo_register_solvers(register):
+    # The default stop is added to every solver's description and option list from
+    # its declared capabilities (dlngeo.dynamics.base.stopping_note), as for any plugin.
     for name, (build, options, description) in SOLVERS.items():
-        description = f"{description}; {stationary_default_text(flow=name in _FLOWS)}"
         register(name, solver_factory(name, build, options), description=description)

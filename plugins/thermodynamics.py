@@ -20,10 +20,11 @@ Solvers (``dlngeo_register_solvers``): the same three, as methods that
 start; ``riemannian_*`` start at ``phi(W_0)``, which must have full rank
 ``min(m, n)``, except that ``riemannian_langevin`` runs on ``M_r`` from the
 top-``r`` SVD when the task's rank ``r`` is below ``min(m, n)``; ``overparametrized_langevin`` starts at ``W_0`` itself). Options:
-``beta``, ``step``, ``drift``, ``record_every``, ``scheme`` (``riemannian_langevin``); the run stops at
-``stopping.max_iterations`` steps or flow time ``stopping.end_time``, or
-``diverged``. Other stopping criteria (loss, gradient, time) do not apply to
-a sampler and are ignored.
+``beta``, ``step``, ``drift``, ``record_every``, ``scheme`` (``riemannian_langevin``); the run stops on
+the criteria of ``stopping`` like any method (``max_iterations`` steps, flow
+time ``end_time``, ``max_time``, ``loss_below`` on the chain's energy), never
+``stationary``, and ``diverged`` only when a step is non-finite
+(:mod:`dlngeo.thermodynamics.chains`).
 """
 
 from __future__ import annotations
@@ -40,16 +41,13 @@ from dlngeo.thermodynamics import entropy, free_energy
 from dlngeo.thermodynamics.entropy import check_beta
 from dlngeo.thermodynamics.langevin import OverparametrizedLangevin, RiemannianLangevin
 from dlngeo.thermodynamics.mala import RiemannianMALA
+from dlngeo.validation import positive_integer
 
 __all__ = ["Entropy", "FreeEnergy", "LangevinMethod"]
 
 
 def _check_optional_int(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
+    return None if value is None else positive_integer(value, name)
 
 
 class Entropy:
@@ -120,6 +118,8 @@ class LangevinMethod(Method):
     #: A chain samples a Gibbs measure: it follows no flow (name it in ``gap`` to compare).
     follows = None
     step_option = "step"
+    #: A chain's iterates do not settle: it never stops ``stationary``.
+    stops_stationary = False
 
     def __init__(
         self,
@@ -159,6 +159,7 @@ class LangevinMethod(Method):
             n_steps=int(n_steps),
             record_every=int(min(every, max(1, n_steps))),
             widths=list(task.network.dims[1:-1]),
+            stopping=stopping,
         )
         if self.overparametrized:
             record = self.sampler.sample(task.seed, weights=task.initial_weights(), **common)
@@ -171,12 +172,6 @@ class LangevinMethod(Method):
             )
         else:
             record = self.sampler.sample(task.seed, start=task.X0, **common)
-        if (
-            record.stop_reason == "max_iterations"
-            and stopping.end_time is not None
-            and n_steps * step >= stopping.end_time * (1 - 1e-12)
-        ):
-            record.stop_reason = "end_time"
         return record
 
 

@@ -37,6 +37,7 @@ def _module(tmp_path, monkeypatch, source):
 def test_builtin_methods_declare_their_capabilities():
     expected = {  # solver -> (flow_time, follows, samples_at_times, step_option)
         "overparametrized_gd": (True, "overparametrized", False, "step"),
+        "group_rmsprop": (True, "overparametrized", False, "lr"),
         "overparametrized_flow": (True, "overparametrized", True, None),
         "intrinsic_flow": (True, "intrinsic", True, None),
         "riemannian_gd": (True, "intrinsic", False, "step"),
@@ -132,6 +133,26 @@ def test_a_third_party_subclass_of_a_builtin_flow_is_a_default_gap_side(
     # integrators' global errors, each with local error control rtol; as in the README's run,
     # 1e4 * rtol allows the problem's error amplification over t in [0, 2].
     assert max(gap["gap"]) <= 1e4 * rtol
+
+
+def test_a_third_party_flow_gets_the_flows_default_stop_wording_from_its_capabilities(
+    tmp_path, monkeypatch, capsys
+):
+    """The stationary default of ``dlngeo plugins`` and of option errors is read from the class
+    (``rtol_option``, ``stops_stationary``), not from a list of names."""
+    from dlngeo.dynamics.base import stationary_default_text
+
+    module = _module(tmp_path, monkeypatch, SUBCLASS_PLUGIN)
+    assert main(["plugins", "--kind", "solver", "--json", "-p", module]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    flow_text, plain_text = stationary_default_text(flow=True), stationary_default_text()
+    assert rows["my_flow"]["description"].endswith(flow_text)  # inherited rtol_option
+    assert rows["intrinsic_flow"]["description"].endswith(flow_text)
+    assert rows["overparametrized_gd"]["description"].endswith(plain_text)
+    for sampler in ("riemannian_langevin", "riemannian_mala", "overparametrized_langevin"):
+        assert "stationary" not in rows[sampler]["description"]  # stops_stationary = False
+    with pytest.raises(ValueError, match="at least 100 x the integrator's rtol"):
+        dlngeo.create_solver("my_flow", rtool=1e-8)
 
 
 def test_a_method_that_declares_nothing_is_no_default_gap_side_and_its_step_option_is_checked(

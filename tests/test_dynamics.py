@@ -439,3 +439,34 @@ def test_projected_runge_kutta_keeps_its_order(integrator, order):
     estimate = 2 * slopes[1] - slopes[0]
     assert abs(estimate - order) < 0.5, (errors, slopes, estimate)
     assert np.all(slopes > order - 0.5), (errors, slopes)  # and no slope says p - 1
+
+
+@pytest.mark.parametrize("name", ["overparametrized_flow", "intrinsic_flow"])
+def test_a_flow_evaluates_its_loss_between_records_only_when_a_criterion_needs_it(name):
+    """The driver observes an ODE stepper's accepted point only where it records, unless the
+    stopping needs the loss or the gradient there: same trajectory, fewer right-hand sides."""
+    rng = np.random.default_rng(0)
+    net = dlngeo.DeepLinearNetwork([4, 3, 3, 5])
+    loss = dlngeo.create_loss("regression", target=rng.standard_normal((5, 4)))
+    task = Task(loss=loss, network=net, weights0=[0.5 * rng.standard_normal(s) for s in net.shapes])
+    options = {"integrator": "LSODA", "record_times": [0.1, 0.5, 1.0]}
+    if name == "intrinsic_flow":
+        options["representation"] = "dense"
+    solver = dlngeo.create_solver(name, **options)
+    off = dict(gradient_norm_rtol=None, gradient_norm_atol=None, max_iterations=None)
+    lazy = solver.run(task, Stopping(end_time=1.0, divergence_factor=None, **off))
+    eager = solver.run(task, Stopping(end_time=1.0, divergence_factor=1e300, **off))
+    assert lazy.stop_reason == eager.stop_reason == "end_time"
+    assert lazy.times == eager.times and lazy.n_iterations == eager.n_iterations
+    assert lazy.metrics["loss"] == eager.metrics["loss"]  # the same steps, bit for bit
+    # LSODA's last evaluation is not at the accepted point: observing it costs one per step.
+    assert lazy.evaluations["gradient"] < eager.evaluations["gradient"]
+
+
+def test_stopping_only_turns_every_default_off_but_the_given_criteria():
+    only = Stopping.only(end_time=2.0)
+    assert (only.end_time, only.max_iterations, only.divergence_factor) == (2.0, None, None)
+    assert only.gradient_norm_rtol is None and only.gradient_norm_atol is None
+    assert Stopping.only(loss_below=1e-3, max_iterations=5).max_iterations == 5
+    with pytest.raises(ValueError, match="stopping.end_time"):
+        Stopping.only(end_time=-1.0)

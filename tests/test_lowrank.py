@@ -134,3 +134,44 @@ def test_a_regularised_completion_gradient_on_a_huge_manifold_is_projected_witho
     # Orthogonality to rounding: u^T Up sums 10^6 products of size ~1e-3 * |Up|,
     # an error ~ eps * sqrt(m) * |Up| ~ 1e-13 for |Up| ~ 1; 1e-10 leaves room.
     assert np.allclose(u.T @ Up, 0, atol=1e-10) and np.allclose(v.T @ Vp, 0, atol=1e-10)
+
+
+def test_refill_csr_has_the_template_pattern_and_shares_no_index_array():
+    from dlngeo.lowrank import refill_csr
+
+    rng = np.random.default_rng(0)
+    template = sp.csr_array(sp.random(7, 5, density=0.4, random_state=1))
+    data = rng.standard_normal(template.nnz)
+    out = refill_csr(template, data)
+    expected = sp.csr_array((data, template.indices, template.indptr), shape=template.shape)
+    assert np.array_equal(out.toarray(), expected.toarray())
+    out.indices[:] = 0  # writing into the copy leaves the template alone
+    out.indptr[:] = 0
+    assert np.array_equal(template.indices, expected.indices)
+    assert np.array_equal(template.indptr, expected.indptr)
+
+
+@pytest.mark.parametrize("count", [10, 150])  # density 10/300 (CSR products) and 1/2 (dense)
+def test_factor_gradients_of_a_sparse_gradient_match_the_dense_ones(count):
+    from dlngeo.dynamics.factor_gradients import (
+        DENSE_GRADIENT_FRACTION,
+        factor_loss_and_gradients,
+    )
+
+    rng = np.random.default_rng(count)
+    m, n = 15, 20
+    flat = rng.choice(m * n, size=count, replace=False)
+    rows, cols = flat // n, flat % n
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=rng.standard_normal(count), shape=(m, n)
+    )
+    assert (count >= DENSE_GRADIENT_FRACTION * m * n) == (count == 150)
+    net = dlngeo.DeepLinearNetwork([n, 6, 6, m])
+    W = [rng.standard_normal(s) for s in net.shapes]
+    X, value, grads = factor_loss_and_gradients(net, W, loss)
+    reference = net.gradients(W, loss.gradient(net.product(W)).toarray())
+    assert value == loss.value(net.product(W))
+    # Two orders of the same sums (<= 20 terms, 3 products) of O(1) numbers: rounding
+    # ~ 20 x 3 x eps = 1.3e-14 relative to the largest entry; bound 1e-13.
+    for g, r in zip(grads, reference):
+        assert np.max(np.abs(g - r)) <= 1e-13 * max(1.0, np.max(np.abs(r)))

@@ -402,7 +402,6 @@ def _signature_defaults(cls):
 
 
 def test_plugin_rows_list_each_factorys_options_from_its_signature():
-    from dlngeo_plugins.losses import MatrixCompletion
     from dlngeo_plugins.solvers import SOLVERS
 
     from dlngeo.dynamics.overparametrized import OverparametrizedGD
@@ -419,6 +418,7 @@ def test_plugin_rows_list_each_factorys_options_from_its_signature():
     assert gd["step"]["type"] == "float" and gd["step"]["default"] == defaults["step"]
     assert gd["record_every"]["default"] == defaults["record_every"]
     completion = {o["name"]: o for o in rows["loss", "matrix_completion"]["options"]}
+    MatrixCompletion = plugins.lookup("loss", "matrix_completion").factory  # by entry point
     assert list(completion) == list(_signature_defaults(MatrixCompletion))
     assert completion["rows"]["required"] and not completion["normalization"]["required"]
     assert completion["normalization"]["default"] == "mean"

@@ -23,7 +23,7 @@ def runs():
 def test_monotone_trends(runs, N, seed):
     """Monotone from the moment the loss has fallen to 10 % of its start (before, w11 may first dip)."""
     run = runs[N, seed]
-    assert run.status.startswith("The solver successfully")
+    assert run.status == "end_time"  # the integration reached t_end
     assert np.all(np.diff(run.loss) < 0)
     late = slice(int(np.nonzero(run.loss <= 0.1 * run.loss[0])[0][0]), None)
     assert run.times[late][0] < 20

@@ -21,6 +21,7 @@ SOLVERS = (
     "riemannian_cg",
     "riemannian_tr",
     "riemannian_lm",
+    "group_rmsprop",
 )
 
 
@@ -83,6 +84,10 @@ def test_all_methods_are_registered_by_the_builtin_plugin():
         ("riemannian_tr", {"trust_radius": -1.0}, "trust_radius"),
         ("riemannian_tr", {"max_inner": 0}, "max_inner"),
         ("riemannian_tr", {"metric": "flat"}, "metric"),
+        ("group_rmsprop", {"lr": 0.0}, "lr"),
+        ("group_rmsprop", {"alpha": 1.0}, "alpha"),
+        ("group_rmsprop", {"eps": -1.0}, "eps"),
+        ("group_rmsprop", {"step": 0.1}, "step"),  # its step option is lr
     ],
 )
 def test_bad_options_raise_value_error_naming_the_option(name, options, field):
@@ -343,3 +348,27 @@ def test_minibatch_gradient_is_unbiased_and_full_batch_is_gd(task):
     )
     assert sgd.final_loss < 0.5 * sgd.metrics["loss"][0]
     assert sgd.info["batch_size"] == 50
+
+
+def test_group_rmsprop_is_the_rule_applied_to_factor_gd(task):
+    """The registered solver takes the steps of GroupRMSprop by hand, and its flow time is their sum."""
+    from dlngeo.dynamics.factor_gradients import factor_loss_and_gradients
+    from dlngeo.dynamics.group_rmsprop import GroupRMSprop
+
+    steps = 25
+    record = dlngeo.create_solver("group_rmsprop", lr=1e-2).run(
+        task, Stopping(max_iterations=steps, gradient_norm_rtol=None)
+    )
+    assert record.stop_reason == "max_iterations" and record.n_iterations == steps
+    rule, W, t = GroupRMSprop(1e-2), [w.copy() for w in task.weights0], [0.0]
+    for _ in range(steps):
+        _, _, grads = factor_loss_and_gradients(task.network, W, task.loss)
+        eta = rule.step_size(grads)
+        W = [w - eta * g for w, g in zip(W, grads)]
+        t.append(t[-1] + eta)
+    # Same operations in the same order, up to in-place vs new arrays: equal to rounding
+    # (a few eps of each factor's size).
+    eps = np.finfo(float).eps
+    for a, b in zip(record.final_weights, W):
+        assert np.max(np.abs(a - b)) <= 16 * eps * np.max(np.abs(b))
+    assert np.allclose(record.times, t, rtol=16 * eps, atol=0)

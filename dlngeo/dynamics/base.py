@@ -13,6 +13,9 @@ structured reason code (one of :data:`~dlngeo.dynamics.record.STOP_REASONS`).
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +45,8 @@ __all__ = [
     "FLOW_STATIONARY_FACTOR",
     "flow_stationary_floor",
     "stationary_default_text",
+    "method_class",
+    "stopping_note",
 ]
 
 #: ``callback(state, record) -> None``; called at every recorded sample.
@@ -238,6 +243,12 @@ class Method:
     samples_at_times: bool = False
     #: The name of its step-size option (a positive number), or ``None``.
     step_option: str | None = None
+    #: The name of its integrator's relative tolerance option (a flow integrated
+    #: to a tolerance, whose ``stationary`` test resolves only a multiple of it:
+    #: :data:`FLOW_STATIONARY_FACTOR`), or ``None``.
+    rtol_option: str | None = None
+    #: False for a method that never stops ``stationary`` (a sampler).
+    stops_stationary: bool = True
 
     def run(
         self,
@@ -246,3 +257,33 @@ class Method:
         callback: Callback | None = None,
     ) -> Record:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def method_class(factory: Any) -> type[Method] | None:
+    """The :class:`Method` subclass a solver factory builds, read from the code (``None`` if unknown).
+
+    A factory is the class itself, a wrapper of it (``functools.wraps``,
+    ``functools.partial``), or a function whose return annotation names it.
+    """
+    seen = inspect.unwrap(factory)
+    while isinstance(seen, functools.partial):
+        seen = inspect.unwrap(seen.func)
+    if isinstance(seen, type):
+        return seen if issubclass(seen, Method) else None
+    try:
+        returned = typing.get_type_hints(seen).get("return")
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: unknown
+        return None
+    return returned if isinstance(returned, type) and issubclass(returned, Method) else None
+
+
+def stopping_note(factory: Any) -> str:
+    """The default stop of the method ``factory`` builds, in one line, from its declared capabilities.
+
+    ``""`` for a method that never stops ``stationary`` (:attr:`Method.stops_stationary`);
+    the flows' wording for one with an integrator tolerance (:attr:`Method.rtol_option`).
+    """
+    cls = method_class(factory)
+    if cls is not None and not cls.stops_stationary:
+        return ""
+    return stationary_default_text(flow=cls is not None and cls.rtol_option is not None)

@@ -3,8 +3,9 @@
 A method supplies a :class:`Stepper` (one step of gradient descent, of an ODE
 integrator, of a Riemannian descent); :func:`drive` runs it under a
 :class:`~dlngeo.dynamics.base.Stopping` and fills a
-:class:`~dlngeo.dynamics.record.Record`. :class:`Recorder` is the sampling
-half on its own (the pymanopt adapter, whose loop is pymanopt's, uses it).
+:class:`~dlngeo.dynamics.record.Record` through the one
+:class:`~dlngeo.dynamics.record.Recorder` (the pymanopt adapter, whose loop
+is pymanopt's, uses it too).
 
 **Sampling.** ``record_every = k`` records every ``k``-th iterate (step,
 accepted ODE step). ``record_times = [t_0, t_1, ...]`` records on a grid of
@@ -21,15 +22,16 @@ raises :class:`NumericalFailure`, which ends the run with reason
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.integrate
 
-from ..lowrank import is_lowrank_point
-from ..validation import check_choice, check_nonnegative, check_positive
+from ..validation import check_choice, check_nonnegative, check_positive, positive_integer
 from .base import Callback, Stopping, Task, flow_stationary_floor
-from .record import Record
+from .events import Event, EventTracker
+from .record import Record, Recorder, is_finite_point
 from .stopping import gradient_scale
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Stepper",
     "ScipyODEStepper",
     "drive",
+    "drive_method",
     "is_finite_point",
     "check_positive",
     "check_nonnegative",
@@ -50,26 +53,12 @@ class NumericalFailure(ArithmeticError):
     """A step produced non-finite numbers: the run stops with ``"diverged"``."""
 
 
-def is_finite_point(point: Any) -> bool:
-    """True when every entry of a dense point, a ``(u, s, vt)`` point or a list of factors is finite."""
-    if point is None:
-        return True
-    if is_lowrank_point(point) or isinstance(point, list):
-        return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in point)
-    return bool(np.all(np.isfinite(np.asarray(point))))
-
-
 # ------------------------------------------------------------------ options
 def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.ndarray | None]:
     """Validate ``record_every`` (positive int) and ``record_times`` (non-decreasing, >= 0)."""
-    if (
-        isinstance(record_every, bool)
-        or not isinstance(record_every, (int, np.integer))
-        or record_every < 1
-    ):
-        raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
+    record_every = positive_integer(record_every, "record_every")
     if record_times is None:
-        return int(record_every), None
+        return record_every, None
     try:
         grid = np.asarray(record_times, dtype=float).ravel()
     except (TypeError, ValueError):
@@ -85,73 +74,7 @@ def check_record_options(record_every: Any, record_times: Any) -> tuple[int, np.
         raise ValueError(
             "record_times must be a non-empty, non-decreasing sequence of finite times >= 0"
         )
-    return int(record_every), grid
-
-
-# ------------------------------------------------------------------ recording
-class Recorder:
-    """Evaluates the task's metrics on states and appends them to a :class:`Record`.
-
-    Metrics that fail on a non-finite point record NaN (a diverged run is
-    still recorded); on a finite point their errors propagate.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        task: Task,
-        callback: Callback | None,
-        *,
-        time_kind: str = "flow",
-        info: dict | None = None,
-    ):
-        self.task = task
-        self.callback = callback
-        self.record = Record(method=name, time_kind=time_kind, info=dict(info or {}))
-        self._last: tuple[int, float] | None = None
-
-    def sample(
-        self,
-        point: Any,
-        *,
-        time: float,
-        iteration: int,
-        weights: Any = None,
-        loss: float | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Record one sample (skipped if the same ``(iteration, time)`` was just recorded)."""
-        key = (int(iteration), float(time))
-        if self._last == key:
-            return
-        self._last = key
-        task = self.task
-        state = task.state(point, weights=weights, time=float(time), iteration=int(iteration))
-        finite = is_finite_point(point) and is_finite_point(weights)
-        values: dict[str, Any] = {}
-        if "loss" not in task.metrics:
-            values["loss"] = (
-                float(loss)
-                if loss is not None
-                else self._safe(lambda: float(task.loss.value(point)), finite)
-            )
-        for name, metric in task.metrics.items():
-            values[name] = self._safe(lambda m=metric: m(state), finite)
-        if extra:
-            values.update(extra)
-        self.record.append(time, iteration, values)
-        if self.callback is not None:
-            self.callback(state, self.record)
-
-    @staticmethod
-    def _safe(fn: Any, finite: bool) -> Any:
-        if finite:
-            return fn()
-        try:
-            with np.errstate(all="ignore"):
-                return fn()
-        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
-            return float("nan")
+    return record_every, grid
 
 
 # ------------------------------------------------------------------ stepping
@@ -159,12 +82,18 @@ class Stepper:
     """One iterative method, stepped by :func:`drive`.
 
     After :meth:`start` and after every :meth:`step` the attributes describe
-    the current iterate: ``t`` (flow time), ``iteration``, ``loss``,
-    ``gradient_norm``, ``step_norm`` (``None`` if unknown) and ``finished``
-    (an integrator reached its final time). :meth:`point` and
-    :meth:`weights` give the end-to-end point and the factors (or ``None``).
-    Continuous methods implement :meth:`interpolate`. A stepper that counts
-    its evaluations in a dict ``counts`` reports them by :meth:`evaluations`.
+    the current iterate: ``t`` (flow time), ``iteration``, ``step_norm``
+    (``None`` if unknown) and ``finished`` (an integrator reached its final
+    time); ``loss`` and ``gradient_norm`` (``None`` if unknown) are current
+    after :meth:`observe`. A method whose loss costs extra (an ODE solver
+    whose last evaluation is not at the accepted point, Markov chains)
+    evaluates it there; the others have it already and keep the no-op.
+    :func:`drive` observes at every recorded iterate, and at every iterate
+    only when a stopping criterion needs the loss or the gradient.
+    :meth:`point` and :meth:`weights` give the end-to-end point and the
+    factors (or ``None``). Continuous methods implement :meth:`interpolate`.
+    A stepper that counts its evaluations in a dict ``counts`` reports them
+    by :meth:`evaluations`.
     """
 
     continuous: bool = False
@@ -178,6 +107,8 @@ class Stepper:
     stationary_floor: float | None = 0.0
     #: Depth of the metric of ``gradient_norm`` (``None``: the task's; ``1``: Frobenius).
     metric_depth: int | None = None
+    #: False: ``Stopping.divergence_factor`` does not apply (samplers: only non-finite values diverge).
+    relative_divergence: bool = True
 
     def start(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -190,6 +121,9 @@ class Stepper:
 
     def weights(self) -> list[np.ndarray] | None:
         return None
+
+    def observe(self) -> None:
+        """Make ``loss`` and ``gradient_norm`` those of the current iterate (no-op: always current)."""
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
         """``(point, weights)`` at flow time ``t`` within the last step (continuous methods)."""
@@ -256,7 +190,9 @@ class ScipyODEStepper(Stepper):
 
     def start(self) -> None:
         self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
-        self._observe(self.solver.y)
+
+    def observe(self) -> None:
+        self._observe(self._y)
 
     def step(self) -> None:
         solver = self.solver
@@ -271,7 +207,6 @@ class ScipyODEStepper(Stepper):
         self.t = float(solver.t)
         self._y = solver.y
         self.step_norm = float(np.linalg.norm(solver.y - y_old))
-        self._observe(solver.y)
         if solver.status == "finished":
             self.finished = True
 
@@ -287,35 +222,57 @@ def drive(
     record_times: np.ndarray | None = None,
     time_kind: str = "flow",
     info: dict | None = None,
+    events: Sequence[Event] = (),
 ) -> Record:
-    """Run ``stepper`` until a stopping criterion fires; return the :class:`Record`."""
+    """Run ``stepper`` until a stopping criterion (or a terminal event) fires; return the :class:`Record`.
+
+    ``events``: :class:`~dlngeo.dynamics.events.Event` crossings to locate
+    (:mod:`dlngeo.dynamics.events`).
+    """
     stopping = stopping if stopping is not None else Stopping()
+    tracker = EventTracker(events, task, stepper) if events else None
+    hit: tuple[float, Any, Any] | None = None  # the terminal event's crossing
     recorder = Recorder(name, task, callback, time_kind=time_kind, info=info)
     scale = 1.0  # samplers (stationary_floor None) never stop stationary; chains have no network
     if stepper.stationary_floor is not None and hasattr(task, "network"):
         depth = stepper.metric_depth or task.depth
         scale = gradient_scale(task.loss, task.network.output_shape, depth)
-    clock = stopping.start(stepper.stationary_floor, scale)
+    clock = stopping.start(stepper.stationary_floor, stepper.relative_divergence, scale)
+    observe_always = clock.needs_loss or clock.needs_gradient
     grid = record_times
     gi = 0
     reason: str | None = None
 
-    def sample_current() -> None:
-        """Record the stepper's current point (with its factors and loss)."""
+    def sample_current() -> str | None:
+        """Record the stepper's current point (with its factors and loss); ``"diverged"`` if it cannot be observed."""
+        failed: str | None = None
+        loss: float | None = None
+        try:
+            stepper.observe()
+            loss = stepper.loss
+            clock.note(stepper.gradient_norm)
+        except (NumericalFailure, np.linalg.LinAlgError):
+            failed, loss = "diverged", float("nan")
         recorder.sample(
             stepper.point(),
             time=stepper.t,
             iteration=stepper.iteration,
             weights=stepper.weights(),
-            loss=stepper.loss,
+            loss=loss,
         )
+        return failed
 
     def check() -> str | None:
+        if observe_always:
+            try:
+                stepper.observe()
+            except (NumericalFailure, np.linalg.LinAlgError):
+                return "diverged"
         return clock.check(
             iteration=stepper.iteration,
-            loss=stepper.loss,
+            loss=stepper.loss if observe_always else None,
             flow_time=stepper.t,
-            gradient_norm=stepper.gradient_norm,
+            gradient_norm=stepper.gradient_norm if observe_always else None,
             step_norm=stepper.step_norm,
         )
 
@@ -327,17 +284,22 @@ def drive(
         if grid is not None:
             while gi < len(grid) and grid[gi] <= stepper.t:
                 gi += 1
-        sample_current()
+        failed = sample_current()
         if reason is None:
-            reason = check()
+            reason = failed or check()
+        if tracker is not None and reason is None:
+            tracker.start()
         while reason is None:
             try:
                 stepper.step()
+                hit = tracker.after_step() if tracker is not None else None
             except (NumericalFailure, np.linalg.LinAlgError):
                 reason = "diverged"
                 break
+            failed = None
             if grid is not None:
-                while gi < len(grid) and grid[gi] <= stepper.t:
+                upto = stepper.t if hit is None else hit[0]  # a terminal event ends the run there
+                while gi < len(grid) and grid[gi] <= upto:
                     if stepper.continuous and grid[gi] < stepper.t:
                         try:
                             point, weights = stepper.interpolate(float(grid[gi]))
@@ -348,18 +310,27 @@ def drive(
                                 point, time=grid[gi], iteration=stepper.iteration, weights=weights
                             )
                     else:
-                        sample_current()
+                        failed = sample_current() or failed
                     gi += 1
-            elif stepper.iteration % record_every == 0:
-                sample_current()
-            reason = check()
+            elif stepper.iteration % record_every == 0 and hit is None:
+                failed = sample_current()
+            if hit is not None:
+                reason = "event"
+                break
+            reason = failed or check()
             if reason is None and stepper.finished:
                 reason = "end_time"
-        sample_current()
+        if hit is not None:  # the run ends at the terminal event's crossing
+            recorder.sample(hit[1], time=hit[0], iteration=stepper.iteration, weights=hit[2])
+        elif sample_current() is not None:
+            reason = "diverged"
 
     record = recorder.record
-    record.final_point = stepper.point()
-    record.final_weights = stepper.weights()
+    record.final_point = stepper.point() if hit is None else hit[1]
+    record.final_weights = stepper.weights() if hit is None else hit[2]
+    if tracker is not None:
+        record.events = tracker.hits
+        record.info["event_times"] = [[t for t, _, _ in hits] for hits in tracker.hits]
     record.stop_reason = reason
     record.n_iterations = stepper.iteration
     record.evaluations = stepper.evaluations()
@@ -369,3 +340,29 @@ def drive(
     record.info["initial_gradient_norm"] = clock.initial_gradient_norm
     record.info["gradient_norm"] = clock.gradient_norm
     return record
+
+
+def drive_method(
+    method: Any,
+    task: Task,
+    stepper: Stepper,
+    stopping: Stopping | None,
+    callback: Callback | None,
+    *,
+    info: dict | None = None,
+    time_kind: str = "flow",
+) -> Record:
+    """:func:`drive` under ``method``'s name with its recording options (``record_every``,
+    ``record_times``, ``events``, those it has)."""
+    return drive(
+        method.name,
+        task,
+        stepper,
+        stopping,
+        callback,
+        record_every=getattr(method, "record_every", 1),
+        record_times=getattr(method, "record_times", None),
+        events=getattr(method, "events", ()),
+        time_kind=time_kind,
+        info=info,
+    )

@@ -11,6 +11,7 @@ shared with the intrinsic flow (:mod:`.intrinsic`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ from .driver import (
     check_choice,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
+from .events import Event, check_events
 from .factor_gradients import factor_loss_and_gradients
 from .record import Record
 
@@ -110,6 +112,8 @@ class OverparametrizedFlow(Method):
             (``None``: integrate until another criterion stops the run).
         record_every: Record every ``k``-th accepted step.
         record_times: Record at these flow times (dense output) instead.
+        events: :class:`~dlngeo.dynamics.events.Event` crossings to locate on
+            the dense output (``record.events``; a terminal one ends the run).
 
     Iterations are accepted ODE steps; ``evaluations`` counts right-hand sides.
     Non-finite values, a loss blow-up, or a solver failure ("required step
@@ -121,6 +125,7 @@ class OverparametrizedFlow(Method):
     flow_time = True
     follows = "overparametrized"
     samples_at_times = True
+    rtol_option = "rtol"
     overparametrized = True
     supports_activation = True
 
@@ -134,6 +139,7 @@ class OverparametrizedFlow(Method):
         end_time: float | None = None,
         record_every: int = 1,
         record_times: Any = None,
+        events: Sequence[Event] | None = None,
     ):
         self.integrator = check_choice("integrator", integrator, (*ODE_INTEGRATORS, "RK4"))
         self.rtol, self.atol, self.max_step = _check_ode_options(rtol, atol, max_step)
@@ -141,6 +147,7 @@ class OverparametrizedFlow(Method):
             raise ValueError("max_step: integrator RK4 needs its fixed step as max_step")
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
+        self.events = check_events(events)
 
     def run(
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
@@ -151,14 +158,12 @@ class OverparametrizedFlow(Method):
             task, self.integrator, self.rtol, self.atol, self.max_step, t_bound
         )
         return _finish_flow(
-            drive(
-                self.name,
+            drive_method(
+                self,
                 task,
                 stepper,
                 stopping,
                 callback,
-                record_every=self.record_every,
-                record_times=self.record_times,
                 info={
                     "integrator": self.integrator,
                     "rtol": self.rtol,

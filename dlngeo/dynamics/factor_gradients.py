@@ -4,8 +4,10 @@ r"""The factor gradients of :math:`L(W) = E(W_N \cdots W_1)`, sharing the prefix
 :math:`A_k = W_N \cdots W_{k+1}`, :math:`B_k = W_{k-1} \cdots W_1` (docs/math.md §1;
 Arora, Cohen & Hazan 2018). One evaluation forms the prefix products
 :math:`B_k` once, reads :math:`X = W_N B_N` off them, and reuses them for every
-gradient: ``O(N d^2 h)`` per step for width ``h``. Used by gradient descent
-(:mod:`.overparametrized`) and the gradient flow (:mod:`.factor_flow`) on the factors.
+gradient: ``O(N d^2 h)`` per step for width ``h``. The one implementation is
+:meth:`dlngeo.DeepLinearNetwork.loss_and_gradients` (the product map's own
+module); this is the name gradient descent (:mod:`.overparametrized`) and the
+gradient flow (:mod:`.factor_flow`) on the factors call it by.
 """
 
 from __future__ import annotations
@@ -14,20 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..lowrank import Factored, ambient_matmul, ambient_rmatmul, to_dense
-from ..network import DeepLinearNetwork
+from ..network import DENSE_GRADIENT_FRACTION, DeepLinearNetwork
 
-__all__ = ["factor_loss_and_gradients"]
-
-
-def _as_ambient(G: Any) -> Any:
-    if sp.issparse(G):
-        return G.tocsr()
-    if isinstance(G, Factored):
-        return G
-    return np.asarray(G, dtype=float)
+__all__ = ["factor_loss_and_gradients", "DENSE_GRADIENT_FRACTION"]
 
 
 def factor_loss_and_gradients(
@@ -36,7 +28,7 @@ def factor_loss_and_gradients(
     loss: Any,
     gradient: Callable[[np.ndarray], Any] | None = None,
 ) -> tuple[np.ndarray, float, list[np.ndarray]]:
-    """``(X, E(X), [dL/dW_k])`` with the prefix products shared by ``X`` and every gradient.
+    """``(X, E(X), [dL/dW_k])``: the network's own :meth:`~dlngeo.DeepLinearNetwork.loss_and_gradients`.
 
     Args:
         network: The network.
@@ -49,30 +41,4 @@ def factor_loss_and_gradients(
     outputs ``F`` instead of ``X`` and backpropagates ``loss`` (an
     :class:`~dlngeo.relu.OutputLoss`) through its gates.
     """
-    if network.activation != "linear":
-        return network.loss_and_gradients(weights, loss, gradient=gradient)  # type: ignore[attr-defined]
-    n = network.depth
-    prefix: list[Any] = [None] * n  # B_k = W_{k-1} .. W_1
-    for k in range(1, n):
-        prefix[k] = weights[k - 1] if prefix[k - 1] is None else weights[k - 1] @ prefix[k - 1]
-    X = weights[-1] if prefix[-1] is None else weights[-1] @ prefix[-1]
-    if gradient is None:
-        value, G = loss.value_and_gradient(X)
-    else:
-        value, G = loss.value(X), gradient(X)
-    G = _as_ambient(G)
-    suffix: list[Any] = [None] * n  # A_k = W_N .. W_{k+1}
-    for k in range(n - 2, -1, -1):
-        suffix[k] = weights[k + 1] if suffix[k + 1] is None else suffix[k + 1] @ weights[k + 1]
-    grads = []
-    for B, A in zip(prefix, suffix):
-        if B is None:
-            grads.append(to_dense(G) if A is None else ambient_rmatmul(G, A).T)
-        else:
-            GB = ambient_matmul(G, B.T)
-            grads.append(GB if A is None else A.T @ GB)
-    return X, float(value), grads
-
-
-def _grad_norm(grads: list[np.ndarray]) -> float:
-    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))
+    return network.loss_and_gradients(weights, loss, gradient=gradient)

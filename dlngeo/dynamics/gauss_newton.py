@@ -44,8 +44,15 @@ from typing import Any
 import numpy as np
 
 from ..geometry.fixed_rank import FixedRank, TangentVector
+from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
-from .driver import NumericalFailure, Stepper, check_positive, check_record_options, drive
+from .driver import (
+    NumericalFailure,
+    Stepper,
+    check_positive,
+    check_record_options,
+    drive_method,
+)
 from .intrinsic import lowrank_start
 from .record import Record
 
@@ -238,23 +245,20 @@ class RiemannianLM(Method):
         self.forcing = float(check_positive("forcing", forcing) or 0.0)
         if self.forcing >= 1:
             raise ValueError(f"forcing must be below 1, got {forcing!r}")
-        for key, value in (("max_inner", max_inner), ("max_rejections", max_rejections)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        self.max_inner, self.max_rejections = int(max_inner), int(max_rejections)
+        self.max_inner = positive_integer(max_inner, "max_inner")
+        self.max_rejections = positive_integer(max_rejections, "max_rejections")
         self.record_every, _ = check_record_options(record_every, None)
 
     def run(
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
     ) -> Record:
         stepper = _LMStepper(task, self)
-        record = drive(
-            self.name,
+        record = drive_method(
+            self,
             task,
             stepper,
             stopping,
             callback,
-            record_every=self.record_every,
             time_kind="iteration",
             info={"metric": "embedded", "time": "iterate number (no flow time)"},
         )

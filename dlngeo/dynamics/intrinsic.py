@@ -44,6 +44,7 @@ meaning on average), with scipy's safety factor and bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,9 @@ from .driver import (
     check_choice,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
+from .events import Event, check_events
 from .factor_flow import ODE_INTEGRATORS, _check_ode_options, _finish_flow, _t_bound
 from .lowrank_steps import StageSums, _fro, lowrank_start, truncate
 from .record import Record
@@ -91,11 +93,13 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         value, G = self.task.loss.value_and_gradient(X)
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
+        # Dense like X (O(mn), below the SVD's O(mn min(m, n))): products at BLAS speed.
+        G = to_dense(G)
         # At the flow's rank r: X(t) is rank r only up to the integrator's error e, which
         # would enter K as e**(2/N) and make the flow stiff and wrong (metric_operator).
         F = metric_operator(X, G, self.depth, rank=self.rank)
         # ||grad||_{g_N}^2 = <E'(X), A(E'(X))>.
-        gnorm2 = float(np.sum(F * to_dense(G)))
+        gnorm2 = float(np.sum(F * G))
         if not (np.isfinite(value) and np.all(np.isfinite(F))):
             raise NumericalFailure("non-finite loss or gradient")
         self._cache = (y, float(value), float(np.sqrt(max(gnorm2, 0.0))))
@@ -298,6 +302,8 @@ class IntrinsicFlow(Method):
         first_step: Low rank only: the first step (default: scipy's heuristic).
         end_time: Default final flow time when the stopping has none.
         record_every, record_times: See :mod:`dlngeo.dynamics.driver`.
+        events: :class:`~dlngeo.dynamics.events.Event` crossings to locate on
+            the dense output (``record.events``; a terminal one ends the run).
 
     The low-rank flow starts at the rank-``r`` truncation of ``phi(W(0))``; its
     relative truncation error is ``record.info["start_truncation"]``.
@@ -307,6 +313,7 @@ class IntrinsicFlow(Method):
     flow_time = True
     follows = "intrinsic"
     samples_at_times = True
+    rtol_option = "rtol"
 
     def __init__(
         self,
@@ -320,6 +327,7 @@ class IntrinsicFlow(Method):
         end_time: float | None = None,
         record_every: int = 1,
         record_times: Any = None,
+        events: Sequence[Event] | None = None,
     ):
         self.representation = check_choice(
             "representation", representation, ("auto", "dense", "lowrank")
@@ -333,6 +341,7 @@ class IntrinsicFlow(Method):
         self.first_step = check_positive("first_step", first_step, allow_none=True)
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
+        self.events = check_events(events)
 
     def resolved_representation(self, task: Task) -> str:
         if self.representation != "auto":
@@ -362,14 +371,5 @@ class IntrinsicFlow(Method):
             "atol": self.atol,
             "time": "ODE time",
         }
-        record = drive(
-            self.name,
-            task,
-            stepper,
-            stopping,
-            callback,
-            record_every=self.record_every,
-            record_times=self.record_times,
-            info=info,
-        )
+        record = drive_method(self, task, stepper, stopping, callback, info=info)
         return _finish_flow(record, stepper)

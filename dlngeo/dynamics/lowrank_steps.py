@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from ..geometry.lowrank_ops import truncate
+from ..geometry.lowrank_ops import svd_of_product, truncate
 from ..lowrank import Factored, is_lowrank_point
 from .base import Task
 
@@ -66,13 +66,10 @@ def lowrank_start(
         total = float(np.linalg.norm(s))
         dropped = float(np.linalg.norm(s[rank:]))
         return (a[:, :rank], s[:rank].copy(), bt[:rank]), (dropped / total if total > 0 else 0.0)
-    Ql, Rl = np.linalg.qr(L)
-    Qr, Rr = np.linalg.qr(R.T)
-    a, s, bt = np.linalg.svd(Rl @ Rr.T)
+    u, s, vt = svd_of_product(L, R.T, rank)
     total = float(np.linalg.norm(s))
     dropped = float(np.linalg.norm(s[rank:]))
-    point = (Ql @ a[:, :rank], s[:rank].copy(), bt[:rank] @ Qr.T)
-    return point, (dropped / total if total > 0 else 0.0)
+    return (u, s[:rank].copy(), vt), (dropped / total if total > 0 else 0.0)
 
 
 def _fro(left: np.ndarray, right: np.ndarray) -> float:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
 from .driver import (
     NumericalFailure,
@@ -36,13 +37,13 @@ from .driver import (
     check_nonnegative,
     check_positive,
     check_record_options,
-    drive,
+    drive_method,
 )
 from .factor_flow import (  # re-exported: the flow's historical import path
     ODE_INTEGRATORS,
     OverparametrizedFlow,
 )
-from .factor_gradients import _grad_norm, factor_loss_and_gradients
+from .factor_gradients import factor_loss_and_gradients
 from .record import Record
 
 __all__ = [
@@ -77,13 +78,7 @@ class EntryMinibatch:
     """
 
     def __init__(self, batch_size: int):
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_integer(batch_size, "batch_size")
 
     def __call__(self, loss: Any, X: np.ndarray, rng: np.random.Generator) -> Any:
         G = loss.gradient(X)
@@ -103,6 +98,8 @@ class EntryMinibatch:
 # ---------------------------------------------------------------------- GD
 class _FactorGDStepper(Stepper):
     gradient_norm: float  # set by _evaluate at every point
+    #: False for an adaptive rule (:meth:`step_size` overridden): the flow time is then the sum of the steps.
+    constant_step = True
 
     def __init__(
         self, task: Task, step: float, sampler: Any, noise: float, rng: np.random.Generator
@@ -128,15 +125,21 @@ class _FactorGDStepper(Stepper):
             raise NumericalFailure("non-finite factors") from None
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
-        self.gradient_norm = _grad_norm(self.grads)
+        # sum_k ||dL/dW_k||^2, kept for a step rule that needs it (GroupRMSprop).
+        self.gradient_square = float(sum(np.vdot(g, g) for g in self.grads))
+        self.gradient_norm = float(np.sqrt(self.gradient_square))
         if not (np.isfinite(self.loss) and np.isfinite(self.gradient_norm)):
             raise NumericalFailure("non-finite loss or gradient")
 
     def start(self) -> None:
         self._evaluate()
 
+    def step_size(self) -> float:
+        """The step ``eta_k`` of this iteration (constant here; an adaptive rule overrides it)."""
+        return self.eta
+
     def step(self) -> None:
-        eta = self.eta
+        eta = self.step_size()
         for W, g in zip(self.W, self.grads):
             W -= eta * g
         if self.noise > 0:
@@ -145,7 +148,8 @@ class _FactorGDStepper(Stepper):
                 W += scale * self.rng.standard_normal(W.shape)
         self.step_norm = eta * self.gradient_norm
         self.iteration += 1
-        self.t = eta * self.iteration
+        # Flow time: eta * k for the constant step (exact), else the sum of the steps taken.
+        self.t = eta * self.iteration if self.constant_step else self.t + eta
         self._evaluate()
 
     def point(self) -> np.ndarray:
@@ -208,19 +212,16 @@ class OverparametrizedGD(Method):
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
     ) -> Record:
         rng = np.random.default_rng(task.seed if self.seed is None else self.seed)
-        stepper = _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
-        return drive(
-            self.name,
-            task,
-            stepper,
-            stopping,
-            callback,
-            record_every=self.record_every,
-            record_times=self.record_times,
-            info={
-                "step": self.step,
-                "noise": self.noise,
-                "batch_size": self.batch_size,
-                "time": "t = step * iteration",
-            },
-        )
+        stepper = self._stepper(task, rng)
+        return drive_method(self, task, stepper, stopping, callback, info=self._info())
+
+    def _stepper(self, task: Task, rng: np.random.Generator) -> Stepper:
+        return _FactorGDStepper(task, self.step, self.gradient_sampler, self.noise, rng)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "noise": self.noise,
+            "batch_size": self.batch_size,
+            "time": "t = step * iteration",
+        }

@@ -1,18 +1,24 @@
 """The Record of a run: time series of metrics, final point, stop reason, cost.
 
 Every method (flows, descents, pymanopt solvers, Langevin samplers) returns
-one. ``to_dict()`` gives the JSON summary written to ``results.json``.
+one, filled by the one :class:`Recorder` (the task's metrics at each sample).
+``to_dict()`` gives the JSON summary written to ``results.json``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Record", "STOP_REASONS", "TIME_KINDS", "to_json_value"]
+from ..lowrank import is_lowrank_point
+
+if TYPE_CHECKING:
+    from .base import Callback, Task
+
+__all__ = ["Record", "Recorder", "STOP_REASONS", "TIME_KINDS", "is_finite_point", "to_json_value"]
 
 #: Structured stop reason codes shared by every method.
 STOP_REASONS = (
@@ -26,6 +32,7 @@ STOP_REASONS = (
     "stalled",
     "end_time",  # an ODE integration reached its final time
     "converged",  # a solver's own convergence test (pymanopt)
+    "event",  # a terminal event's crossing (dlngeo.dynamics.events)
     "interrupted",  # Ctrl-C during dlngeo.experiment.compare: the samples so far
 )
 
@@ -79,6 +86,9 @@ class Record:
         time_kind: One of :data:`TIME_KINDS`: whether ``times`` is a flow time
             (comparable across methods following the same flow) or just the
             iteration count.
+        events: For each event of the run, its crossings ``(time, point, weights)``
+            (:mod:`dlngeo.dynamics.events`; not in :meth:`to_dict`, which has
+            ``info["event_times"]``).
     """
 
     method: str
@@ -93,6 +103,7 @@ class Record:
     wall_time_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     time_kind: str = "flow"
+    events: list[list[tuple[float, Any, Any]]] = field(default_factory=list)
 
     def append(self, time: float, iteration: int, values: dict[str, Any]) -> None:
         """Add one sample of every metric."""
@@ -100,6 +111,11 @@ class Record:
         self.iterations.append(int(iteration))
         for name, value in values.items():
             self.metrics.setdefault(name, []).append(value)
+
+    def sampled(self, metric: str, times: Any) -> list[Any]:
+        """The values of ``metric`` at ``times``, each a recorded time (``record_times`` and the start)."""
+        recorded = dict(zip(self.times, self.metrics[metric]))
+        return [recorded[float(t)] for t in times]
 
     @property
     def final_loss(self) -> float:
@@ -123,3 +139,77 @@ class Record:
             },
             "info": to_json_value(self.info),
         }
+
+
+def is_finite_point(point: Any) -> bool:
+    """True when every entry of a dense point, a ``(u, s, vt)`` point or a list of factors is finite."""
+    if point is None:
+        return True
+    if is_lowrank_point(point) or isinstance(point, list):
+        return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in point)
+    return bool(np.all(np.isfinite(np.asarray(point))))
+
+
+class Recorder:
+    """Evaluates the task's metrics on states and appends them to a :class:`Record`.
+
+    Metrics that fail on a non-finite point record NaN (a diverged run is
+    still recorded); on a finite point their errors propagate.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        task: Task,
+        callback: Callback | None,
+        *,
+        time_kind: str = "flow",
+        info: dict | None = None,
+    ):
+        self.task = task
+        self.callback = callback
+        self.record = Record(method=name, time_kind=time_kind, info=dict(info or {}))
+        self._last: tuple[int, float] | None = None
+
+    def sample(
+        self,
+        point: Any,
+        *,
+        time: float,
+        iteration: int,
+        weights: Any = None,
+        loss: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one sample (skipped if the same ``(iteration, time)`` was just recorded)."""
+        key = (int(iteration), float(time))
+        if self._last == key:
+            return
+        self._last = key
+        task = self.task
+        state = task.state(point, weights=weights, time=float(time), iteration=int(iteration))
+        finite = is_finite_point(point) and is_finite_point(weights)
+        values: dict[str, Any] = {}
+        if "loss" not in task.metrics:
+            values["loss"] = (
+                float(loss)
+                if loss is not None
+                else self._safe(lambda: float(task.loss.value(point)), finite)
+            )
+        for name, metric in task.metrics.items():
+            values[name] = self._safe(lambda m=metric: m(state), finite)
+        if extra:
+            values.update(extra)
+        self.record.append(time, iteration, values)
+        if self.callback is not None:
+            self.callback(state, self.record)
+
+    @staticmethod
+    def _safe(fn: Any, finite: bool) -> Any:
+        if finite:
+            return fn()
+        try:
+            with np.errstate(all="ignore"):
+                return fn()
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            return float("nan")

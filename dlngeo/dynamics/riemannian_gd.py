@@ -28,7 +28,7 @@ from .driver import (
     NumericalFailure,
     Stepper,
     check_record_options,
-    drive,
+    drive_method,
     is_finite_point,
 )
 from .intrinsic import lowrank_start
@@ -121,13 +121,11 @@ class RiemannianGD(Method):
         self, task: Task, stopping: Stopping | None = None, callback: Callback | None = None
     ) -> Record:
         stepper = _RGDStepper(task, manifold_for(task, self.metric), self.step)
-        return drive(
-            self.name,
+        return drive_method(
+            self,
             task,
             stepper,
             stopping,
             callback,
-            record_every=self.record_every,
-            record_times=self.record_times,
             info={"step": self.step, "metric": self.metric, "time": "t = step * iteration"},
         )

@@ -196,28 +196,66 @@ class Stopping:
                     f"stopping.{name} must be a non-negative finite number, got {value!r}"
                 )
 
-    def start(self, relative_floor: float | None = 0.0, gradient_scale: float = 1.0) -> _StopClock:
+    @classmethod
+    def only(cls, **criteria: float) -> Stopping:
+        """The given criteria and nothing else: no ``stationary``, divergence or iteration default.
+
+        ``Stopping.only(end_time=T)`` runs a flow to ``T`` whatever happens on the way.
+        """
+        off: dict[str, float | None] = dict(
+            max_iterations=None,
+            gradient_norm_rtol=None,
+            gradient_norm_atol=None,
+            divergence_factor=None,
+        )
+        return cls(**{**off, **criteria})  # type: ignore[arg-type]
+
+    def start(
+        self,
+        relative_floor: float | None = 0.0,
+        relative_divergence: bool = True,
+        gradient_scale: float = 1.0,
+    ) -> _StopClock:
         """A clock for one run.
 
         Args:
             relative_floor: The smallest ``gradient_norm_rtol`` the method
                 resolves; ``None``: the method never stops ``stationary`` (a
                 sampler, whose iterates do not settle).
+            relative_divergence: ``False``: ``divergence_factor`` does not apply
+                (a sampler's energy rises from a cold start to its equilibrium
+                level by design); only a non-finite loss is ``diverged``.
             gradient_scale: :math:`G` of :func:`gradient_scale`, the unit of
                 ``gradient_norm_atol``.
         """
-        return _StopClock(self, relative_floor, gradient_scale)
+        return _StopClock(self, relative_floor, relative_divergence, gradient_scale)
 
 
 class _StopClock:
     """Per-run state of a :class:`Stopping`: start time, initial loss, loss history for stalls."""
 
     def __init__(
-        self, stopping: Stopping, relative_floor: float | None = 0.0, gradient_scale: float = 1.0
+        self,
+        stopping: Stopping,
+        relative_floor: float | None = 0.0,
+        relative_divergence: bool = True,
+        gradient_scale: float = 1.0,
     ):
         self.stopping = stopping
         self.relative_floor = relative_floor
+        self.relative_divergence = relative_divergence
         self.gradient_scale = float(gradient_scale)
+        s = stopping
+        #: Whether a check needs the current loss (else a driver may pass ``loss=None``).
+        self.needs_loss = (
+            s.loss_below is not None
+            or s.stall_window is not None
+            or (relative_divergence and s.divergence_factor is not None)
+        )
+        #: Whether a check needs the current gradient norm.
+        self.needs_gradient = s.gradient_norm_below is not None or (
+            relative_floor is not None and bool(s.gradient_norm_rtol or s.gradient_norm_atol)
+        )
         self.started = time.perf_counter()
         self.initial_loss: float | None = None
         #: The first finite gradient norm the clock saw (``||g_0||`` of the stationary test).
@@ -240,31 +278,44 @@ class _StopClock:
             relative = rtol * self.initial_gradient_norm
         return gradient_norm <= max(relative, (s.gradient_norm_atol or 0.0) * self.gradient_scale)
 
-    def check(
-        self,
-        *,
-        iteration: int,
-        loss: float,
-        flow_time: float | None = None,
-        gradient_norm: float | None = None,
-        step_norm: float | None = None,
-    ) -> str | None:
-        """The reason code to stop now, or ``None``."""
-        s = self.stopping
-        if not math.isfinite(loss):
-            return "diverged"
-        if self.initial_loss is None:
-            self.initial_loss = loss
-        if s.divergence_factor is not None and loss > s.divergence_factor * max(
-            self.initial_loss, 1e-300
-        ):
-            return "diverged"
-        if s.loss_below is not None and loss <= s.loss_below:
-            return "loss_below"
+    def note(self, gradient_norm: float | None) -> None:
+        """Keep a finite gradient norm as the last seen (and the first, ``||g_0||``, if none yet)."""
         if gradient_norm is not None and math.isfinite(gradient_norm):
             if self.initial_gradient_norm is None:
                 self.initial_gradient_norm = gradient_norm
             self.gradient_norm = gradient_norm
+
+    def check(
+        self,
+        *,
+        iteration: int,
+        loss: float | None,
+        flow_time: float | None = None,
+        gradient_norm: float | None = None,
+        step_norm: float | None = None,
+    ) -> str | None:
+        """The reason code to stop now, or ``None``.
+
+        ``loss=None``: the loss is not known at this iteration (a method that
+        evaluates it only where it records, when no criterion needs it:
+        :attr:`needs_loss` is false); the loss tests are skipped.
+        """
+        s = self.stopping
+        if loss is not None:
+            if not math.isfinite(loss):
+                return "diverged"
+            if self.initial_loss is None:
+                self.initial_loss = loss
+            if (
+                self.relative_divergence
+                and s.divergence_factor is not None
+                and loss > s.divergence_factor * max(self.initial_loss, 1e-300)
+            ):
+                return "diverged"
+            if s.loss_below is not None and loss <= s.loss_below:
+                return "loss_below"
+        if gradient_norm is not None and math.isfinite(gradient_norm):
+            self.note(gradient_norm)
             if s.gradient_norm_below is not None and gradient_norm < s.gradient_norm_below:
                 return "gradient_norm_below"
             if self.stationary(gradient_norm):
@@ -276,7 +327,7 @@ class _StopClock:
             and step_norm < s.step_below
         ):
             return "step_below"
-        if s.stall_window is not None:
+        if s.stall_window is not None and loss is not None:
             self.history.append(loss)
             if len(self.history) > s.stall_window:
                 old = self.history[-s.stall_window - 1]

@@ -68,6 +68,7 @@ from .factor_partials import (
     is_partials,
     partials_to_tangent,
 )
+from .lowrank_ops import retract, tangent_from_products
 
 __all__ = ["FixedRank"]
 
@@ -168,10 +169,8 @@ class FixedRank(FixedRankEmbedded):
             )
         u, _, vt = point
         v = vt.T
-        ZV = ambient_matmul(vector, v)
-        ZtU = ambient_rmatmul(vector, u)
-        M = u.T @ ZV
-        return TangentVector(ZV - u @ M, M, ZtU - v @ M.T)
+        ZV, ZtU = ambient_matmul(vector, v), ambient_rmatmul(vector, u)
+        return TangentVector(*tangent_from_products(u, v, ZV, ZtU))
 
     def to_tangent_space(self, point: Any, vector: Any) -> TangentVector:
         """pymanopt's ``to_tangent_space``, applied right to left (no ``m x m`` / ``n x n`` array)."""
@@ -266,12 +265,8 @@ class FixedRank(FixedRankEmbedded):
 
     def embedding(self, point: Any, tangent_vector: Any) -> AmbientTriple:
         """Ambient form ``(U, S, V)``, ``U @ S @ V.T = u M vt + Up vt + u Vp^T``, as pymanopt's (``S`` = I)."""
-        u, _, vt = point
-        return AmbientTriple(
-            np.hstack((u @ tangent_vector.M + tangent_vector.Up, u)),
-            np.eye(2 * self._k),
-            np.hstack((vt.T, tangent_vector.Vp)),
-        )
+        left, right = tangent_to_factored(point, tangent_vector)
+        return AmbientTriple(left, np.eye(2 * self._k), right)
 
     def transport(self, point_a: Any, point_b: Any, tangent_vector_a: Any) -> TangentVector:
         """Vector transport by projection of the ambient vector onto ``T_{point_b}``."""
@@ -280,15 +275,8 @@ class FixedRank(FixedRankEmbedded):
     def retraction(self, point: Any, tangent_vector: Any) -> Point:
         """Metric projection of ``X + xi`` (second order); singular values kept positive."""
         u, s, vt = point
-        du, ds, dvt = tangent_vector
-        k = self._k
-        Qu, Ru = np.linalg.qr(du)
-        Qv, Rv = np.linalg.qr(dvt)
-        T = np.block([[np.diag(s) + ds, Rv.T], [Ru, np.zeros((Ru.shape[0], Rv.shape[0]))]])
-        Ut, St, Vt = np.linalg.svd(T)
-        U = np.hstack((u, Qu)) @ Ut[:, :k]
-        V = np.hstack((vt.T, Qv)) @ Vt.T[:, :k]
-        return Point(U, St[:k] + np.spacing(1), V.T)
+        U, S, Vt = retract(u, s, vt, *tangent_vector)
+        return Point(U, S + np.spacing(1), Vt)
 
     def random_point(self) -> Point:
         """Haar-random frames, singular values uniform in ``[1, 2]`` (distinct a.s.).

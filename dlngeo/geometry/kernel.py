@@ -46,6 +46,7 @@ import scipy.sparse as sp
 from ..lowrank import Factored, ambient_matmul, ambient_rmatmul
 from ..validation import check_depth as _check_depth
 from ..validation import integer_between
+from .lowrank_ops import tangent_from_products
 
 __all__ = [
     "kernel_matrix",
@@ -214,11 +215,7 @@ def riemannian_gradient_tangent(
     one product of ``G`` with ``r`` vectors on each side plus ``O((m+n) r^2)``.
     """
     v = vt.T
-    GV = ambient_matmul(G, v)
-    GtU = ambient_rmatmul(G, u)
-    M = u.T @ GV
-    Up = GV - u @ M
-    Vp = GtU - v @ M.T
+    Up, M, Vp = tangent_from_products(u, v, ambient_matmul(G, v), ambient_rmatmul(G, u))
     return metric_operator_tangent(s, Up, M, Vp, depth, 1.0)
 
 

@@ -24,7 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["tangent_project", "tangent_from_products", "tangent_to_ambient", "retract", "truncate"]
+from ..lowrank import tangent_to_factored
+
+__all__ = [
+    "tangent_project",
+    "tangent_from_products",
+    "tangent_to_ambient",
+    "retract",
+    "truncate",
+    "svd_of_product",
+]
 
 
 def _t(A: np.ndarray) -> np.ndarray:
@@ -54,8 +63,12 @@ def tangent_project(
 def tangent_to_ambient(
     U: np.ndarray, Vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ambient form of ``(Up, M, Vp)`` as factors ``(L, R)``, ``xi = L @ R^T``, never forming ``m x n``."""
-    return np.concatenate((U @ M + Up, U), axis=-1), np.concatenate((_t(Vt), Vp), axis=-1)
+    """Ambient form of ``(Up, M, Vp)`` as factors ``(L, R)``, ``xi = L @ R^T``, never forming ``m x n``.
+
+    :func:`dlngeo.lowrank.tangent_to_factored` on stacks.
+    """
+    left, right = tangent_to_factored((U, None, Vt), (Up, M, Vp))
+    return left, right
 
 
 def retract(
@@ -92,7 +105,20 @@ def truncate(
     left: np.ndarray, right: np.ndarray, rank: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best rank-``rank`` approximation ``(u, s, vt)`` of ``left @ right^T`` (QR of both factors + a small SVD)."""
+    u, s, vt = svd_of_product(left, right, rank)
+    return u, s[..., :rank], vt
+
+
+def svd_of_product(
+    left: np.ndarray, right: np.ndarray, rank: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD of ``left @ right^T`` from the QR of both factors and the SVD of ``R_l R_r^T``.
+
+    Returns every singular value, and the first ``rank`` singular vectors
+    (all when ``rank`` is ``None``); ``O((m + n) q^2)`` for ``q`` columns.
+    """
     Ql, Rl = np.linalg.qr(left)
     Qr, Rr = np.linalg.qr(right)
     a, s, bt = np.linalg.svd(Rl @ _t(Rr))
-    return Ql @ a[..., :, :rank], s[..., :rank], bt[..., :rank, :] @ _t(Qr)
+    keep = slice(None) if rank is None else slice(None, rank)
+    return Ql @ a[..., :, keep], s, bt[..., keep, :] @ _t(Qr)

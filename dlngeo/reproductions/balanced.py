@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from ..dynamics.base import Stopping, Task
+from ..dynamics.events import Event
 from ..geometry.kernel import metric_operator
 from ..network import DeepLinearNetwork
 from ..plugins import create_loss, create_sampler, create_solver
@@ -125,19 +125,6 @@ def velocity_gap(network: DeepLinearNetwork, weights: Sequence[np.ndarray], Y: n
     )
 
 
-def _pack(weights: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([W.ravel() for W in weights])
-
-
-def _unpack(network: DeepLinearNetwork, w: np.ndarray) -> list[np.ndarray]:
-    out, i = [], 0
-    for shape in network.shapes:
-        size = shape[0] * shape[1]
-        out.append(w[i : i + size].reshape(shape))
-        i += size
-    return out
-
-
 def overparametrized_flow(
     network: DeepLinearNetwork,
     weights0: Sequence[np.ndarray],
@@ -147,44 +134,41 @@ def overparametrized_flow(
     atol: float = 1e-13,
     loss_fraction: float | None = None,
 ) -> tuple[list[list[np.ndarray]], float, list[np.ndarray] | None]:
-    """Factor gradient flow ``W' = -grad L(W)`` (``solve_ivp``, DOP853), sampled at ``times``.
+    """Factor gradient flow ``W' = -grad L(W)`` (dlngeo's ``overparametrized_flow``, DOP853), sampled at ``times``.
 
     Returns the factors at ``times``, and, if ``loss_fraction`` is given, the
     first time ``t*`` at which the loss equals ``loss_fraction`` times its
-    initial value (a ``solve_ivp`` event, ``nan`` if never) with the factors
-    there (from the integrator's dense output), else ``(nan, None)``.
+    initial value (an :class:`~dlngeo.dynamics.events.Event` located on the
+    integrator's dense output, ``nan`` if never) with the factors there, else
+    ``(nan, None)``.
     """
-
-    def rhs(_t: float, w: np.ndarray) -> np.ndarray:
-        W = _unpack(network, w)
-        return -_pack(network.gradients(W, network.product(W) - Y))
-
-    events = None
+    times = np.asarray(times, dtype=float)
+    task = Task(
+        loss=create_loss("regression", target=Y),
+        network=network,
+        weights0=[np.asarray(W, dtype=float) for W in weights0],
+        metrics={"weights": lambda state: state.weights},
+    )
+    events = []
     if loss_fraction is not None:
-        level = loss_fraction * _loss(Y, network.product(weights0))
-
-        def crossing(_t: float, w: np.ndarray) -> float:
-            return _loss(Y, network.product(_unpack(network, w))) - level
-
-        crossing.terminal = False  # type: ignore[attr-defined]  # solve_ivp event attributes
-        crossing.direction = -1  # type: ignore[attr-defined]
-        events = [crossing]
-    sol = solve_ivp(
-        rhs,
-        (0.0, float(times[-1])),
-        _pack(weights0),
-        method="DOP853",
-        t_eval=times,
+        level = loss_fraction * _loss(Y, network.product(task.initial_weights()))
+        events.append(Event(lambda state: _loss(Y, state.point) - level, direction=-1))
+    solver = create_solver(
+        "overparametrized_flow",
+        integrator="DOP853",
         rtol=rtol,
         atol=atol,
+        record_times=times[1:],
         events=events,
     )
-    if not sol.success:  # pragma: no cover - integrator failure
-        raise RuntimeError(f"overparametrized flow failed: {sol.message}")
-    path = [_unpack(network, w) for w in sol.y.T]
-    if events is None or sol.t_events[0].size == 0:
+    record = solver.run(task, Stopping.only(end_time=float(times[-1])))
+    if record.stop_reason != "end_time" or "solver_message" in record.info:  # pragma: no cover
+        raise RuntimeError(f"overparametrized flow failed: {record.info.get('solver_message')}")
+    path = record.sampled("weights", times)
+    if not events or not record.events[0]:
         return path, float("nan"), None
-    return path, float(sol.t_events[0][0]), _unpack(network, sol.y_events[0][0])
+    t_star, _, weights_star = record.events[0][0]
+    return path, float(t_star), weights_star
 
 
 def intrinsic_flow(
@@ -224,19 +208,10 @@ def intrinsic_flow(
         atol=atol,
         record_times=times[1:],
     )
-    # Only the final time stops the run (no stationary, divergence or iteration stop).
-    stopping = Stopping(
-        end_time=float(times[-1]),
-        max_iterations=None,
-        gradient_norm_rtol=None,
-        gradient_norm_atol=None,
-        divergence_factor=None,
-    )
-    record = solver.run(task, stopping)
+    record = solver.run(task, Stopping.only(end_time=float(times[-1])))
     if record.stop_reason != "end_time" or "solver_message" in record.info:  # pragma: no cover
         raise RuntimeError(f"intrinsic flow failed: {record.info.get('solver_message')}")
-    sampled = dict(zip(record.times, record.metrics["point"]))
-    return np.array([sampled[float(t)] for t in times])
+    return np.array(record.sampled("point", times))
 
 
 @dataclass

@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from ..dynamics.base import Stopping, Task
+from ..dynamics.group_rmsprop import GroupRMSprop
 from ..network import DeepLinearNetwork
-from ..plugins import create_metric, create_sampler
+from ..plugins import create_loss, create_metric, create_sampler, create_solver
 from ..state import State
-from ..validation import check_choice, check_nonnegative, check_positive, positive_integer
+from ..validation import check_choice, check_nonnegative, positive_integer
 
 __all__ = [
     "low_rank_target",
@@ -102,36 +104,6 @@ def gaussian_factors(
     """
     sampler = create_sampler("gaussian", init_scale=init_scale, width=network.dims[0])
     return sampler.sample(_rng(rng), network)
-
-
-class GroupRMSprop:
-    r"""RMSprop with one global second-moment estimate (Arora et al. 2019's optimizer).
-
-    .. math::
-
-        v_t = \alpha v_{t-1} + (1 - \alpha)\sum_k \|g_k\|_F^2,\qquad
-        W_k \leftarrow W_k - \frac{\text{lr}}{\sqrt{v_t/(1 - \alpha^t)} + \varepsilon}\, g_k.
-
-    Every step moves the parameters by about ``lr`` in total Frobenius norm,
-    whatever the gradient's size: this is what lets the small-init plateau be
-    crossed in ``~1e4`` steps.
-    """
-
-    def __init__(self, lr: float, alpha: float = 0.99, eps: float = 1e-4):
-        lr = check_positive("lr", lr)
-        if not 0 <= alpha < 1:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-        eps = check_nonnegative("eps", eps)
-        self.lr, self.alpha, self.eps = float(lr), float(alpha), float(eps)
-        self.square_avg = 0.0
-        self.t = 0
-
-    def step_size(self, grads: Sequence[np.ndarray]) -> float:
-        """Update the running mean with ``grads`` and return the step size for them."""
-        self.t += 1
-        total = float(sum(np.vdot(g, g) for g in grads))
-        self.square_avg = self.alpha * self.square_avg + (1 - self.alpha) * total
-        return self.lr / (np.sqrt(self.square_avg / (1 - self.alpha**self.t)) + self.eps)
 
 
 @dataclass
@@ -216,30 +188,31 @@ def train_deep_factorization(
     rows, cols = np.asarray(rows), np.asarray(cols)
     n = target.shape[0]
     net = DeepLinearNetwork([n] * (depth + 1))
-    weights = gaussian_factors(net, init_scale, rng)
-    mask = np.zeros((n, n))
-    mask[rows, cols] = 1.0
-    observed = mask * target
-    scale = 2.0 / len(rows)
-    rms = GroupRMSprop(lr) if optimizer == "group_rmsprop" else None
-    converged = False
-    it = 0
-    for it in range(max_iterations + 1):
-        X = net.product(weights)
-        residual = mask * X - observed
-        loss = float(np.vdot(residual, residual)) / len(rows)
-        if loss <= loss_threshold:
-            converged = True
-            break
-        if not np.isfinite(loss):
-            break
-        if it == max_iterations:
-            break
-        grads = net.gradients(weights, scale * residual)
-        step = rms.step_size(grads) if rms is not None else lr
-        weights = [W - step * g for W, g in zip(weights, grads)]
+    task = Task(
+        loss=create_loss(
+            "matrix_completion", rows=rows, cols=cols, values=target[rows, cols], shape=(n, n)
+        ),
+        network=net,
+        weights0=gaussian_factors(net, init_scale, rng),
+    )
+    # Only the start and the end are recorded; the run stops at the loss threshold or the
+    # budget (no stationary or divergence test: the paper's loop has none).
+    record_every = max_iterations + 1
+    if optimizer == "group_rmsprop":
+        solver = create_solver("group_rmsprop", lr=lr, record_every=record_every)
+    else:
+        solver = create_solver("overparametrized_gd", step=lr, record_every=record_every)
+    record = solver.run(
+        task, Stopping.only(max_iterations=max_iterations, loss_below=loss_threshold)
+    )
     return _summary(
-        f"depth {depth}", depth, (rows, cols), target, net.product(weights), it, converged
+        f"depth {depth}",
+        depth,
+        (rows, cols),
+        target,
+        record.final_point,
+        record.n_iterations,
+        record.stop_reason == "loss_below",
     )
 
 
@@ -259,8 +232,7 @@ def nuclear_norm_completion(
 
     target = np.asarray(target, dtype=float)
     rows, cols = np.asarray(rows), np.asarray(cols)
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be non-negative, got {tolerance!r}")
+    tolerance = check_nonnegative("tolerance", tolerance)
     X = cp.Variable(target.shape)
     constraints = [cp.abs(X[rows, cols] - target[rows, cols]) <= tolerance]
     problem = cp.Problem(cp.Minimize(cp.normNuc(X)), constraints)

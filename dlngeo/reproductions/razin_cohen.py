@@ -33,16 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
-from ..geometry.kernel import metric_operator
-from ..plugins import create_metric
+from ..dynamics.base import Stopping, Task
+from ..dynamics.driver import NumericalFailure, ScipyODEStepper, drive
+from ..dynamics.factor_flow import _finish_flow
+from ..dynamics.record import Record
+from ..lowrank import to_dense
+from ..network import DeepLinearNetwork
+from ..plugins import create_loss, create_metric, create_solver
 from ..state import State
 from ..validation import check_positive, positive_integer
 
 __all__ = [
     "OBSERVED_MASK",
     "OBSERVED_VALUES",
+    "completion_loss",
     "loss",
     "loss_gradient",
     "small_init",
@@ -58,15 +63,30 @@ OBSERVED_MASK = np.array([[0.0, 1.0], [1.0, 1.0]])
 OBSERVED_VALUES = np.array([[0.0, 1.0], [1.0, 0.0]])
 
 
+def completion_loss() -> Any:
+    r"""The registered ``matrix_completion`` loss of the example (``normalization="sum"``).
+
+    :math:`E(X) = \tfrac12\sum_\Omega (X_{ij} - b_{ij})^2`, :math:`E'(X) = P_\Omega(X - b)`.
+    """
+    rows, cols = np.nonzero(OBSERVED_MASK)
+    return create_loss(
+        "matrix_completion",
+        rows=rows,
+        cols=cols,
+        values=OBSERVED_VALUES[rows, cols],
+        shape=(2, 2),
+        normalization="sum",
+    )
+
+
 def loss(X: np.ndarray) -> float:
-    r""":math:`E(X) = \tfrac12\sum_\Omega (X_{ij} - b_{ij})^2`."""
-    R = OBSERVED_MASK * (np.asarray(X, dtype=float) - OBSERVED_VALUES)
-    return 0.5 * float(np.sum(R * R))
+    r""":math:`E(X) = \tfrac12\sum_\Omega (X_{ij} - b_{ij})^2` (:func:`completion_loss`)."""
+    return completion_loss().value(np.asarray(X, dtype=float))
 
 
 def loss_gradient(X: np.ndarray) -> np.ndarray:
-    """:math:`E'(X) = P_\\Omega(X - b)`."""
-    return OBSERVED_MASK * (np.asarray(X, dtype=float) - OBSERVED_VALUES)
+    """:math:`E'(X) = P_\\Omega(X - b)` as a dense array (:func:`completion_loss`)."""
+    return to_dense(completion_loss().gradient(np.asarray(X, dtype=float)))
 
 
 def effective_rank(X: np.ndarray) -> float:
@@ -94,9 +114,11 @@ class RazinCohenRun:
         times: Flow times (first is 0).
         X: ``(len(times), 2, 2)`` end-to-end matrices.
         loss, w11, det, nuclear, frobenius, effective_rank: The quantities at ``times``.
-        log_abs_det: :math:`\log|\det X|` (finite in log-singular-value coordinates
-            even where ``det`` underflows to 0).
-        status: ``solve_ivp``'s message.
+        log_abs_det: :math:`\log|\det X|` (in log-singular-value coordinates
+            :math:`\log\sigma_1 + \log\sigma_2`: finite even where ``det``
+            underflows to 0, as long as :math:`\sigma_2` itself does not).
+        status: The run's stop reason (``"end_time"``: the integration reached
+            ``t_end``), or the integrator's failure message.
     """
 
     depth: int
@@ -112,17 +134,25 @@ class RazinCohenRun:
     status: str
 
 
-def _solve_on_sample_grid(
-    rhs: Any, y0: np.ndarray, t_end: float, samples: int, method: str, rtol: float, atol: float
-) -> Any:
-    """``solve_ivp`` from ``t = 0`` to ``t_end``, sampled at ``t = 0`` and ``samples`` log-spaced times in ``[1e-2, t_end]``."""
-    times = np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
-    return solve_ivp(rhs, (0.0, t_end), y0, method=method, t_eval=times, rtol=rtol, atol=atol)
+def _sample_grid(t_end: float, samples: int) -> np.ndarray:
+    """``t = 0`` and ``samples`` log-spaced times in ``[1e-2, t_end]``."""
+    return np.concatenate(([0.0], np.geomspace(1e-2, t_end, samples)))
+
+
+def _task(start: Any, depth: int) -> Task:
+    """The width-free task of the example: the balanced depth-``N`` 2 x 2 network from ``start``."""
+    return Task(
+        loss=completion_loss(),
+        network=DeepLinearNetwork([2] * (depth + 1)),
+        start=start,
+        metrics={"point": lambda state: state.point},
+    )
 
 
 def _run(
     depth: int,
-    sol: Any,
+    record: Record,
+    times: np.ndarray,
     Xs: np.ndarray,
     svals: np.ndarray,
     *,
@@ -130,23 +160,23 @@ def _run(
     effective_rank: np.ndarray,
     log_abs_det: np.ndarray,
 ) -> RazinCohenRun:
-    """The :class:`RazinCohenRun` of the samples ``Xs`` (singular values ``svals``) of the solution ``sol``.
+    """The :class:`RazinCohenRun` of the samples ``Xs`` (singular values ``svals``) of ``record``.
 
     ``det``, ``effective_rank`` and ``log_abs_det`` are given by the caller,
     which knows how to compute them accurately in its coordinates.
     """
     return RazinCohenRun(
         depth=depth,
-        times=sol.t,
+        times=times,
         X=Xs,
-        loss=np.array([loss(X) for X in Xs]),
+        loss=np.array(record.sampled("loss", times), dtype=float),
         w11=Xs[:, 0, 0],
         det=det,
         nuclear=svals.sum(axis=1),
         frobenius=np.sqrt((svals**2).sum(axis=1)),
         effective_rank=effective_rank,
         log_abs_det=log_abs_det,
-        status=sol.message,
+        status=str(record.info.get("solver_message", record.stop_reason)),
     )
 
 
@@ -159,14 +189,14 @@ def end_to_end_flow(
     rtol: float = 1e-10,
     atol: float = 1e-14,
 ) -> RazinCohenRun:
-    r"""Integrate :math:`\dot X = -A_{N,X}(E'(X))` with ``solve_ivp`` and sample on a log-time grid.
+    r"""Integrate :math:`\dot X = -A_{N,X}(E'(X))` (dlngeo's dense ``intrinsic_flow``) on a log-time grid.
 
     Args:
         X0: Start (2 x 2, finite).
         depth: ``N >= 1``.
         t_end: Final flow time.
         samples: Number of log-spaced sample times in ``[1e-2, t_end]`` (plus ``t = 0``).
-        method: A stiff-capable ``solve_ivp`` method (``"LSODA"``, ``"Radau"``, ``"BDF"``).
+        method: A stiff-capable scipy integrator (``"LSODA"``, ``"Radau"``, ``"BDF"``).
         rtol, atol: Integrator tolerances.
     """
     X0 = np.asarray(X0, dtype=float)
@@ -174,17 +204,22 @@ def end_to_end_flow(
         raise ValueError(f"X0 must be a finite 2 x 2 array, got shape {X0.shape}")
     if not t_end > 1e-2:
         raise ValueError(f"t_end must exceed 1e-2, got {t_end!r}")
-
-    def rhs(_t: float, x: np.ndarray) -> np.ndarray:
-        X = x.reshape(2, 2)
-        return -metric_operator(X, loss_gradient(X), depth).ravel()
-
-    sol = _solve_on_sample_grid(rhs, X0.ravel(), t_end, samples, method, rtol, atol)
-    Xs = sol.y.T.reshape(-1, 2, 2)
+    times = _sample_grid(t_end, samples)
+    solver = create_solver(
+        "intrinsic_flow",
+        representation="dense",
+        integrator=method,
+        rtol=rtol,
+        atol=atol,
+        record_times=times[1:],
+    )
+    record = solver.run(_task(X0, int(depth)), Stopping.only(end_time=float(t_end)))
+    Xs = np.array(record.sampled("point", times), dtype=float)
     svals = np.linalg.svd(Xs, compute_uv=False)
     return _run(
         int(depth),
-        sol,
+        record,
+        times,
         Xs,
         svals,
         det=np.linalg.det(Xs),
@@ -218,6 +253,50 @@ def _from_svd_coordinates(y: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarr
     return U, np.exp(y[2:4]), V
 
 
+class _LogSigmaStepper(ScipyODEStepper):
+    """The end-to-end flow in the coordinates ``y = (theta, phi, log s1, log s2)`` (see :func:`end_to_end_flow_svd`).
+
+    Its points are the low-rank points ``(U, s, V^T)``, ``s = exp(l)``. It has
+    no gradient norm (the example stops at its end time only).
+    """
+
+    def __init__(self, task: Task, d: float, y0: np.ndarray, **options: Any):
+        super().__init__(y0, **options)
+        self.task, self.d, self.depth = task, d, task.depth
+        self.stationary_floor = None  # never "stationary"
+
+    def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(y)):
+            raise NumericalFailure("non-finite coordinates")
+        n = self.depth
+        U, s, V = _from_svd_coordinates(y, self.d)
+        value, E = self.task.loss.value_and_gradient((U * s) @ V.T)
+        self.counts["loss"] += 1
+        self.counts["gradient"] += 1
+        G = U.T @ to_dense(E) @ V
+        # K_ii / sigma_i = N sigma_i^(1 - 2/N) (docs/math.md §3), written without the quotient
+        # so that sigma_2 = 0 after underflow (depth 2) stays finite.
+        rate = n * np.exp((1.0 - 2.0 / n) * y[2:4])
+        # p_1 - p_2 = p_1 (1 - exp(2 (l_2 - l_1) / N)), stable for tiny sigma_2.
+        gap = -np.exp(2.0 * y[2] / n) * np.expm1(2.0 * (y[3] - y[2]) / n)
+        off = (s[0] * G[1, 0] + s[1] * G[0, 1], s[0] * G[0, 1] + s[1] * G[1, 0])
+        # No gradient norm (NaN): the example runs to its end time, never to a stationary point.
+        self._cache = (y, float(value), float("nan"))
+        return np.array(
+            [-off[0] / gap, -self.d * off[1] / gap, -rate[0] * G[0, 0], -rate[1] * G[1, 1]]
+        )
+
+    def _point(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        U, s, V = _from_svd_coordinates(y, self.d)
+        return U, s, V.T
+
+    def point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._point(self._y)
+
+    def interpolate(self, t: float) -> tuple[Any, Any]:
+        return self._point(self.solver.dense_output()(t)), None
+
+
 def end_to_end_flow_svd(
     X0: np.ndarray,
     depth: int,
@@ -246,6 +325,10 @@ def end_to_end_flow_svd(
     the rounding level (about ``1e-14`` by ``t = 1e6`` at depth 3) and the
     integrator's error, not the flow, decides the sign of ``det``. Valid while
     :math:`\sigma_1 \neq \sigma_2` (a generic start).
+
+    The coordinates are a stepper of dlngeo's driver (a scipy ODE stepper on
+    ``y``, its points the low-rank ``(U, s, V^T)``), run on the example's task
+    and loss like the library's flows.
     """
     X0 = np.asarray(X0, dtype=float)
     if X0.shape != (2, 2) or not np.all(np.isfinite(X0)):
@@ -257,34 +340,33 @@ def end_to_end_flow_svd(
     if not y0[2] > y0[3]:
         raise ValueError("X0 must have two distinct singular values")
     n = int(depth)
-
-    def rhs(_t: float, y: np.ndarray) -> np.ndarray:
-        U, s, V = _from_svd_coordinates(y, d)
-        G = U.T @ loss_gradient((U * s) @ V.T) @ V
-        # K_ii / sigma_i = N sigma_i^(1 - 2/N) (docs/math.md §3), written without the quotient
-        # so that sigma_2 = 0 after underflow (depth 2) stays finite.
-        rate = n * np.exp((1.0 - 2.0 / n) * y[2:4])
-        # p_1 - p_2 = p_1 (1 - exp(2 (l_2 - l_1) / N)), stable for tiny sigma_2.
-        gap = -np.exp(2.0 * y[2] / n) * np.expm1(2.0 * (y[3] - y[2]) / n)
-        return np.array(
-            [
-                -(s[0] * G[1, 0] + s[1] * G[0, 1]) / gap,
-                -d * (s[0] * G[0, 1] + s[1] * G[1, 0]) / gap,
-                -rate[0] * G[0, 0],
-                -rate[1] * G[1, 1],
-            ]
-        )
-
-    sol = _solve_on_sample_grid(rhs, y0, t_end, samples, method, rtol, atol)
-    parts = [_from_svd_coordinates(y, d) for y in sol.y.T]
-    Xs = np.array([(U * s) @ V.T for U, s, V in parts])
-    svals = np.array([s for _, s, _ in parts])
-    logs = sol.y[2:4].T
+    times = _sample_grid(t_end, samples)
+    task = _task(X0, n)
+    stepper = _LogSigmaStepper(
+        task, d, y0, integrator=method, rtol=rtol, atol=atol, max_step=np.inf, t_bound=t_end
+    )
+    record = _finish_flow(
+        drive(
+            "razin_cohen_log_sigma",
+            task,
+            stepper,
+            Stopping.only(end_time=float(t_end)),
+            None,
+            record_times=times[1:],
+        ),
+        stepper,
+    )
+    points = record.sampled("point", times)
+    Xs = np.array([(U * s) @ Vt for U, s, Vt in points])
+    svals = np.array([s for _, s, _ in points])
+    with np.errstate(divide="ignore"):  # log 0 = -inf only if sigma_2 underflowed (depth 2)
+        logs = np.log(svals)
     p = np.exp(logs - logs.max(axis=1, keepdims=True))
     p = p / p.sum(axis=1, keepdims=True)
     return _run(
         n,
-        sol,
+        record,
+        times,
         Xs,
         svals,
         det=d * svals.prod(axis=1),

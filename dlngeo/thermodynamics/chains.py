@@ -5,19 +5,25 @@ dense and on :math:`M_r`, :class:`~dlngeo.thermodynamics.mala.RiemannianMALA`,
 :class:`~dlngeo.thermodynamics.langevin.OverparametrizedLangevin`) is a
 :class:`ChainStepper`: ``C`` chains advanced together, one
 :class:`~dlngeo.dynamics.driver.Stepper` step per sampler step. :func:`run_chains`
-runs it with :func:`dlngeo.dynamics.driver.drive` under
-``Stopping(max_iterations=n_steps)``, so the samplers share the driver's
-loop, its :class:`~dlngeo.dynamics.driver.Recorder` and its stopping path.
+runs it with :func:`dlngeo.dynamics.driver.drive` for at most ``n_steps``
+steps under the caller's :class:`~dlngeo.dynamics.base.Stopping` (default: no
+other criterion), so the samplers share the driver's loop, its
+:class:`~dlngeo.dynamics.driver.Recorder` and its stopping path: ``end_time``
+(flow time ``t = h k``), ``max_time``, ``loss_below`` (on ``mean_c E_c``) and
+``stall_window`` apply as to any method. A chain never stops ``stationary``
+(its iterates do not settle) and ``divergence_factor`` does not apply (its
+energy rises from a cold start to the equilibrium level by design): only a
+non-finite step is ``diverged``.
 
-**Records.** At the initial state, every ``record_every``-th step and the
-last one the stepper evaluates the chains' energies ``E_c`` and the entropies
-``S_c`` of their singular values; the record holds ``loss = mean_c E_c`` and,
-when every hidden width is at least the rank, ``entropy = mean_c S_c`` and
-``free_energy = mean_c (E_c - S_c / beta)``; the caller's metrics are
-evaluated on chain 0 (and take precedence over these names).
-``keep_samples`` keeps every recorded stack of singular values in
-``record.info["singular_values"]``. Between records ``loss`` is the value at
-the last record (a sampler does not stop on its loss).
+**Records.** The chains' energies ``E_c`` and the entropies ``S_c`` of their
+singular values are evaluated where the driver observes (:meth:`ChainStepper.observe`):
+at the initial state, every ``record_every``-th step and the last one, and at
+every step only when a stopping criterion needs the loss. The record holds
+``loss = mean_c E_c`` and, when every hidden width is at least the rank,
+``entropy = mean_c S_c`` and ``free_energy = mean_c (E_c - S_c / beta)``; the
+caller's metrics are evaluated on chain 0 (and take precedence over these
+names). ``keep_samples`` keeps every recorded stack of singular values in
+``record.info["singular_values"]``.
 
 **Divergence.** A step whose result is non-finite (or leaves the manifold)
 is not taken: it raises :class:`~dlngeo.dynamics.driver.NumericalFailure`, the
@@ -27,6 +33,7 @@ returned.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,9 +67,9 @@ def dense_gradient(G: Any) -> np.ndarray:
 class ChainStepper(Stepper):
     """``C`` chains of a sampler with a fixed step ``h``; flow time ``t = h k``.
 
-    Subclasses implement :meth:`start` (then call :meth:`_observe`), :meth:`step`
-    (call :meth:`_advance` after a step that was taken, :meth:`_fail` instead
-    of taking a non-finite one), :meth:`energies` (``(C,)``),
+    Subclasses implement :meth:`start`, :meth:`step` (call :meth:`_advance`
+    after a step that was taken, :meth:`_fail` instead of taking a non-finite
+    one), :meth:`energies` (``(C,)``),
     :meth:`singular_values` (``(C, k)``), :meth:`chain0` and :meth:`final`.
 
     Args:
@@ -84,6 +91,8 @@ class ChainStepper(Stepper):
         single: bool,
         widths: Sequence[int],
     ):
+        self.stationary_floor = None  # a chain's iterates do not settle
+        self.relative_divergence = False  # only a non-finite step diverges
         self.loss_fn = loss
         self.depth = depth
         self.beta = options["beta"]
@@ -122,14 +131,14 @@ class ChainStepper(Stepper):
     def point(self) -> Any:
         return self.final()
 
-    def _observe(self) -> None:
-        """Evaluate the recorded quantities at the current state (once per iteration)."""
+    def observe(self) -> None:
+        """Evaluate the energies, singular values and entropies at the current state (once per iteration)."""
         if self._observed_at == self.iteration:
             return
         self._observed_at = self.iteration
         E = self.energies()
         self._energy_evaluations += 1
-        s = self.singular_values()
+        self._singular_values = s = self.singular_values()
         self.loss = float(np.mean(E))
         if self.has_entropy:
             S = entropy_from_singular_values(s, self.depth, self.widths)
@@ -137,19 +146,20 @@ class ChainStepper(Stepper):
                 "entropy": float(np.mean(S)),
                 "free_energy": float(np.mean(E - S / self.beta)),
             }
+
+    def keep(self) -> None:
+        """With ``keep_samples``, keep the observed singular values (called once per record)."""
         if self.keep_samples:
-            self._samples.append(s)
+            self.observe()
+            self._samples.append(self._singular_values)
 
     def _advance(self) -> None:
-        """Count a step that was taken; observe when it is recorded."""
+        """Count a step that was taken."""
         self.iteration += 1
         self.t = self.iteration * self.h
-        if self.iteration % self.record_every == 0 or self.iteration == self.n_steps:
-            self._observe()
 
     def _fail(self, reason: str) -> None:
-        """Keep the last finite state (observed: it is the final record) and stop ``diverged``."""
-        self._observe()
+        """Keep the last finite state (it is the final record) and stop ``diverged``."""
         raise NumericalFailure(reason)
 
     def evaluations(self) -> dict[str, int]:
@@ -203,7 +213,7 @@ class DenseChainStepper(ChainStepper):
         return self.X[0] if self.single else self.X
 
     def start(self) -> None:
-        self._observe()
+        self.observe()
 
 
 class _ChainTask:
@@ -217,7 +227,8 @@ class _ChainTask:
     def state(
         self, point: Any, *, weights: Any = None, time: float = 0.0, iteration: int = 0
     ) -> State:
-        """The state of chain 0 (``point`` is the stack the stepper returned)."""
+        """The state of chain 0 (``point`` is the stack the stepper returned); called once per record."""
+        self.stepper.keep()
         return State(
             point=self.stepper.chain0(),
             loss=self.loss,
@@ -235,9 +246,12 @@ def run_chains(
     metrics: dict[str, Callable[[State], Any]] | None,
     callback: Callable | None,
     info: dict[str, Any],
+    stopping: Stopping | None = None,
 ) -> Record:
-    """Run ``stepper`` for ``n_steps`` steps with :func:`~dlngeo.dynamics.driver.drive`; return the Record.
+    """Run ``stepper`` with :func:`~dlngeo.dynamics.driver.drive`; return the Record.
 
+    It runs at most ``n_steps`` steps (fewer if ``stopping.max_iterations`` is
+    smaller), and stops earlier on any other criterion of ``stopping``.
     ``record.final_point`` has the form of the start (one chain: a single
     point; else the stack), ``record.final_weights`` the factors of chain 0
     (factor samplers).
@@ -252,7 +266,10 @@ def run_chains(
     info = dict(info)
     if stepper.keep_samples:  # filled as the samples are recorded, stacked at the end
         info["singular_values"] = stepper._samples
-    stopping = Stopping(max_iterations=stepper.n_steps, divergence_factor=None)
+    if stopping is None:
+        stopping = Stopping(max_iterations=stepper.n_steps)
+    elif stopping.max_iterations is None or stopping.max_iterations > stepper.n_steps:
+        stopping = dataclasses.replace(stopping, max_iterations=stepper.n_steps)
     record = drive(
         name,
         task,  # type: ignore[arg-type]  # duck-typed: loss, metrics, state()

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dynamics.base import Stopping
 from ..dynamics.record import Record
 from ..lowrank import is_lowrank_point
 from ..network import DeepLinearNetwork
@@ -235,6 +236,7 @@ class RiemannianLangevin(_Sampler):
         depth: int,
         metrics: dict[str, Callable] | None = None,
         callback: Callable | None = None,
+        stopping: Stopping | None = None,
         **options: Any,
     ) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record`.
@@ -246,7 +248,9 @@ class RiemannianLangevin(_Sampler):
         a single matrix / point). Stops with ``stop_reason = "diverged"`` when a
         chain becomes non-finite or loses rank (``K`` has a zero; on ``M_r``:
         ``s_r <= 1e-12 s_1``); ``final_point`` is then the last finite state, and
-        the record's last sample.
+        the record's last sample. ``stopping``: a :class:`~dlngeo.Stopping` that
+        can end the run before ``n_steps`` (``end_time``, ``max_time``,
+        ``loss_below`` on the mean energy, ...; :mod:`dlngeo.thermodynamics.chains`).
         """
         o, depth, seed, rng = self._begin(rng, depth, options)
         info = {"beta": o["beta"], "step": o["step"], "chains": o["chains"], "drift": o["drift"]}
@@ -266,7 +270,9 @@ class RiemannianLangevin(_Sampler):
             single = np.ndim(start) == 2 and o["chains"] == 1
             stepper = DenseRLEStepper(rng, loss, X, depth, o, single)
             info.update(chains=X.shape[0], seed=seed)
-        return run_chains(self.name, stepper, metrics=metrics, callback=callback, info=info)
+        return run_chains(
+            self.name, stepper, metrics=metrics, callback=callback, info=info, stopping=stopping
+        )
 
 
 class _FactorStepper(DenseChainStepper):
@@ -321,6 +327,7 @@ class OverparametrizedLangevin(_Sampler):
         depth: int,
         metrics: dict[str, Callable] | None = None,
         callback: Callable | None = None,
+        stopping: Stopping | None = None,
         weights: Sequence[np.ndarray] | None = None,
         **options: Any,
     ) -> Record:
@@ -352,4 +359,6 @@ class OverparametrizedLangevin(_Sampler):
         stepper = _FactorStepper(rng, loss, net, weights_c, depth, o, single)
         info = {"beta": o["beta"], "step": o["step"], "chains": len(weights_c), "seed": seed}
         info["dims"] = net.dims
-        return run_chains(self.name, stepper, metrics=metrics, callback=callback, info=info)
+        return run_chains(
+            self.name, stepper, metrics=metrics, callback=callback, info=info, stopping=stopping
+        )

@@ -186,7 +186,7 @@ class LowRankRLEStepper(ChainStepper):
         return self.chain0() if self.single else (self.U, self.s, self.Vt)
 
     def start(self) -> None:
-        self._observe()
+        self.observe()
 
     def step(self) -> None:
         U, s, Vt = self.U, self.s, self.Vt

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dynamics.base import Stopping
 from ..dynamics.record import Record
 from .chains import DenseChainStepper, batch_call, dense_gradient, run_chains
 from .entropy import entropy_from_singular_values
@@ -50,7 +51,7 @@ class _MALAStepper(DenseChainStepper):
         return batch_call(self.batched, lambda Z: dense_gradient(self.loss_fn.gradient(Z)), Y)
 
     def start(self) -> None:
-        self._observe()
+        self.observe()
         X, depth = self.X, self.depth
         self.geo = Geometry(X, depth)
         self.logpi = _log_target(self.geo, self._value(X), self.beta, depth, self.widths)
@@ -126,6 +127,7 @@ class RiemannianMALA(_Sampler):
         depth: int,
         metrics: dict[str, Callable] | None = None,
         callback: Callable | None = None,
+        stopping: Stopping | None = None,
         **options: Any,
     ) -> Record:
         """Run the chains; return a :class:`~dlngeo.dynamics.record.Record` (see :class:`RiemannianLangevin`)."""
@@ -135,4 +137,6 @@ class RiemannianMALA(_Sampler):
         stepper = _MALAStepper(rng, loss, X, depth, o, single)
         info = {"beta": o["beta"], "step": o["step"], "chains": X.shape[0], "drift": o["drift"]}
         info["seed"] = seed
-        return run_chains(self.name, stepper, metrics=metrics, callback=callback, info=info)
+        return run_chains(
+            self.name, stepper, metrics=metrics, callback=callback, info=info, stopping=stopping
+        )

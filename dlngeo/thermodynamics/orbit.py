@@ -33,6 +33,7 @@ import numpy as np
 from scipy.linalg import null_space
 
 from ..lowrank import is_lowrank_point
+from ..network import haar_stiefel
 from .entropy import log_stiefel_volume
 
 __all__ = [
@@ -76,8 +77,7 @@ def orbit_frames(
     dims, r = _dims(X, depth, widths)
     frames = [vt.T]
     for d in dims[1:-1]:
-        q, R = np.linalg.qr(rng.standard_normal((d, r)))
-        frames.append(q * np.sign(np.diag(R)))
+        frames.append(haar_stiefel(rng, d, r))
     frames.append(u)
     return frames
 
