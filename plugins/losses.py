@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from dlngeo.hookspecs import hookimpl
 from dlngeo.losses import Loss, TangentLinearization, check_observations, finite_array
 from dlngeo.lowrank import Factored, entries, is_lowrank_point, point_shape, to_dense
+from dlngeo.measurements import DenseMeasurements, EntryMeasurements
 
 from .regression import LpRegression, Regression  # re-exported: registered below
 
@@ -211,6 +212,10 @@ class MatrixCompletion(Loss):
         )
         return TangentLinearization(r, CompletionJacobian(self, u, v), blocks, self._weight)
 
+    def linear_measurements(self) -> EntryMeasurements:
+        r""":math:`E = w\|\mathcal A(X) - b\|^2` with :math:`\mathcal A(X) = X_\Omega` (for ``riemannian_lm``)."""
+        return EntryMeasurements(self.rows, self.cols, self.shape, self.values, self._weight)
+
     def observed_matrix(self) -> sp.csr_array:
         """``P_Omega(M)`` as a sparse matrix."""
         return self._sparse(self.values)
@@ -298,6 +303,10 @@ class MatrixSensing(Loss):
             (np.einsum("kia,kib->iab", AV, AV), np.einsum("kia,kib->iab", AtU, AtU))
         )
         return TangentLinearization(r, jacobian, blocks, self._weight)
+
+    def linear_measurements(self) -> DenseMeasurements:
+        r""":math:`E = w\|\mathcal A(X) - y\|^2`, :math:`\mathcal A(X)_i = \langle A_i, X\rangle` (for ``riemannian_lm``)."""
+        return DenseMeasurements(self._flat, self.shape, self.y, self._weight)
 
     def value(self, X: Any) -> float:
         r = self.residual(X)
