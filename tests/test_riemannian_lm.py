@@ -8,7 +8,8 @@ import pytest
 import dlngeo
 import dlngeo.measurements
 from dlngeo.dynamics.base import Stopping, Task
-from dlngeo.dynamics.gauss_newton import _LMStepper, truncated_cg
+from dlngeo.dynamics.gauss_newton import _LMStepper
+from dlngeo.dynamics.gn_kernels import truncated_cg
 from dlngeo.experiment import DEFAULT_CONFIG, build, merge_config
 from dlngeo.geometry.lowrank_ops import retract
 from dlngeo.lowrank import to_dense
@@ -56,6 +57,10 @@ def stepper_at(loss, point):
     u, s, vt = point
     stepper._set(u, s, vt, stepper._residual(u, s, vt))
     return stepper
+
+
+def flat(A, B):
+    return np.concatenate((A.ravel(), B.ravel()))
 
 
 def problems():
@@ -121,14 +126,16 @@ def test_jacobian_products_are_the_measurements_of_the_tangent_vector(monkeypatc
         scale = np.abs(to_dense(point)).max() + np.abs(xi).max()
         terms = 4 * (m * n if loss.name == "matrix_sensing" else 2)
         np.testing.assert_allclose(
-            stepper._jacobian(A, B), ambient, rtol=0, atol=terms * EPS * scale
+            stepper._jacobian(flat(A, B)), ambient, rtol=0, atol=terms * EPS * scale
         )
         # Adjoint: <J c, y> = <c, J^T y> on the coordinates of T_X.
         y = rng.standard_normal(loss.residual(point).size)
-        gA, gB = stepper._adjoint(y)
-        left = stepper._jacobian(A, B) @ y
+        gA, gB = stepper._split(stepper._adjoint(y))
+        left = stepper._jacobian(flat(A, B)) @ y
         right = np.vdot(A, gA) + np.vdot(B, gB)
-        magnitude = np.abs(stepper._jacobian(A, B)) @ np.abs(y) + np.vdot(np.abs(A), np.abs(gA))
+        magnitude = np.abs(stepper._jacobian(flat(A, B))) @ np.abs(y) + np.vdot(
+            np.abs(A), np.abs(gA)
+        )
         assert abs(left - right) <= 10 * (m * n) * EPS * magnitude
         assert np.abs(v.T @ gB).max() <= 10 * n * EPS * np.abs(gB).max()
 
@@ -141,7 +148,7 @@ def test_gradient_is_the_projected_ambient_gradient():
         Up, M, Vp = manifold.projection(point, loss.gradient(point))
         u = point[0]
         w2 = 2 * stepper.op.weight  # E' = 2 w A^*(r); g = J^T r is the gradient of |r|^2 / 2
-        gA, gB = stepper.g
+        gA, gB = stepper._split(stepper.g)
         # Same sums in a different order: rounding ~ (number of terms) eps |E'|.
         tol = 1e3 * EPS * max(np.abs(Up).max(), np.abs(Vp).max(), np.abs(M).max())
         np.testing.assert_allclose(w2 * gA, u @ M + Up, atol=tol)
@@ -168,7 +175,7 @@ def test_gauss_newton_model_error_is_second_order():
         for t in (2e-2, 1e-2):
             M = u.T @ (t * A)
             Y = retract(u, s, vt, t * A - u @ M, M, t * B)
-            model = stepper.r + t * stepper._jacobian(A, B)
+            model = stepper.r + t * stepper._jacobian(flat(A, B))
             errors.append(np.linalg.norm(loss.residual(Y) - model))
         assert errors[1] > 1e6 * EPS * np.linalg.norm(s)
         assert 3.6 <= errors[0] / errors[1] <= 4.4
@@ -186,27 +193,28 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
     for i in range(m * 2):
         e = np.zeros(m * 2)
         e[i] = 1
-        columns.append(stepper._jacobian(e.reshape(m, 2), np.zeros((n, 2))))
+        columns.append(stepper._jacobian(flat(e.reshape(m, 2), np.zeros((n, 2)))))
     for i in range(n - 2):
         for j in range(2):
             B = np.zeros((n, 2))
             B[:, j] = basis_B[:, i]
-            columns.append(stepper._jacobian(np.zeros((m, 2)), B))
+            columns.append(stepper._jacobian(flat(np.zeros((m, 2)), B)))
     J = np.column_stack(columns)
     g = J.T @ stepper.r
     H = J.T @ J
 
-    def coords(A, B):
+    def coords(c):
+        A, B = stepper._split(c)
         return np.concatenate((A.ravel(), np.einsum("ni,nj->ij", basis_B, B).ravel()))
 
-    grad = coords(*stepper.g)
+    grad = coords(stepper.g)
     np.testing.assert_allclose(grad, g, atol=1e3 * EPS * np.abs(g).max())
     # Interior: the model gradient H c + g is below rtol |g| (CG's own test), plus
     # the rounding of H c (~ eps cond |g|; cond(H) here is below 1e4).
-    A, B, Jc, boundary, its = truncated_cg(
+    c, Jc, boundary, its = truncated_cg(
         stepper._jacobian, stepper._adjoint, stepper.g, np.inf, 1e-10, 500
     )
-    c = coords(A, B)
+    c = coords(c)
     assert not boundary and its < H.shape[0]
     assert np.linalg.norm(H @ c + g) <= 1e-10 * np.linalg.norm(
         g
@@ -214,10 +222,10 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
     np.testing.assert_allclose(Jc, J @ c, atol=1e3 * EPS * np.abs(J @ c).max())
     # Boundary: |c| = radius (to rounding) and at least the Cauchy decrease.
     radius = 0.1 * np.linalg.norm(c)
-    A, B, Jc, boundary, _ = truncated_cg(
+    c, Jc, boundary, _ = truncated_cg(
         stepper._jacobian, stepper._adjoint, stepper.g, radius, 1e-10, 500
     )
-    c = coords(A, B)
+    c = coords(c)
     assert boundary
     assert np.linalg.norm(c) == pytest.approx(radius, rel=1e-12)
 
@@ -268,3 +276,27 @@ def test_lm_without_the_projected_start_runs_tangent_steps_only():
     )
     assert rec.stop_reason == "loss_below"
     assert rec.info["projected_start"] is False
+
+
+def test_lapack_retraction_equals_the_library_retraction():
+    from dlngeo.dynamics import gn_kernels
+    from dlngeo.geometry import lowrank_ops
+
+    u, s, vt = random_point((40, 30), [5.0, 2.0, 0.5], seed=3)
+    rng = np.random.default_rng(4)
+    Up = rng.standard_normal((40, 3))
+    Up -= u @ (u.T @ Up)
+    Vp = rng.standard_normal((30, 3))
+    Vp -= vt.T @ (vt @ Vp)
+    M = rng.standard_normal((3, 3))
+    mine = gn_kernels.retract(u, s, vt, Up, M, Vp)
+    library = lowrank_ops.retract(u, s, vt, Up, M, Vp)
+    # Same factorizations (LAPACK's QR and SVD), different products: rounding
+    # ~ eps * (sizes) * |X + xi|; compared as matrices (factors are defined up to signs).
+    X = to_dense(mine)
+    np.testing.assert_allclose(X, to_dense(library), atol=1e3 * EPS * np.abs(X).max())
+    np.testing.assert_allclose(mine[1], library[1], rtol=1e3 * EPS)
+    Q, R = gn_kernels.qr(Up)
+    np.testing.assert_allclose(Q @ R, Up, atol=1e2 * EPS * np.abs(Up).max())
+    np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e2 * EPS)
+    assert np.all(np.tril(R, -1) == 0)

@@ -67,62 +67,13 @@ from typing import Any
 import numpy as np
 
 from ..geometry.fixed_rank import FixedRank
-from ..geometry.lowrank_ops import retract
 from .base import Callback, Method, Stopping, Task
 from .driver import NumericalFailure, Stepper, check_positive, check_record_options, drive
+from .gn_kernels import retract, top_singular, truncated_cg
 from .intrinsic import lowrank_start
 from .record import Record
 
-__all__ = ["RiemannianLM", "truncated_cg"]
-
-
-def truncated_cg(
-    jacobian: Any,
-    adjoint: Any,
-    gradient: tuple[np.ndarray, np.ndarray],
-    radius: float,
-    rtol: float,
-    max_iterations: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, int]:
-    """Steihaug–Toint CG for ``min <g, c> + |J c|^2 / 2`` over ``|c| <= radius``, ``c = (A, B)``.
-
-    ``jacobian(A, B)`` is ``J c``; ``adjoint(y)`` is ``J^T y`` as ``(A, B)``.
-    Stops when the model gradient ``J^T J c + g`` is at most ``rtol |g|``, at
-    the boundary, or after ``max_iterations``. Returns ``(A, B, J c,
-    at_boundary, iterations)``.
-    """
-    gA, gB = gradient
-    eA, eB = np.zeros_like(gA), np.zeros_like(gB)
-    Je: np.ndarray | None = None
-    rA, rB = gA, gB
-    pA, pB = -gA, -gB
-    rr = float(np.vdot(rA, rA) + np.vdot(rB, rB))
-    target = rtol * np.sqrt(rr)
-    ee = ep = 0.0
-    pp = rr
-    for k in range(1, max_iterations + 1):
-        Jp = jacobian(pA, pB)
-        curvature = float(Jp @ Jp)
-        alpha = rr / curvature if curvature > 0 else np.inf
-        if not curvature > 0 or ee + 2 * alpha * ep + alpha * alpha * pp >= radius * radius:
-            # to the boundary along p: |e + tau p| = radius
-            tau = (-ep + np.sqrt(ep * ep + pp * (radius * radius - ee))) / pp
-            eA, eB = eA + tau * pA, eB + tau * pB
-            return eA, eB, (tau * Jp if Je is None else Je + tau * Jp), True, k
-        eA, eB = eA + alpha * pA, eB + alpha * pB
-        Je = alpha * Jp if Je is None else Je + alpha * Jp
-        HA, HB = adjoint(Jp)
-        rA, rB = rA + alpha * HA, rB + alpha * HB
-        rr_new = float(np.vdot(rA, rA) + np.vdot(rB, rB))
-        if np.sqrt(rr_new) <= target:
-            return eA, eB, Je, False, k
-        beta, rr = rr_new / rr, rr_new
-        pA, pB = beta * pA - rA, beta * pB - rB
-        ee = float(np.vdot(eA, eA) + np.vdot(eB, eB))
-        ep = float(np.vdot(eA, pA) + np.vdot(eB, pB))
-        pp = float(np.vdot(pA, pA) + np.vdot(pB, pB))
-    assert Je is not None  # max_iterations >= 1 and no early return
-    return eA, eB, Je, False, max_iterations
+__all__ = ["RiemannianLM"]
 
 
 class _LMStepper(Stepper):
@@ -153,25 +104,44 @@ class _LMStepper(Stepper):
 
     def _set(self, u: np.ndarray, s: np.ndarray, vt: np.ndarray, r: np.ndarray) -> None:
         """Move to ``(u, s, vt)`` with residual ``r``: loss, gradient ``g = J^T r``, its norm."""
+        m, n, k = self.m, self.n, self.rank
         self.u, self.s, self.vt, self.v, self.r = u, s, vt, vt.T, r
+        # Work arrays of J c = A([A, u] [v, B]^T): the halves u and v are fixed at this point.
+        self._left = np.empty((m, 2 * k))
+        self._left[:, k:] = u
+        self._right = np.empty((n, 2 * k))
+        self._right[:, :k] = self.v
         self.res2 = float(r @ r)
         self.loss = self.op.weight * self.res2
         self.g = self._adjoint(r)
         self.counts["gradient"] += 1
-        gA, gB = self.g
-        g2 = float(np.vdot(gA, gA) + np.vdot(gB, gB))
-        self.g_norm = float(np.sqrt(g2))
+        self.g_norm = float(np.sqrt(self.g @ self.g))
         self.gradient_norm = 2 * self.op.weight * self.g_norm  # of E = w |r|^2
         if not (np.isfinite(self.loss) and np.isfinite(self.gradient_norm)):
             raise NumericalFailure("non-finite residual or gradient")
 
-    def _jacobian(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        return self.op.apply(np.hstack((A, self.u)), np.hstack((self.v, B)))
+    def _split(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Views ``(A, B)`` of a flat coordinate vector ``c``."""
+        mk = self.m * self.rank
+        return c[:mk].reshape(self.m, self.rank), c[mk:].reshape(self.n, self.rank)
 
-    def _adjoint(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _jacobian(self, c: np.ndarray) -> np.ndarray:
+        """``J c = A(A v^T + u B^T)``."""
+        A, B = self._split(c)
+        k = self.rank
+        self._left[:, :k] = A
+        self._right[:, k:] = B
+        return self.op.apply(self._left, self._right)
+
+    def _adjoint(self, y: np.ndarray) -> np.ndarray:
+        """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat."""
         Z = self.op.adjoint(y)
+        out = np.empty((self.m + self.n) * self.rank)
+        A, B = self._split(out)
+        A[...] = Z @ self.v
         ZtU = Z.T @ self.u
-        return Z @ self.v, ZtU - self.v @ (self.vt @ ZtU)
+        np.subtract(ZtU, self.v @ (self.vt @ ZtU), out=B)
+        return out
 
     # ------------------------------------------------------------ steps
     def start(self) -> None:
@@ -191,9 +161,7 @@ class _LMStepper(Stepper):
         if not den > 0:
             return False
         alpha = float(r @ Ar) / den
-        Z = op.adjoint(
-            r
-        )  # Y = X - alpha Z, applied to blocks (the sparse workspace stays ours here)
+        Z = op.adjoint(r)  # Y = X - alpha Z; no other adjoint is taken until this step ends
         us = u * s
 
         def times(W: np.ndarray) -> np.ndarray:
@@ -203,19 +171,14 @@ class _LMStepper(Stepper):
             return vt.T @ (us.T @ W) - alpha * (Z.T @ W)
 
         k = min(2 * self.rank, self.m, self.n)
-        rng = np.random.default_rng(0)
-        block = np.hstack((self.v, rng.standard_normal((self.n, k - self.rank))))
-        Q = np.linalg.qr(times(block))[0]
-        for _ in range(self.method.power_iterations):
-            Q = np.linalg.qr(times(np.linalg.qr(times_t(Q))[0]))[0]
-        P, sigma, Rt = np.linalg.svd(
-            times_t(Q), full_matrices=False
-        )  # (Q^T Y)^T = P diag(sigma) Rt
-        a, sigma, bt = Q @ Rt.T[:, : self.rank], sigma[: self.rank], P[:, : self.rank].T
+        noise = np.random.default_rng(0).standard_normal((self.n, k - self.rank))
+        a, sigma, bt = top_singular(
+            times, times_t, np.hstack((self.v, noise)), self.rank, self.method.power_iterations
+        )
         measured = op.apply(a * sigma, bt.T)
+        self.counts["loss"] += 1
         den = float(measured @ measured)
         scale = float(measured @ op.values) / den if den > 0 else 0.0
-        self.counts["loss"] += 1
         if not (np.isfinite(scale) and scale > 0):
             return False
         r_new = scale * measured - op.values
@@ -238,11 +201,12 @@ class _LMStepper(Stepper):
                 return
         forcing = min(method.forcing, self.g_norm / self.g0)
         for _ in range(method.max_rejections):
-            A, B, Jc, boundary, inner = truncated_cg(
+            c, Jc, boundary, inner = truncated_cg(
                 self._jacobian, self._adjoint, self.g, self.delta, forcing, method.max_inner
             )
             self.counts["inner"] += inner
             predicted = -float(self.r @ Jc) - 0.5 * float(Jc @ Jc)
+            A, B = self._split(c)
             M = self.u.T @ A
             u, s, vt = retract(self.u, self.s, self.vt, A - self.u @ M, M, B)
             r_new = self._residual(u, s, vt)
@@ -260,7 +224,7 @@ class _LMStepper(Stepper):
         else:
             self.stop, self.finished = "stalled", True
             return
-        self.step_norm = float(np.sqrt(np.vdot(A, A) + np.vdot(B, B)))
+        self.step_norm = float(np.sqrt(c @ c))
         self._set(u, s, vt, r_new)
         self.delta = min(self.delta, self._max_radius())
         self.iteration += 1
@@ -315,7 +279,7 @@ class RiemannianLM(Method):
     def __init__(
         self,
         *,
-        radius: float = 0.25,
+        radius: float = 0.1,
         forcing: float = 0.1,
         max_inner: int = 200,
         max_rejections: int = 30,
