@@ -44,9 +44,20 @@ class EntryMeasurements:
         shape: ``(m, n)``.
         values: :math:`b`, the observed values.
         weight: :math:`w` in :math:`E = w\|\mathcal A(X) - b\|^2`.
+        structure: Optional ``(order, indices, indptr)`` of the CSR matrix of Omega
+            (``order`` sorts the pairs by row, then column), when the caller has it
+            already: shared, not copied.
     """
 
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: Any, values: Any, weight: float):
+    def __init__(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        shape: Any,
+        values: Any,
+        weight: float,
+        structure: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ):
         m, n = int(shape[0]), int(shape[1])
         self.rows, self.cols = np.asarray(rows), np.asarray(cols)
         self.shape = (m, n)
@@ -58,9 +69,14 @@ class EntryMeasurements:
             self.flat = self.rows.astype(np.intp) * n + self.cols
         else:
             # CSR structure of Omega built once; the adjoint only writes data (shared with its CSC transpose).
-            self._order = np.lexsort((self.cols, self.rows))
-            indptr = np.concatenate(([0], np.cumsum(np.bincount(self.rows, minlength=m))))
-            self._S = sp.csr_array((np.zeros(count), self.cols[self._order], indptr), shape=(m, n))
+            if structure is None:
+                order = np.lexsort((self.cols, self.rows))
+                indices = self.cols[order]
+                indptr = np.concatenate(([0], np.cumsum(np.bincount(self.rows, minlength=m))))
+            else:
+                order, indices, indptr = structure
+            self._order = order
+            self._S = sp.csr_array((np.zeros(count), indices, indptr), shape=(m, n))
             self._St = self._S.T
 
     def apply(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:

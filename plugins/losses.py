@@ -214,7 +214,10 @@ class MatrixCompletion(Loss):
 
     def linear_measurements(self) -> EntryMeasurements:
         r""":math:`E = w\|\mathcal A(X) - b\|^2` with :math:`\mathcal A(X) = X_\Omega` (for ``riemannian_lm``)."""
-        return EntryMeasurements(self.rows, self.cols, self.shape, self.values, self._weight)
+        structure = (self._order, self._indices, self._indptr)
+        return EntryMeasurements(
+            self.rows, self.cols, self.shape, self.values, self._weight, structure
+        )
 
     def observed_matrix(self) -> sp.csr_array:
         """``P_Omega(M)`` as a sparse matrix."""
