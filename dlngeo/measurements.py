@@ -11,6 +11,9 @@ of the operators here; the Riemannian Gauss–Newton solver
 * ``adjoint(y)``: :math:`\mathcal A^*(y)` as a matrix ``Z`` with ``Z @ V`` and
   ``Z.T @ U`` (a dense array or a scipy.sparse matrix);
 * ``gram(y)``: :math:`\mathcal A\mathcal A^*(y)`;
+* ``measure(left, right)``: :math:`\mathcal A(L R^\top)` in whatever form
+  ``adjoint`` takes fastest, with the inner products of the measurement
+  vectors (``numpy.vdot``), and ``vector(y)`` turning it into the vector;
 * ``values`` (:math:`b`), ``weight`` (:math:`w`), ``shape`` (``(m, n)``).
 
 :class:`EntryMeasurements` (completion) costs ``O(k q)`` per ``apply`` and
@@ -67,6 +70,8 @@ class EntryMeasurements:
         self.dense = m * n <= DENSE_ENTRIES and m * n <= 16 * max(count, 1)
         if self.dense:
             self.flat = self.rows.astype(np.intp) * n + self.cols
+            self.mask = np.zeros((m, n))
+            self.mask.ravel()[self.flat] = 1.0
         else:
             # CSR structure of Omega built once; the adjoint only writes data (shared with its CSC transpose).
             if structure is None:
@@ -85,11 +90,27 @@ class EntryMeasurements:
             return np.take(left @ right.T, self.flat)
         return entries(Factored(left, right), self.rows, self.cols)
 
+    def measure(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """``A(left @ right.T)`` in the form :meth:`adjoint` takes fastest (see :meth:`vector`).
+
+        Dense case: the ``m x n`` matrix ``P_Omega(left @ right.T)`` (its inner products
+        are those of the measurement vectors: zeros off Omega); else :meth:`apply`.
+        """
+        if self.dense:
+            return (left @ right.T) * self.mask
+        return self.apply(left, right)
+
+    def vector(self, y: np.ndarray) -> np.ndarray:
+        """The measurement vector of a :meth:`measure` result."""
+        return np.take(y, self.flat) if y.ndim == 2 else y
+
     def adjoint(self, y: np.ndarray) -> Any:
-        """:math:`P_\\Omega^*(y)`, the m x n matrix with ``y`` on Omega.
+        """:math:`P_\\Omega^*(y)`, the m x n matrix with ``y`` on Omega (``y`` a vector or a :meth:`measure` result).
 
         Sparse case: a private work matrix, overwritten by the next call.
         """
+        if y.ndim == 2:
+            return y
         if self.dense:
             Z = np.zeros(self.shape[0] * self.shape[1])
             Z[self.flat] = y
@@ -131,6 +152,12 @@ class DenseMeasurements:
 
     def apply(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         return self.flat @ (left @ right.T).ravel()
+
+    def measure(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self.apply(left, right)
+
+    def vector(self, y: np.ndarray) -> np.ndarray:
+        return y
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return (y @ self.flat).reshape(self.shape)

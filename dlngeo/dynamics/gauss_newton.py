@@ -126,12 +126,12 @@ class _LMStepper(Stepper):
         return c[:mk].reshape(self.m, self.rank), c[mk:].reshape(self.n, self.rank)
 
     def _jacobian(self, c: np.ndarray) -> np.ndarray:
-        """``J c = A(A v^T + u B^T)``."""
+        """``J c = A(A v^T + u B^T)``, as ``op.measure`` gives it (a vector or a masked matrix)."""
         A, B = self._split(c)
         k = self.rank
         self._left[:, :k] = A
         self._right[:, k:] = B
-        return self.op.apply(self._left, self._right)
+        return self.op.measure(self._left, self._right)
 
     def _adjoint(self, y: np.ndarray) -> np.ndarray:
         """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat."""
@@ -205,6 +205,7 @@ class _LMStepper(Stepper):
                 self._jacobian, self._adjoint, self.g, self.delta, forcing, method.max_inner
             )
             self.counts["inner"] += inner
+            Jc = self.op.vector(Jc)
             predicted = -float(self.r @ Jc) - 0.5 * float(Jc @ Jc)
             A, B = self._split(c)
             M = self.u.T @ A

@@ -32,7 +32,8 @@ def truncated_cg(
 ) -> tuple[np.ndarray, np.ndarray, bool, int]:
     """Steihaug–Toint CG for ``min <g, c> + |J c|^2 / 2`` over ``|c| <= radius``.
 
-    ``jacobian(c)`` is ``J c``; ``adjoint(y)`` is ``J^T y`` (flat vectors).
+    ``jacobian(c)`` is ``J c`` (any array whose ``numpy.vdot`` is that of ``J c``);
+    ``adjoint(y)`` is ``J^T y`` of such an array (``c``, ``g``: flat vectors).
     Stops when the model gradient ``J^T J c + g`` is at most ``rtol |g|``, on
     the boundary (the step is then the point where the last CG direction
     crosses it), or after ``max_iterations`` (Conn, Gould & Toint 2000,
@@ -49,7 +50,7 @@ def truncated_cg(
     r2 = radius * radius
     for k in range(1, max_iterations + 1):
         Jp = jacobian(p)
-        curvature = float(Jp @ Jp)
+        curvature = float(np.vdot(Jp, Jp))
         alpha = rr / curvature if curvature > 0 else np.inf
         if not curvature > 0 or cc + alpha * (2 * cp + alpha * pp) >= r2:
             tau = (np.sqrt(cp * cp + pp * (r2 - cc)) - cp) / pp  # |c + tau p| = radius
