@@ -97,7 +97,9 @@ class EntryMeasurements:
         are those of the measurement vectors: zeros off Omega); else :meth:`apply`.
         """
         if self.dense:
-            return (left @ right.T) * self.mask
+            product = left @ right.T
+            product *= self.mask
+            return product
         return self.apply(left, right)
 
     def vector(self, y: np.ndarray) -> np.ndarray:

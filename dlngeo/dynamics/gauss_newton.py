@@ -109,8 +109,10 @@ class _LMStepper(Stepper):
         # Work arrays of J c = A([A, u] [v, B]^T): the halves u and v are fixed at this point.
         self._left = np.empty((m, 2 * k))
         self._left[:, k:] = u
-        self._right = np.empty((n, 2 * k))
-        self._right[:, :k] = self.v
+        self._right_t = np.empty(
+            (2 * k, n)
+        )  # [v, B]^T, C-contiguous: left @ right_t is one plain GEMM
+        self._right_t[:k] = vt
         self.res2 = float(r @ r)
         self.loss = self.op.weight * self.res2
         self.g = self._adjoint(r)
@@ -130,8 +132,8 @@ class _LMStepper(Stepper):
         A, B = self._split(c)
         k = self.rank
         self._left[:, :k] = A
-        self._right[:, k:] = B
-        return self.op.measure(self._left, self._right)
+        self._right_t[k:] = B.T
+        return self.op.measure(self._left, self._right_t.T)
 
     def _adjoint(self, y: np.ndarray) -> np.ndarray:
         """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat."""
