@@ -62,6 +62,7 @@ step above.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -173,7 +174,7 @@ class _LMStepper(Stepper):
             return vt.T @ (us.T @ W) - alpha * (Z.T @ W)
 
         k = min(2 * self.rank, self.m, self.n)
-        noise = np.random.default_rng(0).standard_normal((self.n, k - self.rank))
+        noise = _gaussian_block(self.n, k - self.rank)
         a, sigma, bt = top_singular(
             times, times_t, np.hstack((self.v, noise)), self.rank, self.method.power_iterations
         )
@@ -245,6 +246,14 @@ class _LMStepper(Stepper):
             "inner_iterations": self.counts["inner"],
             "final_radius": self.delta,
         }
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_block(rows: int, cols: int) -> np.ndarray:
+    """A fixed Gaussian ``rows x cols`` block (seed 0), made once per shape; read-only."""
+    block = np.random.default_rng(0).standard_normal((rows, cols))
+    block.flags.writeable = False
+    return block
 
 
 def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
