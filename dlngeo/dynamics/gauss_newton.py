@@ -58,6 +58,12 @@ columns started at :math:`[V_0, \text{Gaussian}]` (Halko, Martinsson & Tropp
 2011), so :math:`X_1` is a rank-r point near the exact projection; the step
 is kept only if it lowers the loss. Every later step is the trust-region
 step above.
+
+**Measured robustness** (the default problem of ``dlngeo compare``, its own
+start, loss 1e-6 within 2000 iterations): seeds 0–9 all, in 16–19 iterations;
+196 of seeds 0–199 (``radius = 0.25``: 9 iterations on seeds 0–9, 192 of 200).
+The runs that fail end in the valley above; pymanopt's trust regions fail on
+some seeds too. The method is not globally convergent.
 """
 
 from __future__ import annotations
