@@ -4,7 +4,8 @@ The problem is ``dlngeo compare``'s default (100 x 100 rank 5, 2000 observed
 entries, depth 3, Gaussian init of scale 1e-3, mean squared error). Contenders,
 all from the same task (same data, same initial factors):
 
-* dlngeo: ``riemannian_lm`` (Riemannian Levenberg–Marquardt), ``riemannian_cg``
+* dlngeo: ``riemannian_lm`` (Riemannian Levenberg–Marquardt; also with its
+  trust radius capped at 0.25 ||X|| instead of 0.1), ``riemannian_cg``
   and ``riemannian_tr`` (embedded and g_N metrics); a time is the CPU time
   of ``method.run(task, stopping)``, start (truncated SVD of phi(W(0)))
   included;
@@ -53,6 +54,7 @@ GD_STEPS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.5, 15.0)
 ADAM_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1)
 DLNGEO = (
     ("riemannian_lm", {}),
+    ("riemannian_lm", {"radius": 0.25}),
     ("riemannian_cg", {"metric": "embedded"}),
     ("riemannian_cg", {"metric": "dln"}),
     ("riemannian_tr", {"metric": "embedded"}),
@@ -118,6 +120,8 @@ def run_dlngeo(task, max_time: float) -> dict:
     out = {}
     for name, options in DLNGEO:
         label = f"{name} ({options.get('metric', 'embedded')})"
+        if "radius" in options:
+            label = f"{name} (radius {options['radius']:g})"
         method = dlngeo.create_solver(name, record_every=10**6, **options)
         stopping = Stopping(loss_below=LOSS, max_time=max_time, max_iterations=10**6, **TO_TARGET)
         start = time.process_time()

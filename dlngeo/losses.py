@@ -40,8 +40,9 @@ class TangentLinearization(NamedTuple):
     r"""A least-squares loss :math:`E(X) = w\,\|r(X)\|^2` linearized on the tangent space at ``(u, s, vt)``.
 
     Losses whose residual is linear in ``X`` (matrix completion, matrix
-    sensing) offer ``tangent_linearization(point)``; the Riemannian
-    Gauss–Newton / Levenberg–Marquardt solver needs nothing else.
+    sensing) offer ``tangent_linearization(point)`` (the dense Jacobian for
+    tests and small problems); the Riemannian Levenberg–Marquardt solver uses
+    their ``linear_measurements()`` (:mod:`dlngeo.measurements`).
 
     Attributes:
         residual: :math:`r(X)`, length ``k``.

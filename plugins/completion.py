@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from dlngeo.losses import Loss, TangentLinearization, check_observations
 from dlngeo.lowrank import Factored, entries, is_lowrank_point, point_shape, refill_csr
+from dlngeo.measurements import EntryMeasurements
 
 __all__ = ["MatrixCompletion", "CompletionJacobian"]
 
@@ -199,6 +200,13 @@ class MatrixCompletion(Loss):
             )
         )
         return TangentLinearization(r, CompletionJacobian(self, u, v), blocks, self._weight)
+
+    def linear_measurements(self) -> EntryMeasurements:
+        r""":math:`E = w\|\mathcal A(X) - b\|^2` with :math:`\mathcal A(X) = X_\Omega` (for ``riemannian_lm``)."""
+        structure = (self._order, self._indices, self._indptr)
+        return EntryMeasurements(
+            self.rows, self.cols, self.shape, self.values, self._weight, structure
+        )
 
     def observed_matrix(self) -> sp.csr_array:
         """``P_Omega(M)`` as a sparse matrix."""

@@ -31,6 +31,7 @@ import numpy as np
 from dlngeo.hookspecs import hookimpl
 from dlngeo.losses import Loss, TangentLinearization, finite_array
 from dlngeo.lowrank import to_dense
+from dlngeo.measurements import DenseMeasurements
 
 from .completion import (  # re-exported: registered below
     CompletionJacobian,
@@ -113,6 +114,10 @@ class MatrixSensing(Loss):
             (np.einsum("kia,kib->iab", AV, AV), np.einsum("kia,kib->iab", AtU, AtU))
         )
         return TangentLinearization(r, jacobian, blocks, self._weight)
+
+    def linear_measurements(self) -> DenseMeasurements:
+        r""":math:`E = w\|\mathcal A(X) - y\|^2`, :math:`\mathcal A(X)_i = \langle A_i, X\rangle` (for ``riemannian_lm``)."""
+        return DenseMeasurements(self._flat, self.shape, self.y, self._weight)
 
     def value(self, X: Any) -> float:
         r = self.residual(X)

@@ -19,7 +19,8 @@ name                        options
 ``riemannian_cg``           metric, record_every, initial_step_size, beta_rule
 ``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner,
                             kappa, theta
-``riemannian_lm``           damping, min_damping, forcing, max_inner, max_rejections, record_every
+``riemannian_lm``           radius, forcing, max_inner, max_rejections, projected_start,
+                            power_iterations, record_every
 ==========================  ==========================================================
 """
 
@@ -117,7 +118,8 @@ SOLVERS: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         RiemannianLM,
         _options(RiemannianLM),
         "Riemannian Levenberg-Marquardt / Gauss-Newton on (M_r, Frobenius) for least squares "
-        "(completion, sensing): block-preconditioned CG on the normal equations",
+        "(completion, sensing): trust region on the Gauss-Newton model (truncated CG), "
+        "projected-gradient first step",
     ),
     **{
         name: (

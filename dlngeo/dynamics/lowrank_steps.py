@@ -35,7 +35,8 @@ def lowrank_start(
 
     The product is split at the narrowest hidden width ``d_j``:
     ``X = (W_N .. W_{j+1}) (W_j .. W_1)``, so only ``m x d_j`` and ``d_j x n``
-    matrices are formed.
+    matrices are formed; when ``d_j >= min(m, n)`` the ``m x n`` product is
+    no larger than those and its SVD is taken directly (no QR of the factors).
     """
     net = task.network
     rank = task.rank if rank is None else rank
@@ -61,6 +62,9 @@ def lowrank_start(
         R = W[0]  # W_j .. W_1: d_j x n
         for w in W[1:j]:
             R = w @ R
+    if L is not None and L.shape[1] >= min(L.shape[0], R.shape[1]):
+        # The split width is no narrower than X: QR of the factors saves nothing, form X.
+        L, R = None, L @ R
     if L is None:
         a, s, bt = np.linalg.svd(R, full_matrices=False)
         total = float(np.linalg.norm(s))
