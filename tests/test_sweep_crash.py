@@ -94,7 +94,8 @@ def test_kill_9_of_the_coordinator_then_rerun_loses_nothing_and_stores_nothing_t
     db = tmp_path / "runs.sqlite"
     proc = _sweep_process(path, db)
     try:
-        _wait_for(db, lambda s: s.count("done") >= 2 and "running" in s)
+        # two runs still pending, each >= slow_gd's pause: the signal cannot come after the end
+        _wait_for(db, lambda s: s.count("done") >= 2 and "running" in s and s.count("pending") >= 2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -136,7 +137,8 @@ def test_ctrl_c_marks_running_runs_interrupted_and_exits_130(tmp_path, workers):
     db = tmp_path / "runs.sqlite"
     proc = _sweep_process(path, db, workers)
     try:
-        _wait_for(db, lambda s: "done" in s and "running" in s)
+        # two runs still pending, each >= slow_gd's pause: the signal cannot come after the end
+        _wait_for(db, lambda s: "done" in s and "running" in s and s.count("pending") >= 2)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         out, err = proc.communicate(timeout=30)
     finally:
