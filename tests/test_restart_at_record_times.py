@@ -81,3 +81,22 @@ def test_restart_option_is_checked():
     )
     with pytest.raises(ValueError, match="restart_at_record_times"):
         solver.run(task, Stopping.only(end_time=1.0))
+
+
+def test_dense_output_is_made_once_per_step():
+    # DOP853's interpolant costs three extra evaluations; sampling many record times within
+    # one step must pay them once for that step, not once per sample.
+    task, _ = _task()
+    options = dict(representation="dense", integrator="DOP853", rtol=1e-8, atol=1e-10)
+    T = 4.0
+    stop = Stopping.only(end_time=T)
+    many = dlngeo.create_solver(
+        "intrinsic_flow", record_times=np.linspace(0, T, 400), **options
+    ).run(task, stop)
+    few = dlngeo.create_solver("intrinsic_flow", record_times=[T], **options).run(task, stop)
+    assert many.n_iterations == few.n_iterations  # record times do not change the steps
+    assert many.n_iterations < 100  # many samples per step
+    extra = many.evaluations["gradient"] - few.evaluations["gradient"]
+    # Three per step, plus one: the last point's loss, evaluated again after the
+    # interpolant's stages took the cache (one per sample would be 1200).
+    assert extra <= 3 * many.n_iterations + 1, (extra, many.n_iterations)

@@ -184,6 +184,7 @@ class ScipyODEStepper(Stepper):
         self.stationary_floor = flow_stationary_floor(rtol)
         self.t_bound = t_bound
         self.solver: Any = None  # the scipy OdeSolver, made by start()
+        self._dense: Any = None  # its interpolant of the last step, made on demand
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -207,6 +208,12 @@ class ScipyODEStepper(Stepper):
     def start(self) -> None:
         self.solver = self._solver()
 
+    def dense_output(self) -> Any:
+        """The last step's interpolant, made once per step (DOP853's costs three evaluations)."""
+        if self._dense is None:
+            self._dense = self.solver.dense_output()
+        return self._dense
+
     def observe(self) -> None:
         self._observe(self._y)
 
@@ -215,6 +222,7 @@ class ScipyODEStepper(Stepper):
             self.solver = self._solver()
         solver = self.solver
         y_old = solver.y
+        self._dense = None
         message = solver.step()
         if solver.status == "failed":
             if not np.all(np.isfinite(solver.y)):

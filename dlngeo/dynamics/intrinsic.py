@@ -109,7 +109,7 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         return self._y.reshape(self.shape).copy()
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
-        return self.solver.dense_output()(t).reshape(self.shape), None
+        return self.dense_output()(t).reshape(self.shape), None
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank}
