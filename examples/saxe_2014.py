@@ -210,6 +210,7 @@ def intrinsic_flow(
     """
     times = np.asarray(times, dtype=float)
     m, n = X0.shape
+    # Width-free: every balanced network of widths >= rank X0 has this end-to-end flow.
     task = dlngeo.Task(
         loss=dlngeo.create_loss("regression", target=Y),
         network=dlngeo.DeepLinearNetwork((n,) + (min(m, n),) * (depth - 1) + (m,)),
