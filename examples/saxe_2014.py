@@ -182,14 +182,13 @@ def make_problem(
     }
 
 
+#: The metric the runs record: the end-to-end matrix.
+_POINT = {"point": lambda state: np.array(state.point, dtype=float)}
+
+
 def _modes(X: np.ndarray, U: np.ndarray, V: np.ndarray) -> np.ndarray:
     """``a_alpha = u_alpha^T X v_alpha``."""
     return np.einsum("ia,ij,ja->a", U, X, V)
-
-
-def _point(state: Any) -> np.ndarray:
-    """The end-to-end matrix of a state (the metric the runs record)."""
-    return np.array(state.point, dtype=float)
 
 
 def intrinsic_flow(
@@ -215,10 +214,8 @@ def intrinsic_flow(
         loss=dlngeo.create_loss("regression", target=Y),
         network=dlngeo.DeepLinearNetwork((n,) + (min(m, n),) * (depth - 1) + (m,)),
         start=X0,
-        metrics={"point": _point},
+        metrics=dict(_POINT),
     )
-    if times[-1] == 0:
-        return np.repeat(X0[None].astype(float), len(times), axis=0)
     solver = dlngeo.create_solver(
         "intrinsic_flow",
         representation="dense",
@@ -253,7 +250,7 @@ def factor_gd(
         loss=dlngeo.create_loss("regression", target=Y),
         network=network,
         weights0=[w.copy() for w in weights0],
-        metrics={"point": _point},
+        metrics=dict(_POINT),
     )
     times = steps * eta  # the flow time of iterate k is eta * k, this very product
     solver = dlngeo.create_solver("overparametrized_gd", step=eta, record_times=times)
