@@ -142,40 +142,40 @@ def descend(
     seed: int = 1,
     threshold: float | None = None,
     blowup: float = 1e6,
+    record: bool = True,
 ) -> dict[str, Any]:
     r"""Gradient descent on the factors of ``DeepLinearNetwork(dims)`` (depth 1: on ``w`` itself).
 
-    :math:`W_k \leftarrow W_k - \eta\,\partial_k L`, the gradients from
-    :meth:`dlngeo.DeepLinearNetwork.gradients` with the loss's :math:`E'(X)`.
-    Stops after ``max_iter`` steps, once the loss is ``<= threshold``
-    (``hit`` = the number of steps taken), or when it exceeds ``blowup``
-    times its initial value or is not finite (``diverged``).
+    The registered ``overparametrized_gd`` solver,
+    :math:`W_k \leftarrow W_k - \eta\,\partial_k L`, on a :class:`dlngeo.Task`,
+    under ``Stopping.only(max_iterations=max_iter, loss_below=threshold,
+    divergence_factor=blowup)``: it stops after ``max_iter`` steps, once the
+    loss is ``<= threshold`` (``hit`` = the number of steps taken), or when it
+    exceeds ``blowup`` times its initial value or is not finite (``diverged``).
 
-    Returns ``losses`` (``E`` before each step and after the last), ``hit``
-    (``None`` if not reached) and ``diverged``.
+    Returns ``losses`` (``E`` before each step and after the last; with
+    ``record=False`` only the first and the last), ``hit`` (``None`` if not
+    reached) and ``diverged``.
     """
     if not eta > 0:
         raise ValueError(f"eta must be positive, got {eta!r}")
-    net = dlngeo.DeepLinearNetwork(dims)
-    W = _init(dims, init, seed)
-    losses: list[float] = []
-    hit, diverged = None, False
-    with np.errstate(over="ignore", invalid="ignore"):
-        for step in range(max_iter + 1):
-            X = net.product(W)
-            value = loss.value(X)
-            losses.append(value)
-            if not np.isfinite(value) or value > blowup * losses[0]:
-                diverged = True
-                break
-            if threshold is not None and value <= threshold:
-                hit = step
-                break
-            if step == max_iter:
-                break
-            grads = net.gradients(W, loss.gradient(X))
-            W = [w - eta * g for w, g in zip(W, grads)]
-    return {"losses": np.asarray(losses), "hit": hit, "diverged": diverged}
+    task = dlngeo.Task(
+        loss=loss, network=dlngeo.DeepLinearNetwork(dims), weights0=_init(dims, init, seed)
+    )
+    # record=False: the search needs only the stop, not the curve (every run records its ends).
+    solver = dlngeo.create_solver(
+        "overparametrized_gd", step=eta, record_every=1 if record else max_iter + 1
+    )
+    stopping = dlngeo.Stopping.only(
+        max_iterations=max_iter, loss_below=threshold, divergence_factor=blowup
+    )
+    result = solver.run(task, stopping)
+    reason = result.stop_reason
+    return {
+        "losses": np.asarray(result.metrics["loss"], dtype=float),
+        "hit": result.n_iterations if reason == "loss_below" else None,
+        "diverged": reason == "diverged",
+    }
 
 
 def best_step(
@@ -199,7 +199,7 @@ def best_step(
     diverged = np.zeros(len(etas), dtype=bool)
     budget = max_iter
     for i, eta in enumerate(etas):
-        r = descend(loss, dims, float(eta), budget, threshold=threshold, **kwargs)
+        r = descend(loss, dims, float(eta), budget, threshold=threshold, record=False, **kwargs)
         diverged[i] = r["diverged"]
         if r["hit"] is not None:
             hits[i] = r["hit"]

@@ -16,10 +16,11 @@ Stronger modes are learned first, in sigmoidal steps.
 The simulation runs two dynamics from the same start and reads the mode
 strengths off :math:`X(t)` in the target's singular basis:
 
-* the intrinsic (end-to-end) flow :math:`\dot X = -A_{N,X}(E'(X))`, integrated
-  with ``solve_ivp`` (DOP853, rtol 1e-10) through :func:`dlngeo.metric_operator`;
+* the intrinsic (end-to-end) flow :math:`\dot X = -A_{N,X}(E'(X))`: the
+  registered ``intrinsic_flow`` (dense, DOP853, rtol 1e-10);
 * gradient descent on the factors of a :class:`dlngeo.DeepLinearNetwork` with
-  a small step ``eta`` (time ``t = eta k``), whose error is ``O(eta)``.
+  a small step ``eta`` (time ``t = eta k``), whose error is ``O(eta)``: the
+  registered ``overparametrized_gd``.
 
 Both are compared with the exact mode solution, not with Saxe et al.'s
 large-depth limit formula, which overestimates finite-depth times (docs/math.md §4).
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import integrate, optimize
+from scipy import integrate, optimize  # quadrature and root finding of the theory
 
 import dlngeo
 from dlngeo.reproductions.figure_io import example_parser, save_small_png
@@ -181,6 +182,10 @@ def make_problem(
     }
 
 
+#: The metric the runs record: the end-to-end matrix.
+_POINT = {"point": lambda state: np.array(state.point, dtype=float)}
+
+
 def _modes(X: np.ndarray, U: np.ndarray, V: np.ndarray) -> np.ndarray:
     """``a_alpha = u_alpha^T X v_alpha``."""
     return np.einsum("ia,ij,ja->a", U, X, V)
@@ -196,28 +201,36 @@ def intrinsic_flow(
 ) -> np.ndarray:
     r"""``X(t)`` of :math:`\dot X = -A_{N,X}(X - Y)` at ``times`` (array ``len(times) x m x n``).
 
-    Integrated with ``solve_ivp`` (DOP853) segment by segment between the
-    sample times, so every sample is an accepted step end point: DOP853's
-    dense output is much less accurate than its steps on the saturated, stiff
-    modes (rate ``N s^{2(N-1)/N}``): 3e-6 vs 1e-8 at rtol 1e-10 for ``N = 4``.
+    dlngeo's dense ``intrinsic_flow`` (DOP853) on the width-free task from
+    ``X0``, restarted at every sample time (``restart_at_record_times``), so
+    every sample is an accepted step end point: DOP853's dense output is much
+    less accurate than its steps on the saturated, stiff modes (rate
+    ``N s^{2(N-1)/N}``): 3e-6 vs 1e-8 at rtol 1e-10 for ``N = 4``.
     """
-    shape = X0.shape
-
-    def rhs(_t: float, x: np.ndarray) -> np.ndarray:
-        X = x.reshape(shape)
-        return -dlngeo.metric_operator(X, X - Y, depth).ravel()
-
     times = np.asarray(times, dtype=float)
-    out = np.empty((len(times),) + shape)
-    x, t = X0.ravel().astype(float), 0.0
-    for i, t_next in enumerate(times):
-        if t_next > t:
-            sol = integrate.solve_ivp(rhs, (t, t_next), x, method="DOP853", rtol=rtol, atol=atol)
-            if not sol.success:
-                raise RuntimeError(f"solve_ivp failed: {sol.message}")
-            x, t = sol.y[:, -1], t_next
-        out[i] = x.reshape(shape)
-    return out
+    m, n = X0.shape
+    # Width-free: every balanced network of widths >= rank X0 has this end-to-end flow.
+    task = dlngeo.Task(
+        loss=dlngeo.create_loss("regression", target=Y),
+        network=dlngeo.DeepLinearNetwork((n,) + (min(m, n),) * (depth - 1) + (m,)),
+        start=X0,
+        metrics=dict(_POINT),
+    )
+    solver = dlngeo.create_solver(
+        "intrinsic_flow",
+        representation="dense",
+        integrator="DOP853",
+        rtol=rtol,
+        atol=atol,
+        record_times=times,
+        restart_at_record_times=True,
+    )
+    record = solver.run(task, dlngeo.Stopping.only(end_time=float(times[-1])))
+    if record.stop_reason != "end_time":
+        raise RuntimeError(
+            f"the flow stopped early: {record.info.get('solver_message', record.stop_reason)}"
+        )
+    return np.array(record.sampled("point", times), dtype=float)
 
 
 def factor_gd(
@@ -229,19 +242,20 @@ def factor_gd(
 ) -> np.ndarray:
     r"""Gradient descent :math:`W_k \leftarrow W_k - \eta\,\partial_k L` on the factors.
 
+    dlngeo's ``overparametrized_gd`` with ``record_times = eta * steps``.
     Returns ``phi(W)`` after each iteration count in ``steps`` (sorted, from 0).
     """
-    W = [w.copy() for w in weights0]
-    out = np.empty((len(steps),) + Y.shape)
-    k = 0
-    for i, target in enumerate(steps):
-        while k < target:
-            X = network.product(W)
-            grads = network.gradients(W, X - Y)
-            W = [w - eta * g for w, g in zip(W, grads)]
-            k += 1
-        out[i] = network.product(W)
-    return out
+    steps = np.asarray(steps, dtype=int)
+    task = dlngeo.Task(
+        loss=dlngeo.create_loss("regression", target=Y),
+        network=network,
+        weights0=[w.copy() for w in weights0],
+        metrics=dict(_POINT),
+    )
+    times = steps * eta  # the flow time of iterate k is eta * k, this very product
+    solver = dlngeo.create_solver("overparametrized_gd", step=eta, record_times=times)
+    record = solver.run(task, dlngeo.Stopping.only(max_iterations=int(steps[-1])))
+    return np.array(record.sampled("point", times), dtype=float)
 
 
 def half_times(times: np.ndarray, a: np.ndarray, s: np.ndarray) -> np.ndarray:

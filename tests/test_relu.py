@@ -544,3 +544,32 @@ def test_imbalance_drift_from_a_config_starts_at_zero():
     record = dlngeo.compare(config).records["overparametrized_gd"]
     assert record.metrics["imbalance_drift"][0] == 0.0
     assert record.metrics["imbalance_drift"][-1] > 0.0
+
+
+def test_linearisation_is_solve_ivp_with_a_terminal_event():
+    # The driver's event search is solve_ivp's (Brent on the step's interpolant, xtol = rtol
+    # = 4 eps): the same steps and the same crossing, to rounding.
+    net, loss, W = _problem(seed=5)
+    rtol, atol = 1e-10, 1e-12
+    res = linearisation(net, W, loss, 1.0, rtol=rtol, atol=atol, step=1e-3)
+    A, shapes = loss.inputs, res.shapes
+    signs = initial_signs(net, W, A)
+
+    def rhs(_t, y):
+        grads = net.loss_and_gradients(_unpack(y, shapes), loss)[2]
+        return -np.concatenate([g.ravel() for g in grads])
+
+    def event(_t, y):
+        return margin(net, _unpack(y, shapes), A, signs)
+
+    event.terminal, event.direction = True, -1
+    y0 = np.concatenate([w.ravel() for w in W])
+    sol = solve_ivp(
+        rhs, (0, 1.0), y0, method="DOP853", rtol=rtol, atol=atol, events=event, dense_output=True
+    )
+    t_h = sol.t_events[0][0]
+    assert abs(res.horizon - t_h) <= 8 * EPS * t_h
+    before = res.times <= res.horizon
+    assert before.sum() >= 5
+    ref = sol.sol(res.times[before]).T
+    assert np.abs(res.true[before] - ref).max() <= 1e2 * EPS * np.abs(ref).max()

@@ -118,3 +118,27 @@ def test_bad_input():
         ach.descend(dlngeo.create_loss("regression", target=np.ones((1, 3))), (3, 1), 0.0, 10)
     with pytest.raises(ValueError, match="cond"):
         ach.make_problem(cond=0.5)
+
+
+def test_descend_is_plain_factor_gradient_descent():
+    # descend runs the library's overparametrized_gd under Stopping.only; it must be the
+    # textbook loop W_k <- W_k - eta dL/dW_k (the example's loop before it used the library).
+    pr = ach.make_problem(n=30, d=4)
+    loss = dlngeo.create_loss("lp_regression", p=4, A=pr["inputs"], B=pr["targets"])
+    dims, eta, steps = (4, 3, 3, 1), 0.05, 40
+    net = dlngeo.DeepLinearNetwork(dims)
+    W = ach._init(dims, 1e-1, 1)
+    expected = []
+    for _ in range(steps + 1):
+        X = net.product(W)
+        expected.append(loss.value(X))
+        W = [w - eta * g for w, g in zip(W, net.gradients(W, loss.gradient(X)))]
+    r = ach.descend(loss, dims, eta, steps, init=1e-1, seed=1)
+    assert r["hit"] is None and not r["diverged"] and len(r["losses"]) == steps + 1
+    # The same arithmetic up to the association of the products: a few eps per step, carried
+    # through 40 steps of a contracting map (stable step): far below 1e-12 relative.
+    assert np.allclose(r["losses"], expected, rtol=1e-12, atol=0)
+    # The threshold stop: hit is the first step at or below it.
+    k = 25
+    r = ach.descend(loss, dims, eta, steps, init=1e-1, seed=1, threshold=expected[k])
+    assert r["hit"] == min(i for i, v in enumerate(expected) if v <= expected[k])

@@ -148,9 +148,17 @@ class ScipyODEStepper(Stepper):
     the solver's dense output. A solver failure on finite values (a step below
     the spacing of floats) ends the run with ``failure`` set to the solver's
     message; non-finite values raise :class:`NumericalFailure`.
+
+    ``stops``: optional sorted flow times at which the integrator restarts
+    (a fresh solver from the current point, as ``solve_ivp`` run segment by
+    segment), so that each is an accepted step's end point rather than a
+    value of the dense output; the method sets it from ``record_times`` when
+    asked (an interpolant can be much less accurate than the steps: DOP853's
+    on stiff, saturated modes).
     """
 
     continuous = True
+    stops: np.ndarray | None = None
 
     def __init__(
         self,
@@ -176,6 +184,7 @@ class ScipyODEStepper(Stepper):
         self.stationary_floor = flow_stationary_floor(rtol)
         self.t_bound = t_bound
         self.solver: Any = None  # the scipy OdeSolver, made by start()
+        self._dense: Any = None  # its interpolant of the last step, made on demand
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -188,15 +197,32 @@ class ScipyODEStepper(Stepper):
         assert cache is not None  # rhs() fills the cache
         self.loss, self.gradient_norm = cache[1], cache[2]
 
+    def _solver(self) -> Any:
+        """A scipy solver from the current ``(t, y)`` to the next stop (or ``t_bound``)."""
+        bound = self.t_bound
+        if self.stops is not None:
+            ahead = self.stops[(self.stops > self.t) & (self.stops < bound)]
+            bound = float(ahead[0]) if ahead.size else bound
+        return self.solver_cls(self.rhs, self.t, self._y, bound, **self.options)
+
     def start(self) -> None:
-        self.solver = self.solver_cls(self.rhs, 0.0, self.y0, self.t_bound, **self.options)
+        self.solver = self._solver()
+
+    def dense_output(self) -> Any:
+        """The last step's interpolant, made once per step (DOP853's costs three evaluations)."""
+        if self._dense is None:
+            self._dense = self.solver.dense_output()
+        return self._dense
 
     def observe(self) -> None:
         self._observe(self._y)
 
     def step(self) -> None:
+        if self.solver.status == "finished":  # at a stop short of t_bound: restart there
+            self.solver = self._solver()
         solver = self.solver
         y_old = solver.y
+        self._dense = None
         message = solver.step()
         if solver.status == "failed":
             if not np.all(np.isfinite(solver.y)):
@@ -207,7 +233,7 @@ class ScipyODEStepper(Stepper):
         self.t = float(solver.t)
         self._y = solver.y
         self.step_norm = float(np.linalg.norm(solver.y - y_old))
-        if solver.status == "finished":
+        if solver.status == "finished" and solver.t_bound == self.t_bound:
             self.finished = True
 
 

@@ -11,6 +11,7 @@ shared with the intrinsic flow (:mod:`.intrinsic`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +62,7 @@ class _FactorFlowStepper(ScipyODEStepper):
         ]
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
-        if not np.all(np.isfinite(y)):
+        if not np.isfinite(y).all():
             raise NumericalFailure("non-finite factors")
         _, value, grads = factor_loss_and_gradients(
             self.task.network, self.unpack(y), self.task.loss
@@ -69,9 +70,10 @@ class _FactorFlowStepper(ScipyODEStepper):
         self.counts["loss"] += 1
         self.counts["gradient"] += 1
         out = -np.concatenate([g.ravel() for g in grads])
-        if not (np.isfinite(value) and np.all(np.isfinite(out))):
+        if not (math.isfinite(value) and np.isfinite(out).all()):
             raise NumericalFailure("non-finite loss or gradient")
-        self._cache = (y, float(value), float(np.linalg.norm(out)))
+        # sqrt(out . out): numpy.linalg.norm's own formula for a real vector, without its checks.
+        self._cache = (y, float(value), math.sqrt(float(out @ out)))
         return out
 
     def point(self) -> np.ndarray:
@@ -81,7 +83,7 @@ class _FactorFlowStepper(ScipyODEStepper):
         return [w.copy() for w in self.unpack(self._y)]
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
-        y = self.solver.dense_output()(t)
+        y = self.dense_output()(t)
         W = [w.copy() for w in self.unpack(y)]
         return self.task.point(W), W
 

@@ -109,7 +109,7 @@ class _DenseIntrinsicStepper(ScipyODEStepper):
         return self._y.reshape(self.shape).copy()
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
-        return self.solver.dense_output()(t).reshape(self.shape), None
+        return self.dense_output()(t).reshape(self.shape), None
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank}
@@ -302,6 +302,11 @@ class IntrinsicFlow(Method):
         first_step: Low rank only: the first step (default: scipy's heuristic).
         end_time: Default final flow time when the stopping has none.
         record_every, record_times: See :mod:`dlngeo.dynamics.driver`.
+        restart_at_record_times: Dense only: restart the integrator at each of
+            ``record_times`` (``solve_ivp`` segment by segment), so that every
+            sample is an accepted step, not the dense output (DOP853's
+            interpolant is far less accurate than its steps on stiff, saturated
+            modes); costs a restart per sample.
         events: :class:`~dlngeo.dynamics.events.Event` crossings to locate on
             the dense output (``record.events``; a terminal one ends the run).
 
@@ -327,6 +332,7 @@ class IntrinsicFlow(Method):
         end_time: float | None = None,
         record_every: int = 1,
         record_times: Any = None,
+        restart_at_record_times: bool = False,
         events: Sequence[Event] | None = None,
     ):
         self.representation = check_choice(
@@ -342,6 +348,11 @@ class IntrinsicFlow(Method):
         self.end_time = check_positive("end_time", end_time, allow_none=True)
         self.record_every, self.record_times = check_record_options(record_every, record_times)
         self.events = check_events(events)
+        if not isinstance(restart_at_record_times, bool):
+            raise ValueError(
+                f"restart_at_record_times must be True or False, got {restart_at_record_times!r}"
+            )
+        self.restart_at_record_times = restart_at_record_times
 
     def resolved_representation(self, task: Task) -> str:
         if self.representation != "auto":
@@ -357,9 +368,14 @@ class IntrinsicFlow(Method):
         t_bound = _t_bound(stopping, self.end_time)
         representation = self.resolved_representation(task)
         if representation == "dense":
-            stepper: Stepper = _DenseIntrinsicStepper(
+            dense = _DenseIntrinsicStepper(
                 task, self.integrator, self.rtol, self.atol, self.max_step, t_bound
             )
+            if self.restart_at_record_times:
+                dense.stops = self.record_times
+            stepper: Stepper = dense
+        elif self.restart_at_record_times:
+            raise ValueError("restart_at_record_times: only for representation='dense'")
         else:
             stepper = _LowRankIntrinsicStepper(
                 task, self.integrator, self.rtol, self.atol, self.max_step, t_bound, self.first_step

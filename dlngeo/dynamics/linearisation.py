@@ -14,11 +14,18 @@ pre-activation changes sign, so the two trajectories coincide up to the
 
 :func:`linearisation` finds :math:`t_h` as the root of the event function
 :math:`\mu(t) = \min_{k,j,i} s_{k,j,i} Z_{k,j,i}(t)` (:math:`s = \pm 1`, the
-initial signs; continuous, positive before :math:`t_h`), located by
-``solve_ivp``'s event search (Brent's method on the step's dense output, so to
-the dense output's accuracy). Past :math:`t_h` the true flow is continued with
-the fixed-step :class:`~dlngeo.dynamics.rk4.RK4` (units may slide along a kink,
-where an adaptive step collapses), and the gap between the trajectories is measured.
+initial signs; continuous, positive before :math:`t_h`), a terminal
+:class:`~dlngeo.dynamics.events.Event` of the factor flow's stepper run by
+:func:`~dlngeo.dynamics.driver.drive` (Brent's method on the step's dense
+output, as ``solve_ivp``'s event search, so to the dense output's accuracy).
+Past :math:`t_h` the true flow is continued with the fixed-step
+:class:`~dlngeo.dynamics.rk4.RK4` (units may slide along a kink, where an
+adaptive step collapses), and the gap between the trajectories is measured.
+The linearised flow is the same factor flow on the network with frozen gates.
+The three runs keep every step's interpolant (as ``solve_ivp``'s
+``dense_output``), read at the sample times afterwards: the samples before
+and after :math:`t_h` come from two runs, whose split is known only once the
+first has ended.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.integrate import solve_ivp
+from scipy.integrate import OdeSolution
 
 from ..relu import OutputLoss, ReLUNetwork
 from ..validation import check_positive
-from .rk4 import RK4
+from .base import Stopping, Task
+from .driver import drive
+from .events import Event
+from .factor_flow import _FactorFlowStepper
 
 __all__ = ["Linearisation", "linearisation", "margin", "initial_signs"]
 
@@ -69,7 +79,8 @@ class Linearisation:
         output_gap: :math:`\\|F(W(t)) - F^{lin}(W^{lin}(t))\\|_F`.
         changed_samples: Samples whose pattern (of the true flow) differs from the start's.
         gates: The frozen gates of the linearised network.
-        before: The true flow's dense output on ``[t_0, t_h]`` (``scipy`` ``OdeSolution``).
+        before: The true flow's dense output on ``[t_0, t_h]`` (``scipy`` ``OdeSolution``;
+            ``None`` when the start is on a kink, ``t_h = t_0``).
         evaluations: Right-hand sides evaluated: ``{"true": .., "linearised": ..}``.
     """
 
@@ -98,6 +109,63 @@ def _unpack(y: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
         out.append(y[start : start + a * b].reshape(a, b))
         start += a * b
     return out
+
+
+class _FrozenGates(ReLUNetwork):
+    """The linearised network: ``network`` with the gates of every sample frozen at ``gates``."""
+
+    def __init__(self, network: ReLUNetwork, gates: list[np.ndarray]):
+        slope = network.slope if network.activation == "leaky_relu" else None
+        super().__init__(network.dims, network.activation, slope)
+        self.frozen = gates
+
+    def loss_and_gradients(
+        self, weights: Any, loss: Any, gates: Any = None, gradient: Any = None
+    ) -> tuple[np.ndarray, float, list[np.ndarray]]:
+        frozen = self.frozen if gates is None else gates
+        return super().loss_and_gradients(weights, loss, frozen, gradient)
+
+    def outputs(self, weights: Any, inputs: Any, gates: Any = None) -> np.ndarray:
+        return super().outputs(weights, inputs, self.frozen if gates is None else gates)
+
+
+class _FlowSolution(_FactorFlowStepper):
+    """The factor flow from ``t0``, keeping each accepted step's interpolant (``solve_ivp``'s ``dense_output``)."""
+
+    stationary_floor = None  # run to t_bound (or the event): no stationary test, no gradient scale
+
+    def __init__(
+        self,
+        task: Task,
+        integrator: str,
+        rtol: float,
+        atol: float,
+        step: float,
+        t0: float,
+        t_end: float,
+    ):
+        super().__init__(task, integrator, rtol, atol, step, t_end)
+        self.t = float(t0)
+        self.ts: list[float] = [self.t]
+        self.interpolants: list[Any] = []
+
+    def step(self) -> None:
+        super().step()
+        self.ts.append(self.t)
+        self.interpolants.append(self.dense_output())
+
+    def run(self, events: tuple[Event, ...] = ()) -> tuple[OdeSolution, Any]:
+        """Drive to ``t_end`` (or the first terminal event); the dense output and the record."""
+        record = drive(
+            "factor_flow", self.task, self, Stopping.only(), None, record_every=2**62, events=events
+        )
+        failure = getattr(self, "failure", None)  # the scipy solver's message (a step too small)
+        if failure is not None or record.stop_reason not in ("end_time", "event"):
+            raise ValueError(f"the flow failed: {failure or record.stop_reason}")
+        ts = list(self.ts)
+        if record.stop_reason == "event":  # the last step's interpolant, up to the crossing
+            ts[-1] = record.events[0][0][0]
+        return OdeSolution(ts, self.interpolants), record
 
 
 def linearisation(
@@ -149,51 +217,49 @@ def linearisation(
     signs = initial_signs(network, W0, A)
     counts = {"true": 0, "linearised": 0}
 
-    def rhs(frozen: Any, key: str) -> Any:
-        def f(_t: float, y: np.ndarray) -> np.ndarray:
-            counts[key] += 1
-            grads = network.loss_and_gradients(_unpack(y, shapes), loss, frozen)[2]
-            return -np.concatenate([g.ravel() for g in grads])
+    def flow(
+        network: ReLUNetwork,
+        weights: list[np.ndarray],
+        method: str,
+        t_start: float,
+        max_step: float = np.inf,
+    ) -> _FlowSolution:
+        task = Task(loss=loss, network=network, weights0=weights)
+        return _FlowSolution(task, method, rtol, atol, max_step, t_start, t_end)
 
-        return f
+    def event(state: Any) -> float:
+        return margin(network, state.weights, A, signs)
 
-    def event(_t: float, y: np.ndarray) -> float:
-        return margin(network, _unpack(y, shapes), A, signs)
-
-    event.terminal = True  # type: ignore[attr-defined]
-    event.direction = -1  # type: ignore[attr-defined]
-    options = dict(method="DOP853", rtol=rtol, atol=atol, dense_output=True)
-    lin = solve_ivp(rhs(gates, "linearised"), (t0, t_end), y0, **options)
-    first = solve_ivp(rhs(None, "true"), (t0, t_end), y0, events=event, **options)
-    if not (lin.success and first.success):
-        raise ValueError(f"the flow failed: {lin.message if not lin.success else first.message}")
+    lin_flow = flow(_FrozenGates(network, gates), W0, "DOP853", t0)
+    lin, _ = lin_flow.run()
+    counts["linearised"] = lin_flow.counts["gradient"]
     horizon, crossing = np.inf, None
-    if event(t0, y0) <= 0:
-        horizon = t0
-    elif first.t_events[0].size:
-        horizon = float(first.t_events[0][0])
     true = np.empty((grid.size, y0.size))
+    first: Any = None
+    if margin(network, W0, A, signs) <= 0:
+        horizon = t0
+    else:
+        true_flow = flow(network, W0, "DOP853", t0)
+        first, record = true_flow.run((Event(event, terminal=True, direction=-1),))
+        counts["true"] = true_flow.counts["gradient"]
+        if record.stop_reason == "event":
+            horizon = float(record.events[0][0][0])
     before = grid <= horizon
     if np.any(before):
-        true[before] = first.sol(grid[before]).T
+        true[before] = first(grid[before]).T if first is not None else y0
     if np.isfinite(horizon):
-        y_h = first.sol(horizon) if horizon > t0 else y0
+        y_h = first(horizon) if horizon > t0 else y0
         Z = network.pre_activations(_unpack(y_h, shapes), A)
         scores = [np.where(s != 0, s * z, np.inf) for s, z in zip(signs, Z)]
         k = int(np.argmin([np.min(v) for v in scores]))
         j, i = np.unravel_index(int(np.argmin(scores[k])), Z[k].shape)
         crossing = (k + 1, int(j), int(i))
         if np.any(~before) and horizon < t_end:
-            rest = solve_ivp(
-                rhs(None, "true"),
-                (horizon, t_end),
-                y_h,
-                method=RK4,
-                max_step=step,
-                dense_output=True,
-            )
-            true[~before] = rest.sol(grid[~before]).T
-    linear = lin.sol(grid).T
+            rest_flow = flow(network, _unpack(y_h, shapes), "RK4", horizon, max_step=step)
+            rest, _ = rest_flow.run()
+            counts["true"] += rest_flow.counts["gradient"]
+            true[~before] = rest(grid[~before]).T
+    linear = lin(grid).T
     gap = np.linalg.norm(true - linear, axis=1)
     output_gap, changed = np.empty(grid.size), np.zeros(grid.size, dtype=int)
     initial = [s > 0 for s in signs]
@@ -215,6 +281,6 @@ def linearisation(
         changed_samples=changed,
         gates=gates,
         shapes=list(shapes),
-        before=first.sol,
+        before=first,
         evaluations=counts,
     )

@@ -294,7 +294,7 @@ class _LogSigmaStepper(ScipyODEStepper):
         return self._point(self._y)
 
     def interpolate(self, t: float) -> tuple[Any, Any]:
-        return self._point(self.solver.dense_output()(t)), None
+        return self._point(self.dense_output()(t)), None
 
 
 def end_to_end_flow_svd(
