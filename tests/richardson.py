@@ -54,3 +54,18 @@ def derivatives_along_retraction(
     d1, b1 = central_difference_bound(first, h1, 2 * cost_rounding / (2 * h1))
     d2, b2 = central_difference_bound(second, h2, 4 * cost_rounding / h2**2)
     return float(d1), b1, float(d2), b2
+
+
+def assert_derivatives_along_retraction(
+    problem: Any, x: Any, d: Any, cost_rounding: float, gradient: Any = None, hessian: Any = None
+) -> None:
+    """``<grad f, d>`` and ``<Hess f[d], d>`` equal the derivatives along the retraction, within
+    their bounds (:func:`derivatives_along_retraction`), and the bounds resolve them (to 1e-6
+    and 1e-4 of their size, or of 1). ``gradient``/``hessian`` default to ``problem``'s."""
+    man = problem.manifold
+    gradient = problem.riemannian_gradient(x) if gradient is None else gradient
+    hessian = problem.riemannian_hessian(x, d) if hessian is None else hessian
+    d1, b1, d2, b2 = derivatives_along_retraction(problem, x, d, cost_rounding)
+    assert abs(d1 - man.inner_product(x, gradient, d)) <= b1, (d1, b1)
+    assert abs(d2 - man.inner_product(x, hessian, d)) <= b2, (d2, b2)
+    assert b1 <= 1e-6 * max(1.0, abs(d1)) and b2 <= 1e-4 * max(1.0, abs(d2)), (b1, b2)

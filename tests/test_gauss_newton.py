@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from least_squares import completion, sensing
 
 import dlngeo
 from dlngeo.dynamics.base import Stopping, Task
@@ -23,23 +24,6 @@ def spectral_task(loss, shape, rank, seed=0, depth=2):
         rng, network=net, loss=loss
     )
     return Task(loss=loss, network=net, weights0=weights, rank=rank)
-
-
-def completion(size=(30, 24), rank=2, observations=400, seed=0):
-    rng = np.random.default_rng(seed)
-    M = dlngeo.create_sampler("low_rank_target", shape=size, rank=rank).sample(rng)
-    rows, cols = dlngeo.create_sampler("uniform_mask", shape=size, size=observations).sample(rng)
-    loss = dlngeo.create_loss(
-        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=size
-    )
-    return loss, M
-
-
-def sensing(size=(8, 6), rank=2, measurements=60, seed=1):
-    rng = np.random.default_rng(seed)
-    M = dlngeo.create_sampler("low_rank_target", shape=size, rank=rank).sample(rng)
-    A = rng.standard_normal((measurements, *size)) / np.sqrt(size[0] * size[1])
-    return dlngeo.create_loss("matrix_sensing", A=A, target=M), M
 
 
 def tangent_jacobian_floor(loss, point):

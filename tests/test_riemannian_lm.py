@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from least_squares import completion, sensing
 
 import dlngeo
 import dlngeo.measurements
@@ -20,23 +21,6 @@ TO_TARGET = {"gradient_norm_rtol": 0, "gradient_norm_atol": 0}
 
 def default_task(seed):
     return build(merge_config(DEFAULT_CONFIG, {"seed": seed, "metrics": []})).task
-
-
-def small_completion(shape=(30, 24), rank=2, observations=400, seed=0):
-    rng = np.random.default_rng(seed)
-    M = dlngeo.create_sampler("low_rank_target", shape=shape, rank=rank).sample(rng)
-    rows, cols = dlngeo.create_sampler("uniform_mask", shape=shape, size=observations).sample(rng)
-    loss = dlngeo.create_loss(
-        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=shape
-    )
-    return loss, M
-
-
-def small_sensing(shape=(8, 6), rank=2, measurements=60, seed=1):
-    rng = np.random.default_rng(seed)
-    M = dlngeo.create_sampler("low_rank_target", shape=shape, rank=rank).sample(rng)
-    A = rng.standard_normal((measurements, *shape)) / np.sqrt(shape[0] * shape[1])
-    return dlngeo.create_loss("matrix_sensing", A=A, target=M), M
 
 
 def random_point(shape, s, seed=5):
@@ -64,8 +48,8 @@ def flat(A, B):
 
 
 def problems():
-    yield "completion (dense work arrays)", *small_completion()
-    yield "sensing", *small_sensing()
+    yield "completion (dense work arrays)", *completion()
+    yield "sensing", *sensing()
 
 
 # ---------------------------------------------------------------- convergence from the task's start
@@ -107,7 +91,7 @@ def test_lm_from_the_default_start_finds_the_trust_region_solution(seed):
 def test_jacobian_products_are_the_measurements_of_the_tangent_vector(monkeypatch, dense):
     if not dense:  # the sparse path of EntryMeasurements
         monkeypatch.setattr(dlngeo.measurements, "DENSE_ENTRIES", 0)
-    cases = list(problems()) if dense else [("completion (sparse)", *small_completion())]
+    cases = list(problems()) if dense else [("completion (sparse)", *completion())]
     for _, loss, _ in cases:
         m, n = loss.shape
         point = random_point(loss.shape, [3.0, 1.5])
@@ -191,7 +175,7 @@ def test_gauss_newton_model_error_is_second_order():
 
 
 def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
-    loss, _ = small_completion()
+    loss, _ = completion()
     point = random_point(loss.shape, [3.0, 1.5])
     stepper = stepper_at(loss, point)
     m, n = loss.shape
@@ -276,7 +260,7 @@ def test_projected_step_is_the_exact_projection_with_enough_iterations():
 
 
 def test_lm_without_the_projected_start_runs_tangent_steps_only():
-    loss, M = small_completion()
+    loss, M = completion()
     rng = np.random.default_rng(0)
     net = dlngeo.DeepLinearNetwork((24, 30, 30))
     weights = dlngeo.create_sampler("spectral", init_scale=1.0, rank=2, weighted=True).sample(
