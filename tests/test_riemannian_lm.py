@@ -275,6 +275,47 @@ def test_projected_step_is_the_exact_projection_with_enough_iterations():
     assert r is not stepper.r
 
 
+def test_later_projected_steps_take_svp_step_three_over_four_p():
+    # The second projected step is P_r(X_1 - (3 / (4 p)) A^*(r_1)), p = |Omega| / (m n),
+    # then the exact line search on the ray: compared with a dense SVD as above.
+    task = default_task(3)
+    loss = task.loss
+    stepper = _LMStepper(task, dlngeo.create_solver("riemannian_lm", power_iterations=200))
+    stepper.start()
+    stepper.step()
+    assert stepper.projected == 1
+    X = to_dense((stepper.u, stepper.s, stepper.vt))
+    m, n = loss.shape
+    step = 0.75 * m * n / loss.rows.size
+    Z = np.zeros((m, n))
+    Z[loss.rows, loss.cols] = stepper.r
+    a, sigma, bt = np.linalg.svd(X - step * Z)
+    stepper.step()
+    assert stepper.projected == 2 and stepper.iteration == 2
+    P = (a[:, :5] * sigma[:5]) @ bt[:5]
+    measured = P[loss.rows, loss.cols]
+    c = measured @ loss.values / (measured @ measured)
+    # Same error control as the first step's test: (sigma_{2r+1}/sigma_r)^(2q) below
+    # rounding, the rest eps times the size and the top-r subspace's conditioning.
+    assert (sigma[10] / sigma[4]) ** 400 < 1e-16
+    gap = sigma[4] / (sigma[4] - sigma[5])
+    X2 = to_dense((stepper.u, stepper.s, stepper.vt))
+    assert np.linalg.norm(X2 - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
+
+
+def test_isotropic_scale_is_mn_over_the_measurement_energy():
+    from dlngeo.dynamics.gauss_newton import _isotropic_scale
+
+    loss, _ = small_completion()
+    assert _isotropic_scale(loss.linear_measurements()) == 30 * 24 / 400  # 1 / p
+    loss, _ = small_sensing()
+    A = np.asarray(loss.linear_measurements().flat)
+    energy = float(np.sum(A * A))  # sum_i |A_i|_F^2; one summation order against another
+    scale = _isotropic_scale(loss.linear_measurements())
+    assert abs(scale - 48 / energy) <= 1e2 * EPS * 48 / energy
+    assert _isotropic_scale(type("Other", (), {"shape": (3, 4)})()) == 0.0
+
+
 def test_lm_without_the_projected_start_runs_tangent_steps_only():
     loss, M = small_completion()
     rng = np.random.default_rng(0)
@@ -283,11 +324,11 @@ def test_lm_without_the_projected_start_runs_tangent_steps_only():
         rng, network=net, loss=loss
     )
     task = Task(loss=loss, network=net, weights0=weights, rank=2)
-    rec = dlngeo.create_solver("riemannian_lm", projected_start=False).run(
+    rec = dlngeo.create_solver("riemannian_lm", projected_steps=0).run(
         task, Stopping(loss_below=1e-20, max_iterations=100, **TO_TARGET)
     )
     assert rec.stop_reason == "loss_below"
-    assert rec.info["projected_start"] is False
+    assert rec.info["projected_steps"] == 0
 
 
 def test_lapack_retraction_equals_the_library_retraction():

@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry.fixed_rank import FixedRank
+from ..measurements import DenseMeasurements, EntryMeasurements
 from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
 from .driver import NumericalFailure, Stepper, check_positive, check_record_options, drive_method
@@ -103,7 +104,7 @@ class _LMStepper(Stepper):
         (u, s, vt), self.truncation = lowrank_start(task)
         self.counts = {"loss": 0, "gradient": 0, "inner": 0}
         self.rejected = 0
-        self.projected = False
+        self.projected, self.projecting = 0, True  # projected steps taken; still taking them
         self.stop: str | None = None
         self.u, self.s, self.vt = u, s, vt
 
@@ -165,22 +166,24 @@ class _LMStepper(Stepper):
         scale = float(np.sqrt(self.s @ self.s))
         return self.method.radius * scale if scale > 0 else np.inf
 
-    def _projected_step(self) -> bool:
-        """The projected-gradient step on ``M_{<=r}`` with exact line searches; True if it lowered the loss."""
+    def _projected_step(self, alpha: float | None = None) -> bool:
+        """One projected-gradient step on ``M_{<=r}``, step ``alpha`` (None: exact line search); True if it lowered the loss."""
         op, u, s, vt, r = self.op, self.u, self.s, self.vt, self.r
-        Ar = op.gram(r)
-        den = float(Ar @ Ar)
-        if not den > 0:
-            return False
-        alpha = float(r @ Ar) / den
+        if alpha is None:
+            Ar = op.gram(r)
+            den = float(Ar @ Ar)
+            if not den > 0:
+                return False
+            alpha = float(r @ Ar) / den
         Z = op.adjoint(r)  # Y = X - alpha Z; no other adjoint is taken until this step ends
         us = u * s
+        a_ = alpha
 
         def times(W: np.ndarray) -> np.ndarray:
-            return us @ (vt @ W) - alpha * (Z @ W)
+            return us @ (vt @ W) - a_ * (Z @ W)
 
         def times_t(W: np.ndarray) -> np.ndarray:
-            return vt.T @ (us.T @ W) - alpha * (Z.T @ W)
+            return vt.T @ (us.T @ W) - a_ * (Z.T @ W)
 
         k = min(2 * self.rank, self.m, self.n)
         noise = _gaussian_block(self.n, k - self.rank)
@@ -206,11 +209,15 @@ class _LMStepper(Stepper):
         if self.res2 == 0 or self.g_norm == 0:
             self.stop, self.finished = "converged", True
             return
-        if method.projected_start and self.iteration == 0 and not self.projected:
-            self.projected = True
-            if self._projected_step():
-                self.iteration, self.t = 1, 1.0
+        if self.projecting and self.projected < method.projected_steps:
+            # The first step by exact line search; later ones SVP's step 3 / (4 p).
+            alpha = None if self.projected == 0 else 0.75 * _isotropic_scale(self.op)
+            if (alpha is None or alpha > 0) and self._projected_step(alpha):
+                self.projected += 1
+                self.iteration += 1
+                self.t = float(self.iteration)
                 return
+        self.projecting = False
         forcing = min(method.forcing, self.g_norm / self.g0)
         for _ in range(method.max_rejections):
             c, Jc, boundary, inner = truncated_cg(
@@ -250,11 +257,23 @@ class _LMStepper(Stepper):
         return {
             "start_truncation": self.truncation,
             "rank": self.rank,
-            "projected_start": self.projected and self.iteration > 0,
+            "projected_steps": self.projected,
             "rejected_steps": self.rejected,
             "inner_iterations": self.counts["inner"],
             "final_radius": self.delta,
         }
+
+
+def _isotropic_scale(op: Any) -> float:
+    """``mn / trace(A^* A)``: the scale making ``A`` an isometry on average (``1/p`` for completion); 0 if unknown."""
+    m, n = op.shape
+    if isinstance(op, EntryMeasurements):
+        energy = float(op.values.size)  # each A_i is one unit entry
+    elif isinstance(op, DenseMeasurements):
+        energy = float(np.einsum("ij,ij->", op.flat, op.flat))
+    else:
+        return 0.0
+    return m * n / energy if energy > 0 else 0.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -277,13 +296,13 @@ class RiemannianLM(Method):
         forcing: :math:`\kappa`, the largest relative tolerance of the inner CG solve.
         max_inner: Inner CG iterations at most per solve.
         max_rejections: Rejected trial steps in a row before the run stops as ``stalled``.
-        projected_start: Take the projected-gradient step on :math:`M_{\le r}` first
-            (kept only if it lowers the loss).
-        power_iterations: Subspace iterations of that step's rank-r projection.
+        projected_steps: Projected-gradient steps on :math:`M_{\le r}` first, at most
+            (each kept only if it lowers the loss; 0: none).
+        power_iterations: Subspace iterations of their rank-r projections.
         record_every: Record every ``k``-th accepted step.
 
     ``Record.times`` are iteration numbers (``time_kind == "iteration"``; the
-    projected step is iteration 1); the gradient norm checked by
+    projected steps are the first iterations); the gradient norm checked by
     ``gradient_norm_below`` is the Frobenius norm of the Riemannian gradient.
     Starts at the rank-``r`` truncation of ``phi(W(0))``.
     """
@@ -294,11 +313,11 @@ class RiemannianLM(Method):
     def __init__(
         self,
         *,
-        radius: float = 0.1,
+        radius: float = 0.5,
         forcing: float = 0.1,
         max_inner: int = 200,
         max_rejections: int = 30,
-        projected_start: bool = True,
+        projected_steps: int = 2,
         power_iterations: int = 4,
         record_every: int = 1,
     ):
@@ -310,9 +329,7 @@ class RiemannianLM(Method):
             raise ValueError(f"forcing must be below 1, got {forcing!r}")
         self.max_inner = positive_integer(max_inner, "max_inner")
         self.max_rejections = positive_integer(max_rejections, "max_rejections")
-        if not isinstance(projected_start, (bool, np.bool_)):
-            raise ValueError(f"projected_start must be true or false, got {projected_start!r}")
-        self.projected_start = bool(projected_start)
+        self.projected_steps = positive_integer(projected_steps, "projected_steps", 0)
         self.power_iterations = positive_integer(power_iterations, "power_iterations", 0)
         self.record_every, _ = check_record_options(record_every, None)
 
