@@ -353,3 +353,74 @@ def test_lapack_retraction_equals_the_library_retraction():
     np.testing.assert_allclose(Q @ R, Up, atol=1e2 * EPS * np.abs(Up).max())
     np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e2 * EPS)
     assert np.all(np.tril(R, -1) == 0)
+
+
+# ---------------------------------------------------------------- the start by the Gram matrix
+@pytest.mark.parametrize("shape", [(100, 100), (60, 90), (90, 60)])
+def test_top_singular_by_gram_is_the_truncated_svd(shape):
+    from dlngeo.dynamics.lowrank_steps import top_singular_by_gram
+
+    rng = np.random.default_rng(7)
+    m, n = shape
+    X = (rng.standard_normal((m, 40)) @ rng.standard_normal((40, n))) * 1e-6  # tiny, like W(0)
+    r = 5
+    (u, s, vt), dropped = top_singular_by_gram(X, r)
+    a, sigma, bt = np.linalg.svd(X)
+    Xr = (a[:, :r] * sigma[:r]) @ bt[:r]
+    # Subspace angles: eps sigma_1^2 / (sigma_r^2 - sigma_{r+1}^2) for the Gram eigenvectors,
+    # eps sigma_1 / (sigma_r - sigma_{r+1}) for the reference SVD (Davis-Kahan with backward
+    # errors ~ eps times the norm, times the dimension for the reductions); each moves the
+    # rank-r matrix by at most about angle * sigma_1.
+    k = max(m, n)
+    angle = (
+        k
+        * EPS
+        * (
+            sigma[0] ** 2 / (sigma[r - 1] ** 2 - sigma[r] ** 2)
+            + sigma[0] / (sigma[r - 1] - sigma[r])
+        )
+    )
+    assert np.linalg.norm((u * s) @ vt - Xr) <= 4 * angle * sigma[0]
+    assert np.allclose(u.T @ u, np.eye(r), atol=k * EPS) and np.allclose(
+        vt @ vt.T, np.eye(r), atol=k * EPS
+    )
+    assert np.all(np.diff(s) <= 0)
+    assert abs(dropped - np.linalg.norm(sigma[r:])) <= 4 * angle * sigma[0] + k * EPS * sigma[0]
+
+
+def test_top_singular_by_gram_of_a_rank_deficient_and_a_zero_matrix():
+    from dlngeo.dynamics.lowrank_steps import top_singular_by_gram
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((50, 3)) @ rng.standard_normal((3, 70))
+    (u, s, vt), dropped = top_singular_by_gram(X, 3)
+    # Exactly rank 3: the dropped part is rounding, eps times the size and the dimension.
+    assert dropped <= 70 * EPS * np.linalg.norm(X)
+    assert np.linalg.norm((u * s) @ vt - X) <= 70 * EPS * np.linalg.norm(X)
+    (u, s, vt), dropped = top_singular_by_gram(np.zeros((4, 6)), 2)
+    assert dropped == 0 and not s.any() and u.shape == (4, 2) and vt.shape == (2, 6)
+
+
+def test_lm_start_is_the_task_start():
+    # riemannian_lm takes its start by the Gram matrix: the truncated SVD of phi(W(0)),
+    # to the subspace error of the test above.
+    from dlngeo.dynamics.lowrank_steps import lowrank_start
+
+    task = default_task(0)
+    W = task.weights0
+    X = W[2] @ W[1] @ W[0]
+    a, sigma, bt = np.linalg.svd(X)
+    r = 5
+    (u, s, vt), truncation = lowrank_start(task, gram=True)
+    angle = (
+        100
+        * EPS
+        * (
+            sigma[0] ** 2 / (sigma[r - 1] ** 2 - sigma[r] ** 2)
+            + sigma[0] / (sigma[r - 1] - sigma[r])
+        )
+    )
+    Xr = (a[:, :r] * sigma[:r]) @ bt[:r]
+    assert np.linalg.norm((u * s) @ vt - Xr) <= 4 * angle * sigma[0]
+    exact = np.linalg.norm(sigma[r:]) / np.linalg.norm(sigma)
+    assert abs(truncation - exact) <= (4 * angle + 100 * EPS) * sigma[0] / np.linalg.norm(sigma)

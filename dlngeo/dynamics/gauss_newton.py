@@ -101,7 +101,7 @@ class _LMStepper(Stepper):
         self.task, self.method = task, method
         self.manifold = FixedRank(m, n, rank)
         self.m, self.n, self.rank = m, n, rank
-        (u, s, vt), self.truncation = lowrank_start(task)
+        (u, s, vt), self.truncation = lowrank_start(task, gram=True)
         self.counts = {"loss": 0, "gradient": 0, "inner": 0}
         self.rejected = 0
         self.projected, self.projecting = 0, True  # projected steps taken; still taking them
