@@ -318,7 +318,7 @@ class RiemannianLM(Method):
         max_inner: int = 200,
         max_rejections: int = 30,
         projected_steps: int = 2,
-        power_iterations: int = 4,
+        power_iterations: int = 2,
         record_every: int = 1,
     ):
         self.radius = float(check_positive("radius", radius) or 0.0)
