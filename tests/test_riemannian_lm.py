@@ -81,6 +81,19 @@ def test_lm_reaches_loss_1e_6_from_the_default_start(seed):
     assert rec.final_loss <= 1e-6
 
 
+@pytest.mark.parametrize("seed", [114, 118, 140, 159])
+def test_second_projected_step_keeps_the_default_start_out_of_the_valley(seed):
+    # With one projected step (the previous default) these seeds end in the valley
+    # (sigma_1 growing, loss levelling off near 2e-3); with the second, SVP's step
+    # 3 / (4p), they reach the loss like the others.
+    task = default_task(seed)
+    stop = Stopping(loss_below=1e-6, max_iterations=200, **TO_TARGET)
+    rec = dlngeo.create_solver("riemannian_lm").run(task, stop)
+    assert rec.stop_reason == "loss_below" and rec.info["projected_steps"] == 2
+    old = dlngeo.create_solver("riemannian_lm", radius=0.1, projected_steps=1, power_iterations=4)
+    assert old.run(task, stop).stop_reason != "loss_below"
+
+
 @pytest.mark.parametrize("seed", [1, 4])
 def test_lm_from_the_default_start_finds_the_trust_region_solution(seed):
     task = default_task(seed)
