@@ -5,7 +5,8 @@ entries, depth 3, Gaussian init of scale 1e-3, mean squared error). Contenders,
 all from the same task (same data, same initial factors):
 
 * dlngeo: ``riemannian_lm`` (Riemannian Levenberg–Marquardt; also with its
-  trust radius capped at 0.25 ||X|| instead of 0.1), ``riemannian_cg``
+  previous defaults: trust radius capped at 0.1 ||X||, one projected step),
+  ``riemannian_cg``
   and ``riemannian_tr`` (embedded and g_N metrics); a time is the CPU time
   of ``method.run(task, stopping)``, start (truncated SVD of phi(W(0)))
   included;
@@ -54,7 +55,7 @@ GD_STEPS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.5, 15.0)
 ADAM_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1)
 DLNGEO = (
     ("riemannian_lm", {}),
-    ("riemannian_lm", {"radius": 0.25}),
+    ("riemannian_lm", {"radius": 0.1, "projected_steps": 1, "power_iterations": 4}),
     ("riemannian_cg", {"metric": "embedded"}),
     ("riemannian_cg", {"metric": "dln"}),
     ("riemannian_tr", {"metric": "embedded"}),
@@ -121,7 +122,7 @@ def run_dlngeo(task, max_time: float) -> dict:
     for name, options in DLNGEO:
         label = f"{name} ({options.get('metric', 'embedded')})"
         if "radius" in options:
-            label = f"{name} (radius {options['radius']:g})"
+            label = f"{name} (radius {options['radius']:g}, {options['projected_steps']} projected step)"
         method = dlngeo.create_solver(name, record_every=10**6, **options)
         stopping = Stopping(loss_below=LOSS, max_time=max_time, max_iterations=10**6, **TO_TARGET)
         start = time.process_time()

@@ -65,6 +65,19 @@ def test_lm_reaches_loss_1e_6_from_the_default_start(seed):
     assert rec.final_loss <= 1e-6
 
 
+@pytest.mark.parametrize("seed", [114, 118, 140, 159])
+def test_second_projected_step_keeps_the_default_start_out_of_the_valley(seed):
+    # With one projected step (the previous default) these seeds end in the valley
+    # (sigma_1 growing, loss levelling off near 2e-3); with the second, SVP's step
+    # 3 / (4p), they reach the loss like the others.
+    task = default_task(seed)
+    stop = Stopping(loss_below=1e-6, max_iterations=200, **TO_TARGET)
+    rec = dlngeo.create_solver("riemannian_lm").run(task, stop)
+    assert rec.stop_reason == "loss_below" and rec.info["projected_steps"] == 2
+    old = dlngeo.create_solver("riemannian_lm", radius=0.1, projected_steps=1, power_iterations=4)
+    assert old.run(task, stop).stop_reason != "loss_below"
+
+
 @pytest.mark.parametrize("seed", [1, 4])
 def test_lm_from_the_default_start_finds_the_trust_region_solution(seed):
     task = default_task(seed)
@@ -259,6 +272,47 @@ def test_projected_step_is_the_exact_projection_with_enough_iterations():
     assert r is not stepper.r
 
 
+def test_later_projected_steps_take_svp_step_three_over_four_p():
+    # The second projected step is P_r(X_1 - (3 / (4 p)) A^*(r_1)), p = |Omega| / (m n),
+    # then the exact line search on the ray: compared with a dense SVD as above.
+    task = default_task(3)
+    loss = task.loss
+    stepper = _LMStepper(task, dlngeo.create_solver("riemannian_lm", power_iterations=200))
+    stepper.start()
+    stepper.step()
+    assert stepper.projected == 1
+    X = to_dense((stepper.u, stepper.s, stepper.vt))
+    m, n = loss.shape
+    step = 0.75 * m * n / loss.rows.size
+    Z = np.zeros((m, n))
+    Z[loss.rows, loss.cols] = stepper.r
+    a, sigma, bt = np.linalg.svd(X - step * Z)
+    stepper.step()
+    assert stepper.projected == 2 and stepper.iteration == 2
+    P = (a[:, :5] * sigma[:5]) @ bt[:5]
+    measured = P[loss.rows, loss.cols]
+    c = measured @ loss.values / (measured @ measured)
+    # Same error control as the first step's test: (sigma_{2r+1}/sigma_r)^(2q) below
+    # rounding, the rest eps times the size and the top-r subspace's conditioning.
+    assert (sigma[10] / sigma[4]) ** 400 < 1e-16
+    gap = sigma[4] / (sigma[4] - sigma[5])
+    X2 = to_dense((stepper.u, stepper.s, stepper.vt))
+    assert np.linalg.norm(X2 - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
+
+
+def test_isotropic_scale_is_mn_over_the_measurement_energy():
+    from dlngeo.dynamics.gauss_newton import _isotropic_scale
+
+    loss, _ = small_completion()
+    assert _isotropic_scale(loss.linear_measurements()) == 30 * 24 / 400  # 1 / p
+    loss, _ = small_sensing()
+    A = np.asarray(loss.linear_measurements().flat)
+    energy = float(np.sum(A * A))  # sum_i |A_i|_F^2; one summation order against another
+    scale = _isotropic_scale(loss.linear_measurements())
+    assert abs(scale - 48 / energy) <= 1e2 * EPS * 48 / energy
+    assert _isotropic_scale(type("Other", (), {"shape": (3, 4)})()) == 0.0
+
+
 def test_lm_without_the_projected_start_runs_tangent_steps_only():
     loss, M = completion()
     rng = np.random.default_rng(0)
@@ -267,11 +321,11 @@ def test_lm_without_the_projected_start_runs_tangent_steps_only():
         rng, network=net, loss=loss
     )
     task = Task(loss=loss, network=net, weights0=weights, rank=2)
-    rec = dlngeo.create_solver("riemannian_lm", projected_start=False).run(
+    rec = dlngeo.create_solver("riemannian_lm", projected_steps=0).run(
         task, Stopping(loss_below=1e-20, max_iterations=100, **TO_TARGET)
     )
     assert rec.stop_reason == "loss_below"
-    assert rec.info["projected_start"] is False
+    assert rec.info["projected_steps"] == 0
 
 
 def test_lapack_retraction_equals_the_library_retraction():
@@ -296,3 +350,74 @@ def test_lapack_retraction_equals_the_library_retraction():
     np.testing.assert_allclose(Q @ R, Up, atol=1e2 * EPS * np.abs(Up).max())
     np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e2 * EPS)
     assert np.all(np.tril(R, -1) == 0)
+
+
+# ---------------------------------------------------------------- the start by the Gram matrix
+@pytest.mark.parametrize("shape", [(100, 100), (60, 90), (90, 60)])
+def test_top_singular_by_gram_is_the_truncated_svd(shape):
+    from dlngeo.dynamics.lowrank_steps import top_singular_by_gram
+
+    rng = np.random.default_rng(7)
+    m, n = shape
+    X = (rng.standard_normal((m, 40)) @ rng.standard_normal((40, n))) * 1e-6  # tiny, like W(0)
+    r = 5
+    (u, s, vt), dropped = top_singular_by_gram(X, r)
+    a, sigma, bt = np.linalg.svd(X)
+    Xr = (a[:, :r] * sigma[:r]) @ bt[:r]
+    # Subspace angles: eps sigma_1^2 / (sigma_r^2 - sigma_{r+1}^2) for the Gram eigenvectors,
+    # eps sigma_1 / (sigma_r - sigma_{r+1}) for the reference SVD (Davis-Kahan with backward
+    # errors ~ eps times the norm, times the dimension for the reductions); each moves the
+    # rank-r matrix by at most about angle * sigma_1.
+    k = max(m, n)
+    angle = (
+        k
+        * EPS
+        * (
+            sigma[0] ** 2 / (sigma[r - 1] ** 2 - sigma[r] ** 2)
+            + sigma[0] / (sigma[r - 1] - sigma[r])
+        )
+    )
+    assert np.linalg.norm((u * s) @ vt - Xr) <= 4 * angle * sigma[0]
+    assert np.allclose(u.T @ u, np.eye(r), atol=k * EPS) and np.allclose(
+        vt @ vt.T, np.eye(r), atol=k * EPS
+    )
+    assert np.all(np.diff(s) <= 0)
+    assert abs(dropped - np.linalg.norm(sigma[r:])) <= 4 * angle * sigma[0] + k * EPS * sigma[0]
+
+
+def test_top_singular_by_gram_of_a_rank_deficient_and_a_zero_matrix():
+    from dlngeo.dynamics.lowrank_steps import top_singular_by_gram
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((50, 3)) @ rng.standard_normal((3, 70))
+    (u, s, vt), dropped = top_singular_by_gram(X, 3)
+    # Exactly rank 3: the dropped part is rounding, eps times the size and the dimension.
+    assert dropped <= 70 * EPS * np.linalg.norm(X)
+    assert np.linalg.norm((u * s) @ vt - X) <= 70 * EPS * np.linalg.norm(X)
+    (u, s, vt), dropped = top_singular_by_gram(np.zeros((4, 6)), 2)
+    assert dropped == 0 and not s.any() and u.shape == (4, 2) and vt.shape == (2, 6)
+
+
+def test_lm_start_is_the_task_start():
+    # riemannian_lm takes its start by the Gram matrix: the truncated SVD of phi(W(0)),
+    # to the subspace error of the test above.
+    from dlngeo.dynamics.lowrank_steps import lowrank_start
+
+    task = default_task(0)
+    W = task.weights0
+    X = W[2] @ W[1] @ W[0]
+    a, sigma, bt = np.linalg.svd(X)
+    r = 5
+    (u, s, vt), truncation = lowrank_start(task, gram=True)
+    angle = (
+        100
+        * EPS
+        * (
+            sigma[0] ** 2 / (sigma[r - 1] ** 2 - sigma[r] ** 2)
+            + sigma[0] / (sigma[r - 1] - sigma[r])
+        )
+    )
+    Xr = (a[:, :r] * sigma[:r]) @ bt[:r]
+    assert np.linalg.norm((u * s) @ vt - Xr) <= 4 * angle * sigma[0]
+    exact = np.linalg.norm(sigma[r:]) / np.linalg.norm(sigma)
+    assert abs(truncation - exact) <= (4 * angle + 100 * EPS) * sigma[0] / np.linalg.norm(sigma)
