@@ -303,9 +303,9 @@ def test_later_projected_steps_take_svp_step_three_over_four_p():
 def test_isotropic_scale_is_mn_over_the_measurement_energy():
     from dlngeo.dynamics.gauss_newton import _isotropic_scale
 
-    loss, _ = small_completion()
+    loss, _ = completion()
     assert _isotropic_scale(loss.linear_measurements()) == 30 * 24 / 400  # 1 / p
-    loss, _ = small_sensing()
+    loss, _ = sensing()
     A = np.asarray(loss.linear_measurements().flat)
     energy = float(np.sum(A * A))  # sum_i |A_i|_F^2; one summation order against another
     scale = _isotropic_scale(loss.linear_measurements())
