@@ -50,6 +50,12 @@ class EntryMeasurements:
         structure: Optional ``(order, indices, indptr)`` of the CSR matrix of Omega
             (``order`` sorts the pairs by row, then column), when the caller has it
             already: shared, not copied.
+
+    Attributes:
+        order: ``None`` when the measurements are in the caller's order (the dense
+            case); else the sparse case's renumbering: measurement ``k`` (of ``rows``,
+            ``cols``, ``values`` and every vector here) is the caller's pair ``order[k]``,
+            the CSR order of Omega.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class EntryMeasurements:
         self.weight = float(weight)
         count = self.rows.size
         self.dense = m * n <= DENSE_ENTRIES and m * n <= 16 * max(count, 1)
+        self.order: np.ndarray | None = None
         if self.dense:
             self.flat = self.rows.astype(np.intp) * n + self.cols
             self.mask = np.zeros((m, n))
@@ -80,7 +87,14 @@ class EntryMeasurements:
                 indptr = np.concatenate(([0], np.cumsum(np.bincount(self.rows, minlength=m))))
             else:
                 order, indices, indptr = structure
-            self._order = order
+            # The measurements are renumbered in the CSR order (rows sorted, then columns):
+            # a gather then reads the left factor's rows in order and only the right
+            # factor's at random (cache-friendly), and the adjoint needs no permutation.
+            index = np.int32 if max(m, n) < 2**31 else np.intp
+            self.order = order
+            self.rows = np.repeat(np.arange(m, dtype=index), np.diff(indptr))
+            self.cols = indices
+            self.values = self.values[order]
             self._S = sp.csr_array((np.zeros(count), indices, indptr), shape=(m, n))
             self._St = self._S.T
 
@@ -88,7 +102,11 @@ class EntryMeasurements:
         """``(left @ right.T)[rows, cols]``."""
         if self.dense:
             return np.take(left @ right.T, self.flat)
-        return entries(Factored(left, right), self.rows, self.cols)
+        # Row-major factors: each gathered row is one contiguous run (a transposed view,
+        # e.g. ``vt.T``, would touch ``q`` cache lines per entry).
+        return entries(
+            Factored(np.ascontiguousarray(left), np.ascontiguousarray(right)), self.rows, self.cols
+        )
 
     def measure(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """``A(left @ right.T)`` in the form :meth:`adjoint` takes fastest (see :meth:`vector`).
@@ -117,7 +135,7 @@ class EntryMeasurements:
             Z = np.zeros(self.shape[0] * self.shape[1])
             Z[self.flat] = y
             return Z.reshape(self.shape)
-        np.take(y, self._order, out=self._S.data)  # _St shares the data array
+        np.copyto(self._S.data, y)  # CSR order already; _St shares the data array
         return _SparsePair(self._S, self._St)
 
     def gram(self, y: np.ndarray) -> np.ndarray:

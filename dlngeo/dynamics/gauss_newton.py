@@ -129,10 +129,9 @@ class _LMStepper(Stepper):
         # Work arrays of J c = A([A, u] [v, B]^T): the halves u and v are fixed at this point.
         self._left = np.empty((m, 2 * k))
         self._left[:, k:] = u
-        self._right_t = np.empty(
-            (2 * k, n)
-        )  # [v, B]^T, C-contiguous: left @ right_t is one plain GEMM
-        self._right_t[:k] = vt
+        # [v, B], row-major: the sparse gather reads each of its rows as one run.
+        self._right = np.empty((n, 2 * k))
+        self._right[:, :k] = self.v
         self.res2 = float(r @ r)
         self.loss = self.op.weight * self.res2
         self.g = self._adjoint(r)
@@ -152,8 +151,8 @@ class _LMStepper(Stepper):
         A, B = self._split(c)
         k = self.rank
         self._left[:, :k] = A
-        self._right_t[k:] = B.T
-        return self.op.measure(self._left, self._right_t.T)
+        self._right[:, k:] = B
+        return self.op.measure(self._left, self._right)
 
     def _adjoint(self, y: np.ndarray) -> np.ndarray:
         """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat."""
