@@ -425,3 +425,36 @@ def test_lm_start_is_the_task_start():
     assert np.linalg.norm((u * s) @ vt - Xr) <= 4 * angle * sigma[0]
     exact = np.linalg.norm(sigma[r:]) / np.linalg.norm(sigma)
     assert abs(truncation - exact) <= (4 * angle + 100 * EPS) * sigma[0] / np.linalg.norm(sigma)
+
+
+def test_sparse_entry_measurements_are_numbered_in_the_csr_order_of_omega(monkeypatch):
+    # The sparse path renumbers Omega by rows, then columns (cache-friendly gathers, an
+    # adjoint without permutation): every vector must follow that numbering, on an
+    # Omega given in random order.
+    monkeypatch.setattr(dlngeo.measurements, "DENSE_ENTRIES", 0)
+    rng = np.random.default_rng(11)
+    m, n, q = 30, 24, 4
+    flat_index = rng.permutation(m * n)[:300]  # distinct pairs, unsorted
+    rows, cols = np.divmod(flat_index, n)
+    values = rng.standard_normal(rows.size)
+    op = dlngeo.measurements.EntryMeasurements(rows, cols, (m, n), values, 0.5)
+    assert not op.dense and op.order is not None
+    np.testing.assert_array_equal(op.rows, rows[op.order])
+    np.testing.assert_array_equal(op.cols, cols[op.order])
+    np.testing.assert_array_equal(op.values, values[op.order])
+    assert np.all(np.diff(op.rows.astype(np.int64) * n + op.cols) > 0)  # CSR order
+    left, right_t = rng.standard_normal((m, q)), rng.standard_normal((q, n))
+    dense = left @ right_t
+    # Each entry sums q products: rounding <= q eps sum |terms| (both sides).
+    bound = 2 * q * EPS * (np.abs(left) @ np.abs(right_t))[op.rows, op.cols]
+    measured = op.apply(left, right_t.T)  # a transposed (column-major) right factor
+    assert np.all(np.abs(measured - dense[op.rows, op.cols]) <= bound)
+    np.testing.assert_array_equal(measured, op.apply(left, np.ascontiguousarray(right_t.T)))
+    y = rng.standard_normal(rows.size)
+    Z = np.zeros((m, n))
+    Z[op.rows, op.cols] = y
+    W = rng.standard_normal((n, 3))
+    # Sparse products sum at most n (or m) terms: rounding <= n eps sum |terms|.
+    np.testing.assert_allclose(
+        op.adjoint(y) @ W, Z @ W, rtol=0, atol=n * EPS * (np.abs(Z) @ np.abs(W)).max()
+    )
