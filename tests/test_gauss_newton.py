@@ -90,6 +90,8 @@ def test_lm_gradient_norm_is_the_riemannian_gradient_norm():
         ({"radius": 0}, "radius"),
         ({"radius": float("inf")}, "radius"),
         ({"forcing": 1.5}, "forcing"),
+        ({"theta": 0}, "theta"),
+        ({"theta": float("inf")}, "theta"),
         ({"projected_start": "yes"}, "projected_start"),
         ({"power_iterations": -1}, "power_iterations"),
         ({"max_inner": 0}, "max_inner"),

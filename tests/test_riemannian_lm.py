@@ -458,3 +458,30 @@ def test_sparse_entry_measurements_are_numbered_in_the_csr_order_of_omega(monkey
     np.testing.assert_allclose(
         op.adjoint(y) @ W, Z @ W, rtol=0, atol=n * EPS * (np.abs(Z) @ np.abs(W)).max()
     )
+
+
+@pytest.mark.parametrize("theta", [0.5, 1.0])
+def test_inner_solves_stop_relative_to_the_start_with_exponent_theta(monkeypatch, theta):
+    # Every inner solve gets rtol = min(kappa, (|g_k| / |g_0|)^theta), g_0 the start's gradient.
+    import dlngeo.dynamics.gauss_newton as gauss_newton
+
+    calls = []
+
+    def recording(jacobian, adjoint, gradient, radius, rtol, max_iterations):
+        calls.append((float(np.linalg.norm(gradient)), rtol, gradient.size))
+        return truncated_cg(jacobian, adjoint, gradient, radius, rtol, max_iterations)
+
+    monkeypatch.setattr(gauss_newton, "truncated_cg", recording)
+    solver = dlngeo.create_solver("riemannian_lm", theta=theta, forcing=0.2)
+    task = default_task(0)
+    stepper = _LMStepper(task, solver)
+    stepper.start()
+    g0 = stepper.g_norm
+    rec = solver.run(task, Stopping(loss_below=1e-6, max_iterations=200, **TO_TARGET))
+    assert rec.stop_reason == "loss_below" and len(calls) >= 2
+    # |g| recomputed here from the flat gradient: a sum of `size` squares in another
+    # order than the stepper's, so relative rounding <= size eps in |g| and |g_0|.
+    for g, rtol, size in calls:
+        expected = min(0.2, (g / g0) ** theta)
+        assert abs(rtol - expected) <= 4 * size * EPS * expected
+    assert min(rtol for _, rtol, _ in calls) < 0.2  # the superlinear branch was taken
