@@ -19,7 +19,7 @@ name                        options
 ``riemannian_cg``           metric, record_every, initial_step_size, beta_rule
 ``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner,
                             kappa, theta
-``riemannian_lm``           radius, forcing, max_inner, max_rejections, projected_steps,
+``riemannian_lm``           radius, forcing, theta, max_inner, max_rejections, projected_steps,
                             power_iterations, record_every
 ==========================  ==========================================================
 """
