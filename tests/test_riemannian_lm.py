@@ -332,8 +332,7 @@ def test_lm_without_the_projected_start_runs_tangent_steps_only():
     assert rec.info["projected_steps"] == 0
 
 
-def test_lapack_retraction_equals_the_library_retraction():
-    from dlngeo.dynamics import gn_kernels
+def test_lapack_retraction_of_one_point_equals_the_batched_retraction():
     from dlngeo.geometry import lowrank_ops
 
     u, s, vt = random_point((40, 30), [5.0, 2.0, 0.5], seed=3)
@@ -343,14 +342,15 @@ def test_lapack_retraction_equals_the_library_retraction():
     Vp = rng.standard_normal((30, 3))
     Vp -= vt.T @ (vt @ Vp)
     M = rng.standard_normal((3, 3))
-    mine = gn_kernels.retract(u, s, vt, Up, M, Vp)
-    library = lowrank_ops.retract(u, s, vt, Up, M, Vp)
+    mine = lowrank_ops.retract(u, s, vt, Up, M, Vp)  # one float64 point: LAPACK directly
+    # a stack of one takes the batched numpy path
+    library = tuple(a[0] for a in lowrank_ops.retract(*(a[None] for a in (u, s, vt, Up, M, Vp))))
     # Same factorizations (LAPACK's QR and SVD), different products: rounding
     # ~ eps * (sizes) * |X + xi|; compared as matrices (factors are defined up to signs).
     X = to_dense(mine)
     np.testing.assert_allclose(X, to_dense(library), atol=1e3 * EPS * np.abs(X).max())
     np.testing.assert_allclose(mine[1], library[1], rtol=1e3 * EPS)
-    Q, R = gn_kernels.qr(Up)
+    Q, R = lowrank_ops.thin_qr(Up)
     np.testing.assert_allclose(Q @ R, Up, atol=1e2 * EPS * np.abs(Up).max())
     np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e2 * EPS)
     assert np.all(np.tril(R, -1) == 0)

@@ -88,11 +88,12 @@ from typing import Any
 import numpy as np
 
 from ..geometry.fixed_rank import FixedRank
+from ..geometry.lowrank_ops import retract
 from ..measurements import DenseMeasurements, EntryMeasurements
 from ..validation import positive_integer
 from .base import Callback, Method, Stopping, Task
 from .driver import NumericalFailure, Stepper, check_positive, check_record_options, drive_method
-from .gn_kernels import retract, top_singular, truncated_cg
+from .gn_kernels import top_singular, truncated_cg
 from .intrinsic import lowrank_start
 from .record import Record
 

@@ -3,10 +3,6 @@ r"""Kernels of the Riemannian Levenberg–Marquardt method (:mod:`dlngeo.dynamic
 * :func:`truncated_cg`: Steihaug–Toint CG on a Gauss–Newton model
   :math:`\langle g, c\rangle + \tfrac12\|Jc\|^2` in a ball, on flat coordinate
   vectors (one numpy operation per vector update).
-* :func:`qr`, :func:`retract`: thin QR and the metric-projection retraction of
-  :func:`dlngeo.geometry.lowrank_ops.retract`, called through LAPACK
-  directly (``dgeqrf``/``dorgqr``, ``dgesdd``: the routines numpy calls,
-  without its per-call checks, which dominate at these sizes).
 * :func:`top_singular`: the top-``r`` singular triplets of a matrix given by
   its products, by block subspace iteration (Halko, Martinsson & Tropp 2011,
   Alg. 4.4).
@@ -19,7 +15,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy.linalg import lapack
 
-__all__ = ["truncated_cg", "qr", "retract", "top_singular"]
+from ..geometry.lowrank_ops import thin_qr as qr
+
+__all__ = ["truncated_cg", "top_singular"]
 
 
 def truncated_cg(
@@ -73,58 +71,11 @@ def truncated_cg(
     return c, Jc, False, max_iterations
 
 
-_LOWER: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _lower(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the strictly lower triangle of ``n x n`` (cached: ``np.triu`` rebuilds a mask per call)."""
-    if n not in _LOWER:
-        _LOWER[n] = np.tril_indices(n, -1)
-    return _LOWER[n]
-
-
-def qr(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thin QR of a tall ``A`` (``m >= n``) by LAPACK ``dgeqrf`` + ``dorgqr``: ``Q`` (m x n), ``R`` (n x n)."""
-    factored, tau, _, info = lapack.dgeqrf(A)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
-    n = A.shape[1]
-    R = factored[:n].copy()
-    R[_lower(n)] = 0.0
-    Q, _, info = lapack.dorgqr(factored, tau)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dorgqr failed (info {info})")
-    return Q, R
-
-
 def _svd(T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     U, S, Vt, info = lapack.dgesdd(T, full_matrices=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"dgesdd failed (info {info})")
     return U, S, Vt
-
-
-def retract(
-    u: np.ndarray, s: np.ndarray, vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Metric projection of :math:`X + \xi` onto :math:`M_r` (as :func:`dlngeo.geometry.lowrank_ops.retract`).
-
-    With :math:`U_p = Q_u R_u`, :math:`V_p = Q_v R_v`,
-    :math:`X + \xi = [u, Q_u]\,T\,[v, Q_v]^\top`,
-    :math:`T = \begin{pmatrix}\mathrm{diag}(s) + M & R_v^\top \\ R_u & 0\end{pmatrix}`.
-    """
-    r = s.shape[0]
-    Qu, Ru = qr(Up)
-    Qv, Rv = qr(Vp)
-    T = np.zeros((2 * r, 2 * r))
-    T[:r, :r] = M
-    T[np.arange(r), np.arange(r)] += s
-    T[:r, r:] = Rv.T
-    T[r:, :r] = Ru
-    Ut, St, Vtt = _svd(T)
-    u_new = u @ Ut[:r, :r] + Qu @ Ut[r:, :r]
-    vt_new = Vtt[:r, :r] @ vt + Vtt[:r, r:] @ Qv.T
-    return u_new, St[:r], vt_new
 
 
 def top_singular(

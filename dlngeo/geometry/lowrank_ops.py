@@ -15,7 +15,10 @@ are the single-point operations of :class:`~dlngeo.geometry.FixedRank`
 * :func:`tangent_to_ambient`: :math:`\xi = L R^\top` with
   ``L = [U M + Up, U]``, ``R = [V, Vp]`` (``m x 2r`` and ``n x 2r``).
 * :func:`retract`: the metric projection of :math:`X + \xi` onto :math:`M_r`
-  (a second-order retraction, Absil & Malick 2012) from a ``2r x 2r`` SVD.
+  (a second-order retraction, Absil & Malick 2012) from a ``2r x 2r`` SVD;
+  a single float64 point calls LAPACK directly (:func:`thin_qr`, ``dgesdd``:
+  the routines numpy calls, without its per-call checks, which dominate at
+  small sizes).
 * :func:`truncate`: the best rank-``r`` approximation of :math:`L R^\top`
   (QR of both factors and a small SVD; Eckart–Young).
 """
@@ -23,6 +26,7 @@ are the single-point operations of :class:`~dlngeo.geometry.FixedRank`
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ..lowrank import tangent_to_factored
 
@@ -31,6 +35,7 @@ __all__ = [
     "tangent_from_products",
     "tangent_to_ambient",
     "retract",
+    "thin_qr",
     "truncate",
     "svd_of_product",
 ]
@@ -87,6 +92,11 @@ def retract(
     the truncated SVD of ``T`` gives that of :math:`X + \xi`.
     """
     r = U.shape[-1]
+    one = (U, Vt, Up, M, Vp)
+    if all(isinstance(A, np.ndarray) and A.ndim == 2 and A.dtype == np.float64 for A in one) and (
+        isinstance(s, np.ndarray) and s.ndim == 1
+    ):
+        return _retract_one(U, s, Vt, Up, M, Vp)
     batch = np.broadcast_shapes(U.shape[:-2], s.shape[:-1], M.shape[:-2])
     Qu, Ru = np.linalg.qr(Up)
     Qv, Rv = np.linalg.qr(Vp)
@@ -99,6 +109,45 @@ def retract(
     U_new = np.concatenate((U, Qu), axis=-1) @ Ut[..., :, :r]
     V_new = np.concatenate((_t(Vt), Qv), axis=-1) @ _t(Vtt)[..., :, :r]
     return U_new, St[..., :r], _t(V_new)
+
+
+def _retract_one(
+    u: np.ndarray, s: np.ndarray, vt: np.ndarray, Up: np.ndarray, M: np.ndarray, Vp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`retract` at one point, through LAPACK directly."""
+    r = s.shape[0]
+    Qu, Ru = thin_qr(Up)
+    Qv, Rv = thin_qr(Vp)
+    T = np.zeros((2 * r, 2 * r))
+    T[:r, :r] = M
+    T[np.arange(r), np.arange(r)] += s
+    T[:r, r:] = Rv.T
+    T[r:, :r] = Ru
+    Ut, St, Vtt, info = lapack.dgesdd(T, full_matrices=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgesdd failed (info {info})")
+    u_new = u @ Ut[:r, :r] + Qu @ Ut[r:, :r]
+    vt_new = Vtt[:r, :r] @ vt + Vtt[:r, r:] @ Qv.T
+    return u_new, St[:r], vt_new
+
+
+_LOWER: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def thin_qr(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Thin QR of a tall float64 ``A`` (``m >= n``) by LAPACK ``dgeqrf`` + ``dorgqr``: ``Q`` (m x n), ``R`` (n x n)."""
+    factored, tau, _, info = lapack.dgeqrf(A)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
+    n = A.shape[1]
+    R = factored[:n].copy()
+    if n not in _LOWER:  # the strictly lower triangle's indices, cached (np.triu rebuilds a mask)
+        _LOWER[n] = np.tril_indices(n, -1)
+    R[_LOWER[n]] = 0.0
+    Q, _, info = lapack.dorgqr(factored, tau)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dorgqr failed (info {info})")
+    return Q, R
 
 
 def truncate(
