@@ -234,12 +234,12 @@ class _LMStepper(Stepper):
         self.projecting = False
         forcing = min(method.forcing, (self.g_norm / self.g0) ** method.theta)
         for _ in range(method.max_rejections):
-            c, Jc, boundary, inner = truncated_cg(
+            c, Hc, boundary, inner = truncated_cg(
                 self._jacobian, self._adjoint, self.g, self.delta, forcing, method.max_inner
             )
             self.counts["inner"] += inner
-            Jc = self.op.vector(Jc)
-            predicted = -float(self.r @ Jc) - 0.5 * float(Jc @ Jc)
+            # The model's decrease: <r, J c> = <g, c> and |J c|^2 = <c, H c>.
+            predicted = -float(self.g @ c) - 0.5 * float(c @ Hc)
             A, B = self._split(c)
             M = self.u.T @ A
             u, s, vt = retract(self.u, self.s, self.vt, A - self.u @ M, M, B)

@@ -32,14 +32,19 @@ def truncated_cg(
 
     ``jacobian(c)`` is ``J c`` (any array whose ``numpy.vdot`` is that of ``J c``);
     ``adjoint(y)`` is ``J^T y`` of such an array (``c``, ``g``: flat vectors).
-    Stops when the model gradient ``J^T J c + g`` is at most ``rtol |g|``, on
-    the boundary (the step is then the point where the last CG direction
-    crosses it), or after ``max_iterations`` (Conn, Gould & Toint 2000,
-    Alg. 7.5.1). Returns ``(c, J c, on_boundary, iterations)``.
+    Stops when the model gradient ``H c + g`` (``H = J^T J``) is at most
+    ``rtol |g|``, on the boundary (the step is then the point where the last CG
+    direction crosses it), or after ``max_iterations`` (Conn, Gould & Toint 2000,
+    Alg. 7.5.1). Returns ``(c, H c, on_boundary, iterations)``; the model
+    decrease is ``-(<g, c> + <c, H c> / 2)``.
+
+    ``|c|^2``, ``<c, p>`` and ``|p|^2`` follow CG's recurrences (as Manopt's
+    ``tCG``: ``<c_k, r_k> = 0`` and ``<p_k, r_{k+1}> = 0`` in exact arithmetic),
+    and ``H c`` is the model residual minus ``g``, so an iteration costs one
+    ``J`` and one ``J^T`` product and four vector updates.
     """
     c = np.zeros_like(gradient)
-    Jc: np.ndarray | None = None
-    res = gradient.copy()
+    res = gradient.copy()  # H c + g
     p = -gradient
     rr = float(res @ res)
     target2 = rtol * rtol * rr
@@ -53,22 +58,21 @@ def truncated_cg(
         if not curvature > 0 or cc + alpha * (2 * cp + alpha * pp) >= r2:
             tau = (np.sqrt(cp * cp + pp * (r2 - cc)) - cp) / pp  # |c + tau p| = radius
             c += tau * p
-            return c, (tau * Jp if Jc is None else Jc + tau * Jp), True, k
+            res += tau * adjoint(Jp)
+            return c, res - gradient, True, k
         c += alpha * p
-        if Jc is None:
-            Jc = alpha * Jp
-        else:
-            Jc += alpha * Jp
         res += alpha * adjoint(Jp)
         rr_new = float(res @ res)
         if rr_new <= target2:
-            return c, Jc, False, k
-        p *= rr_new / rr
+            return c, res - gradient, False, k
+        beta = rr_new / rr
+        p *= beta
         p -= res
+        cc += alpha * (2 * cp + alpha * pp)
+        cp = beta * (cp + alpha * pp)
+        pp = rr_new + beta * beta * pp
         rr = rr_new
-        cc, cp, pp = float(c @ c), float(c @ p), float(p @ p)
-    assert Jc is not None  # at least one interior iteration ran
-    return c, Jc, False, max_iterations
+    return c, res - gradient, False, max_iterations
 
 
 def _svd(T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
