@@ -9,7 +9,8 @@ residual on the observations ``||r|| / ||P_Omega(M)||`` reaches ``--tol``; the
 table then gives the relative error on the whole matrix
 ``||X - M||_F / ||M||_F`` (from the factors).
 
-Contenders: dlngeo's ``riemannian_lm``, ``riemannian_cg`` (embedded metric) and
+Contenders: dlngeo's ``riemannian_lm`` (with its diagonal preconditioner and
+without), ``riemannian_cg`` (embedded metric) and
 ``riemannian_tr`` (embedded metric with its default ``theta = 1`` and with
 ``theta = 0.5``, and g_N), and the peer: pymanopt's
 ``FixedRankEmbedded`` with ``ConjugateGradient`` and three small fixes made
@@ -67,6 +68,7 @@ TO_TARGET = {"gradient_norm_rtol": 0, "gradient_norm_atol": 0}
 
 METHODS = {
     "dlngeo riemannian_lm": ("riemannian_lm", {}),
+    "dlngeo riemannian_lm (no preconditioner)": ("riemannian_lm", {"preconditioner": "none"}),
     "dlngeo riemannian_cg (embedded)": ("riemannian_cg", {"metric": "embedded"}),
     "dlngeo riemannian_tr (embedded)": ("riemannian_tr", {"metric": "embedded"}),
     "dlngeo riemannian_tr (g_N)": ("riemannian_tr", {"metric": "dln"}),

@@ -11,9 +11,16 @@ of the operators here; the Riemannian Gauss–Newton solver
 * ``adjoint(y)``: :math:`\mathcal A^*(y)` as a matrix ``Z`` with ``Z @ V`` and
   ``Z.T @ U`` (a dense array or a scipy.sparse matrix);
 * ``gram(y)``: :math:`\mathcal A\mathcal A^*(y)`;
+* ``diagonal(u, v)``: the squared norms :math:`\|\mathcal A(e_i v_l^\top)\|^2`
+  (``m x q``) and :math:`\|\mathcal A(u_l e_j^\top)\|^2` (``n x q``), the diagonal
+  of the Gauss–Newton matrix in the coordinates of
+  :mod:`dlngeo.dynamics.gauss_newton`;
 * ``measure(left, right)``: :math:`\mathcal A(L R^\top)` in whatever form
   ``adjoint`` takes fastest, with the inner products of the measurement
   vectors (``numpy.vdot``), and ``vector(y)`` turning it into the vector;
+* ``isotropic_scale()``: :math:`mn / \sum_i \|A_i\|_F^2`, the scale that makes
+  :math:`\mathcal A` an isometry on average (``1/p`` for completion; 0 without
+  measurements);
 * ``values`` (:math:`b`), ``weight`` (:math:`w`), ``shape`` (``(m, n)``).
 
 :class:`EntryMeasurements` (completion) costs ``O(k q)`` per ``apply`` and
@@ -141,6 +148,18 @@ class EntryMeasurements:
     def gram(self, y: np.ndarray) -> np.ndarray:
         return y
 
+    def isotropic_scale(self) -> float:
+        """``mn / |Omega|`` (each measurement is one unit entry)."""
+        m, n = self.shape
+        return m * n / self.values.size if self.values.size else 0.0
+
+    def diagonal(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(P_Omega @ v**2, P_Omega.T @ u**2)``, ``P_Omega`` the 0/1 pattern of Omega."""
+        if self.dense:
+            return self.mask @ (v * v), self.mask.T @ (u * u)
+        self._S.data.fill(1.0)  # the work matrix of adjoint(), overwritten by its next call
+        return self._S @ (v * v), self._St @ (u * u)
+
 
 class _SparsePair:
     """A sparse matrix and its transpose sharing data: ``Z @ V`` and ``Z.T @ U`` without re-validation."""
@@ -184,3 +203,16 @@ class DenseMeasurements:
 
     def gram(self, y: np.ndarray) -> np.ndarray:
         return self.flat @ (y @ self.flat)
+
+    def isotropic_scale(self) -> float:
+        """``mn / sum_i |A_i|_F^2``."""
+        energy = float(np.einsum("ij,ij->", self.flat, self.flat))
+        return self.shape[0] * self.shape[1] / energy if energy > 0 else 0.0
+
+    def diagonal(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sum_k (A_k v)**2`` and ``sum_k (A_k^T u)**2``, ``O(k m n q)``."""
+        m, n = self.shape
+        stack = self.flat.reshape(-1, m, n)
+        Av = stack @ v  # k x m x q
+        Atu = stack.transpose(0, 2, 1) @ u  # k x n x q
+        return np.einsum("kil,kil->il", Av, Av), np.einsum("kjl,kjl->jl", Atu, Atu)

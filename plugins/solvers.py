@@ -20,7 +20,7 @@ name                        options
 ``riemannian_tr``           metric, record_every, trust_radius, initial_radius, max_inner, min_inner,
                             kappa, theta
 ``riemannian_lm``           radius, forcing, theta, max_inner, max_rejections, projected_steps,
-                            power_iterations, record_every
+                            power_iterations, preconditioner, record_every
 ==========================  ==========================================================
 """
 

@@ -191,7 +191,8 @@ def test_gauss_newton_model_error_is_second_order():
         assert 3.6 <= errors[0] / errors[1] <= 4.4
 
 
-def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_truncated_cg_solves_the_model_or_stops_on_the_boundary(preconditioned):
     loss, _ = completion()
     point = random_point(loss.shape, [3.0, 1.5])
     stepper = stepper_at(loss, point)
@@ -199,19 +200,17 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
     v = point[2].T
     # Dense J on the coordinates of T_X: columns for A (all of m x r), B (V^T B = 0).
     basis_B = np.linalg.svd(np.eye(n) - v @ v.T)[0][:, : n - 2]
-    columns = []
+    basis = []  # the same coordinate vectors in the stepper's flat (A, B) form
     for i in range(m * 2):
         e = np.zeros(m * 2)
         e[i] = 1
-        columns.append(
-            stepper.op.vector(stepper._jacobian(flat(e.reshape(m, 2), np.zeros((n, 2)))))
-        )
+        basis.append(flat(e.reshape(m, 2), np.zeros((n, 2))))
     for i in range(n - 2):
         for j in range(2):
             B = np.zeros((n, 2))
             B[:, j] = basis_B[:, i]
-            columns.append(stepper.op.vector(stepper._jacobian(flat(np.zeros((m, 2)), B))))
-    J = np.column_stack(columns)
+            basis.append(flat(np.zeros((m, 2)), B))
+    J = np.column_stack([stepper.op.vector(stepper._jacobian(e)) for e in basis])
     g = J.T @ stepper.r
     H = J.T @ J
 
@@ -219,12 +218,24 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
         A, B = stepper._split(c)
         return np.concatenate((A.ravel(), np.einsum("ni,nj->ij", basis_B, B).ravel()))
 
+    precondition = stepper._precondition if preconditioned else None
+    # M^{-1} in these coordinates (the identity without a preconditioner), and |x|_M.
+    Minv = np.column_stack([coords(precondition(e)) for e in basis]) if preconditioned else None
+    if preconditioned:
+        np.testing.assert_allclose(Minv, Minv.T, atol=100 * EPS * np.abs(Minv).max())
+        assert np.linalg.eigvalsh(Minv).min() > 0
+    else:
+        Minv = np.eye(H.shape[0])
+
+    def m_norm(x):
+        return float(np.sqrt(x @ np.linalg.solve(Minv, x)))
+
     grad = coords(stepper.g)
     np.testing.assert_allclose(grad, g, atol=1e3 * EPS * np.abs(g).max())
     # Interior: the model gradient H c + g is below rtol |g| (CG's own test), plus
     # the rounding of H c (~ eps cond |g|; cond(H) here is below 1e4).
     c, Hc, boundary, its = truncated_cg(
-        stepper._jacobian, stepper._adjoint, stepper.g, np.inf, 1e-10, 500
+        stepper._jacobian, stepper._adjoint, stepper.g, np.inf, 1e-10, 500, precondition
     )
     c, Hc = coords(c), coords(Hc)
     assert not boundary and its < H.shape[0]
@@ -233,28 +244,118 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary():
     ) * 1.01 + 1e4 * EPS * np.linalg.norm(g)
 
     # H c is CG's recursively updated residual minus g: off the true one by at most
-    # ~ eps (its + 1) (|g| + |J^T| |J| |c|) times the terms of a product, m + n
-    # (Greenbaum 1997); CG's iterates grow in norm (Steihaug 1983), so |c| bounds them.
+    # ~ eps (its + 1) (|g| + |J^T| |J| max_j |c_j|) times the terms of a product, m + n
+    # (Greenbaum 1997); CG's iterates grow in the M-norm (Steihaug 1983), so
+    # |c_j| <= sqrt(lambda_max(M^{-1})) |c|_M.
+    top = float(np.sqrt(np.linalg.eigvalsh(Minv).max()))
+
     def recursion_bound(its, c):
         absolute = np.linalg.norm(np.abs(J).T @ np.abs(J), 2)
-        return (its + 1) * (m + n) * EPS * (np.linalg.norm(g) + absolute * np.linalg.norm(c))
+        largest = top * m_norm(c)
+        return (its + 1) * (m + n) * EPS * (np.linalg.norm(g) + absolute * largest)
 
     assert np.linalg.norm(Hc - H @ c) <= recursion_bound(its, c)
-    # Boundary: |c| = radius (to rounding) and at least the Cauchy decrease.
-    radius = 0.1 * np.linalg.norm(c)
+    # Boundary: |c|_M = radius (to rounding) and at least the Cauchy decrease along
+    # the first CG direction -M^{-1} g.
+    radius = 0.1 * m_norm(c)
     c, Hc, boundary, its = truncated_cg(
-        stepper._jacobian, stepper._adjoint, stepper.g, radius, 1e-10, 500
+        stepper._jacobian, stepper._adjoint, stepper.g, radius, 1e-10, 500, precondition
     )
     c, Hc = coords(c), coords(Hc)
     assert boundary
-    assert np.linalg.norm(c) == pytest.approx(radius, rel=1e-12)
+    assert m_norm(c) == pytest.approx(radius, rel=1e-10)
     assert np.linalg.norm(Hc - H @ c) <= recursion_bound(its, c)
 
     def model(x):
         return g @ x + 0.5 * x @ H @ x
 
-    t = min(radius / np.linalg.norm(g), (g @ g) / (g @ H @ g))
-    assert model(c) <= model(-t * g) + 1e3 * EPS * abs(model(-t * g))
+    d = -Minv @ g
+    t = min(radius / m_norm(d), -(g @ d) / (d @ H @ d))
+    assert model(c) <= model(t * d) + 1e3 * EPS * abs(model(t * d))
+
+
+def test_diagonal_preconditioner_is_the_diagonal_of_the_gauss_newton_matrix(monkeypatch):
+    # op.diagonal(u, v) = |A(e_i v_l^T)|^2 and |A(u_l e_j^T)|^2: the squared norms of
+    # J's columns in the (A, B) coordinates (B without the projection V^T B = 0).
+    cases = list(problems()) + [("completion (sparse)", *completion())]
+    dense_entries = dlngeo.measurements.DENSE_ENTRIES
+    for name, loss, _ in cases:
+        m, n = loss.shape
+        sparse = name == "completion (sparse)"
+        monkeypatch.setattr(dlngeo.measurements, "DENSE_ENTRIES", 0 if sparse else dense_entries)
+        stepper = stepper_at(loss, random_point(loss.shape, [3.0, 1.5]))
+        assert getattr(stepper.op, "dense", True) is not sparse
+        u, v = stepper.u, stepper.v
+        dA, dB = stepper.op.diagonal(u, v)
+        assert dA.shape == (m, 2) and dB.shape == (n, 2)
+        for i, l in [(0, 0), (3, 1), (m - 1, 1)]:
+            E = np.zeros((m, 2))
+            E[i, l] = 1
+            column = stepper.op.vector(stepper._jacobian(flat(E, np.zeros((n, 2)))))
+            # A sum of |Omega_i| squares (or k for sensing) of O(mn)-term products.
+            assert dA[i, l] == pytest.approx(column @ column, rel=10 * m * n * EPS)
+        for j, l in [(0, 1), (5, 0), (n - 1, 0)]:
+            E = np.zeros((n, 2))
+            E[j, l] = 1
+            column = stepper.op.vector(stepper._jacobian(flat(np.zeros((m, 2)), E)))
+            assert dB[j, l] == pytest.approx(column @ column, rel=10 * m * n * EPS)
+        if sparse:  # diagonal() borrows the adjoint's work matrix: the next adjoint is intact
+            y = np.arange(1.0, stepper.r.size + 1)
+            Z = np.zeros((m, n))
+            Z[stepper.op.rows, stepper.op.cols] = y
+            np.testing.assert_allclose(
+                stepper.op.adjoint(y) @ v,
+                Z @ v,
+                rtol=0,
+                atol=n * EPS * (np.abs(Z) @ np.abs(v)).max(),
+            )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lm_with_and_without_the_preconditioner_reach_the_loss(seed):
+    # The preconditioner changes the inner solves (and the trust region's norm), not
+    # what the method converges to: both reach 1e-6 from the default start.
+    task = default_task(seed)
+    stop = Stopping(loss_below=1e-6, max_iterations=200, **TO_TARGET)
+    for preconditioner in ("diagonal", "none"):
+        rec = dlngeo.create_solver("riemannian_lm", preconditioner=preconditioner).run(task, stop)
+        assert rec.stop_reason == "loss_below"
+    with pytest.raises(ValueError, match="preconditioner"):
+        dlngeo.create_solver("riemannian_lm", preconditioner="jacobi")
+
+
+def test_preconditioner_cuts_the_inner_iterations_of_nonuniform_sampling():
+    # Entries sampled with power-law row and column weights (1/i): the diagonal of
+    # J^T J then spans orders of magnitude, which Jacobi scaling removes. Measured
+    # (200 x 200, rank 3, 6000 entries, seeds 0-4): 46-56 inner iterations against
+    # 101-147 without; both reach the loss in the same 6 steps.
+    from dlngeo.lowrank import entries
+
+    n, rank = 200, 3
+    rng = np.random.default_rng(0)
+    target = dlngeo.create_sampler(
+        "low_rank_target", shape=(n, n), rank=rank, factored=True
+    ).sample(rng)
+    w = 1.0 / np.arange(1, n + 1)
+    flat_index = rng.choice(n * n, 6000, replace=False, p=np.outer(w, w).ravel() / w.sum() ** 2)
+    rows, cols = flat_index // n, flat_index % n
+    values = entries(target, rows, cols)
+    loss = dlngeo.create_loss(
+        "matrix_completion", rows=rows, cols=cols, values=values, shape=(n, n)
+    )
+    net = dlngeo.DeepLinearNetwork((n, rank, n))
+    weights = dlngeo.create_sampler("spectral", init_scale=1.0, rank=rank, weighted=True).sample(
+        rng, network=net, loss=loss
+    )
+    task = Task(loss=loss, network=net, weights0=weights, rank=rank)
+    stop = Stopping(loss_below=1e-12 * np.mean(values**2), max_iterations=200, **TO_TARGET)
+    inner = {}
+    for preconditioner in ("diagonal", "none"):
+        solver = dlngeo.create_solver("riemannian_lm", preconditioner=preconditioner)
+        rec = solver.run(task, stop)
+        assert rec.stop_reason == "loss_below"
+        inner[preconditioner] = rec.info["inner_iterations"]
+    assert inner["diagonal"] < inner["none"]
 
 
 def test_projected_step_is_the_exact_projection_with_enough_iterations():
@@ -312,17 +413,43 @@ def test_later_projected_steps_take_svp_step_three_over_four_p():
     assert np.linalg.norm(X2 - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
 
 
-def test_isotropic_scale_is_mn_over_the_measurement_energy():
-    from dlngeo.dynamics.gauss_newton import _isotropic_scale
-
+def test_an_operator_without_the_optional_methods_runs_unpreconditioned(monkeypatch):
+    # A third-party operator with only apply / measure / vector / adjoint / gram: no
+    # preconditioner (no diagonal) and no SVP step (no isotropic_scale); still converges.
     loss, _ = completion()
-    assert _isotropic_scale(loss.linear_measurements()) == 30 * 24 / 400  # 1 / p
+    op = loss.linear_measurements()
+
+    class Minimal:
+        def __init__(self, op):
+            self.op, self.values, self.weight, self.shape = op, op.values, op.weight, op.shape
+
+        def __getattr__(self, name):
+            if name in ("diagonal", "isotropic_scale"):
+                raise AttributeError(name)
+            return getattr(self.op, name)
+
+    monkeypatch.setattr(type(loss), "linear_measurements", lambda self: Minimal(op))
+    m, n = loss.shape
+    net = dlngeo.DeepLinearNetwork((n, max(m, n), m))
+    weights = dlngeo.create_sampler("gaussian", init_scale=1e-2).sample(0, net)
+    task = Task(loss, net, weights, rank=2)
+    stepper = _LMStepper(task, dlngeo.create_solver("riemannian_lm"))
+    stepper.start()
+    assert stepper._dinv is None
+    rec = dlngeo.create_solver("riemannian_lm").run(
+        task, Stopping(loss_below=1e-20, max_iterations=200, **TO_TARGET)
+    )
+    assert rec.stop_reason == "loss_below" and rec.info["projected_steps"] == 1
+
+
+def test_isotropic_scale_is_mn_over_the_measurement_energy():
+    loss, _ = completion()
+    assert loss.linear_measurements().isotropic_scale() == 30 * 24 / 400  # 1 / p
     loss, _ = sensing()
     A = np.asarray(loss.linear_measurements().flat)
     energy = float(np.sum(A * A))  # sum_i |A_i|_F^2; one summation order against another
-    scale = _isotropic_scale(loss.linear_measurements())
+    scale = loss.linear_measurements().isotropic_scale()
     assert abs(scale - 48 / energy) <= 1e2 * EPS * 48 / energy
-    assert _isotropic_scale(type("Other", (), {"shape": (3, 4)})()) == 0.0
 
 
 def test_lm_without_the_projected_start_runs_tangent_steps_only():
@@ -475,9 +602,9 @@ def test_inner_solves_stop_relative_to_the_start_with_exponent_theta(monkeypatch
 
     calls = []
 
-    def recording(jacobian, adjoint, gradient, radius, rtol, max_iterations):
+    def recording(jacobian, adjoint, gradient, radius, rtol, max_iterations, precondition=None):
         calls.append((float(np.linalg.norm(gradient)), rtol, gradient.size))
-        return truncated_cg(jacobian, adjoint, gradient, radius, rtol, max_iterations)
+        return truncated_cg(jacobian, adjoint, gradient, radius, rtol, max_iterations, precondition)
 
     monkeypatch.setattr(gauss_newton, "truncated_cg", recording)
     solver = dlngeo.create_solver("riemannian_lm", theta=theta, forcing=0.2)

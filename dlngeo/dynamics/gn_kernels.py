@@ -1,8 +1,8 @@
 r"""Kernels of the Riemannian Levenberg–Marquardt method (:mod:`dlngeo.dynamics.gauss_newton`).
 
 * :func:`truncated_cg`: Steihaug–Toint CG on a Gauss–Newton model
-  :math:`\langle g, c\rangle + \tfrac12\|Jc\|^2` in a ball, on flat coordinate
-  vectors (one numpy operation per vector update).
+  :math:`\langle g, c\rangle + \tfrac12\|Jc\|^2` in a ball, preconditioned, on
+  flat coordinate vectors (one numpy operation per vector update).
 * :func:`top_singular`: the top-``r`` singular triplets of a matrix given by
   its products, by block subspace iteration (Halko, Martinsson & Tropp 2011,
   Alg. 4.4).
@@ -27,51 +27,62 @@ def truncated_cg(
     radius: float,
     rtol: float,
     max_iterations: int,
+    precondition: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool, int]:
-    """Steihaug–Toint CG for ``min <g, c> + |J c|^2 / 2`` over ``|c| <= radius``.
+    """Steihaug–Toint CG for ``min <g, c> + |J c|^2 / 2`` over ``|c|_M <= radius``.
 
     ``jacobian(c)`` is ``J c`` (any array whose ``numpy.vdot`` is that of ``J c``);
-    ``adjoint(y)`` is ``J^T y`` of such an array (``c``, ``g``: flat vectors).
+    ``adjoint(y)`` is ``J^T y`` of such an array (``c``, ``g``: flat vectors);
+    ``precondition(x)`` is ``M^{-1} x`` for a symmetric positive definite ``M``
+    (default the identity), which also defines the trust region's norm
+    ``|c|_M = sqrt(c^T M c)`` (Conn, Gould & Toint 2000, Alg. 7.5.1, preconditioned).
     Stops when the model gradient ``H c + g`` (``H = J^T J``) is at most
-    ``rtol |g|``, on the boundary (the step is then the point where the last CG
-    direction crosses it), or after ``max_iterations`` (Conn, Gould & Toint 2000,
-    Alg. 7.5.1). Returns ``(c, H c, on_boundary, iterations)``; the model
-    decrease is ``-(<g, c> + <c, H c> / 2)``.
+    ``rtol |g|`` (Euclidean norms), on the boundary (the step is then the point
+    where the last CG direction crosses it), or after ``max_iterations``.
+    Returns ``(c, H c, on_boundary, iterations)``; the model decrease is
+    ``-(<g, c> + <c, H c> / 2)``.
 
-    ``|c|^2``, ``<c, p>`` and ``|p|^2`` follow CG's recurrences (as Manopt's
+    ``|c|_M^2``, ``<c, p>_M`` and ``|p|_M^2`` follow CG's recurrences (as Manopt's
     ``tCG``: ``<c_k, r_k> = 0`` and ``<p_k, r_{k+1}> = 0`` in exact arithmetic),
     and ``H c`` is the model residual minus ``g``, so an iteration costs one
-    ``J`` and one ``J^T`` product and four vector updates.
+    ``J`` and one ``J^T`` product, one preconditioning and five vector updates.
     """
     c = np.zeros_like(gradient)
     res = gradient.copy()  # H c + g
-    p = -gradient
+    z = res if precondition is None else precondition(res)
+    p = -z
     rr = float(res @ res)
+    rz = rr if precondition is None else float(res @ z)
     target2 = rtol * rtol * rr
     cc = cp = 0.0
-    pp = rr
+    pp = rz
     r2 = radius * radius
     for k in range(1, max_iterations + 1):
         Jp = jacobian(p)
         curvature = float(np.vdot(Jp, Jp))
-        alpha = rr / curvature if curvature > 0 else np.inf
+        alpha = rz / curvature if curvature > 0 else np.inf
         if not curvature > 0 or cc + alpha * (2 * cp + alpha * pp) >= r2:
-            tau = (np.sqrt(cp * cp + pp * (r2 - cc)) - cp) / pp  # |c + tau p| = radius
+            tau = (np.sqrt(cp * cp + pp * (r2 - cc)) - cp) / pp  # |c + tau p|_M = radius
             c += tau * p
             res += tau * adjoint(Jp)
             return c, res - gradient, True, k
         c += alpha * p
         res += alpha * adjoint(Jp)
-        rr_new = float(res @ res)
-        if rr_new <= target2:
+        rr = float(res @ res)
+        if rr <= target2:
             return c, res - gradient, False, k
-        beta = rr_new / rr
+        if precondition is None:
+            z, rz_new = res, rr
+        else:
+            z = precondition(res)
+            rz_new = float(res @ z)
+        beta = rz_new / rz
         p *= beta
-        p -= res
+        p -= z
         cc += alpha * (2 * cp + alpha * pp)
         cp = beta * (cp + alpha * pp)
-        pp = rr_new + beta * beta * pp
-        rr = rr_new
+        pp = rz_new + beta * beta * pp
+        rz = rz_new
     return c, res - gradient, False, max_iterations
 
 
