@@ -108,7 +108,7 @@ class Comparison:
                     f"{record.final_loss:.3e}",
                     str(record.n_iterations),
                     evals,
-                    f"{record.wall_time_s:.2f}",
+                    f"{record.wall_time_s:.3g}",  # 3 digits: a 3 ms run is not "0.00"
                     record.stop_reason,
                 )
             )

@@ -72,6 +72,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "intrinsic_flow": {"representation": "dense"},
         "riemannian_cg": {},
         "riemannian_tr": {},
+        "riemannian_lm": {},  # Gauss-Newton trust region for least squares (docs/math.md §8.6)
     },
 }
 

@@ -50,6 +50,7 @@ def test_compare_default_quick_end_to_end(tmp_path, capsys):
         "intrinsic_flow",
         "riemannian_cg",
         "riemannian_tr",
+        "riemannian_lm",
     ]
     for label, entry in document["methods"].items():
         # 1e-6 is the default config's stopping.loss_below (the stop reason is checked below)
