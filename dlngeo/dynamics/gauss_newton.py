@@ -176,9 +176,12 @@ class _LMStepper(Stepper):
         Z = self.op.adjoint(y)
         out = np.empty((self.m + self.n) * self.rank)
         A, B = self._split(out)
-        A[...] = Z @ self.v
-        ZtU = Z.T @ self.u
-        np.subtract(ZtU, self.v @ (self.vt @ ZtU), out=B)
+        if isinstance(Z, np.ndarray):  # written in place (a sparse Z has no out=)
+            np.matmul(Z, self.v, out=A)
+            np.matmul(Z.T, self.u, out=B)
+        else:
+            A[...], B[...] = Z @ self.v, Z.T @ self.u
+        B -= self.v @ (self.vt @ B)
         return out
 
     def _precondition(self, x: np.ndarray) -> np.ndarray:
