@@ -15,7 +15,7 @@ of the operators here; the Riemannian Gauss–Newton solver
   (``m x q``) and :math:`\|\mathcal A(u_l e_j^\top)\|^2` (``n x q``), the diagonal
   of the Gauss–Newton matrix in the coordinates of
   :mod:`dlngeo.dynamics.gauss_newton`;
-* ``measure(left, right)``: :math:`\mathcal A(L R^\top)` in whatever form
+* ``measure(left, right, out=None)``: :math:`\mathcal A(L R^\top)` in whatever form
   ``adjoint`` takes fastest, with the inner products of the measurement
   vectors (``numpy.vdot``), and ``vector(y)`` turning it into the vector;
 * ``isotropic_scale()``: :math:`mn / \sum_i \|A_i\|_F^2`, the scale that makes
@@ -115,14 +115,17 @@ class EntryMeasurements:
             Factored(np.ascontiguousarray(left), np.ascontiguousarray(right)), self.rows, self.cols
         )
 
-    def measure(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    def measure(
+        self, left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """``A(left @ right.T)`` in the form :meth:`adjoint` takes fastest (see :meth:`vector`).
 
         Dense case: the ``m x n`` matrix ``P_Omega(left @ right.T)`` (its inner products
-        are those of the measurement vectors: zeros off Omega); else :meth:`apply`.
+        are those of the measurement vectors: zeros off Omega), written into ``out``
+        when that is an earlier result; else :meth:`apply` (``out`` unused).
         """
         if self.dense:
-            product = left @ right.T
+            product = np.matmul(left, right.T, out=out)
             product *= self.mask
             return product
         return self.apply(left, right)
@@ -192,7 +195,9 @@ class DenseMeasurements:
     def apply(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         return self.flat @ (left @ right.T).ravel()
 
-    def measure(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    def measure(
+        self, left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         return self.apply(left, right)
 
     def vector(self, y: np.ndarray) -> np.ndarray:

@@ -235,7 +235,7 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary(preconditioned):
     # Interior: the model gradient H c + g is below rtol |g| (CG's own test), plus
     # the rounding of H c (~ eps cond |g|; cond(H) here is below 1e4).
     c, Hc, boundary, its = truncated_cg(
-        stepper._jacobian, stepper._adjoint, stepper.g, np.inf, 1e-10, 500, precondition
+        stepper._normal, stepper.g, np.inf, 1e-10, 500, precondition
     )
     c, Hc = coords(c), coords(Hc)
     assert not boundary and its < H.shape[0]
@@ -259,7 +259,7 @@ def test_truncated_cg_solves_the_model_or_stops_on_the_boundary(preconditioned):
     # the first CG direction -M^{-1} g.
     radius = 0.1 * m_norm(c)
     c, Hc, boundary, its = truncated_cg(
-        stepper._jacobian, stepper._adjoint, stepper.g, radius, 1e-10, 500, precondition
+        stepper._normal, stepper.g, radius, 1e-10, 500, precondition
     )
     c, Hc = coords(c), coords(Hc)
     assert boundary
@@ -602,9 +602,9 @@ def test_inner_solves_stop_relative_to_the_start_with_exponent_theta(monkeypatch
 
     calls = []
 
-    def recording(jacobian, adjoint, gradient, radius, rtol, max_iterations, precondition=None):
+    def recording(normal, gradient, radius, rtol, max_iterations, precondition=None):
         calls.append((float(np.linalg.norm(gradient)), rtol, gradient.size))
-        return truncated_cg(jacobian, adjoint, gradient, radius, rtol, max_iterations, precondition)
+        return truncated_cg(normal, gradient, radius, rtol, max_iterations, precondition)
 
     monkeypatch.setattr(gauss_newton, "truncated_cg", recording)
     solver = dlngeo.create_solver("riemannian_lm", theta=theta, forcing=0.2)

@@ -120,6 +120,8 @@ class _LMStepper(Stepper):
         self.m, self.n, self.rank = m, n, rank
         (u, s, vt), self.truncation = lowrank_start(task, gram=True)
         self.counts = {"loss": 0, "gradient": 0, "inner": 0}
+        self._Jp: np.ndarray | None = None  # work arrays of _normal
+        self._Hp = np.empty((m + n) * rank)
         self.rejected = 0
         self.projected, self.projecting = 0, True  # projected steps taken; still taking them
         self.stop: str | None = None
@@ -163,18 +165,24 @@ class _LMStepper(Stepper):
         mk = self.m * self.rank
         return c[:mk].reshape(self.m, self.rank), c[mk:].reshape(self.n, self.rank)
 
-    def _jacobian(self, c: np.ndarray) -> np.ndarray:
+    def _jacobian(self, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``J c = A(A v^T + u B^T)``, as ``op.measure`` gives it (a vector or a masked matrix)."""
         A, B = self._split(c)
         k = self.rank
         self._left[:, :k] = A
         self._right[:, k:] = B
-        return self.op.measure(self._left, self._right)
+        return self.op.measure(self._left, self._right, out)
 
-    def _adjoint(self, y: np.ndarray) -> np.ndarray:
-        """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat."""
+    def _normal(self, p: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(|J p|^2, J^T J p)`` in the stepper's work arrays (overwritten by the next call)."""
+        Jp = self._Jp = self._jacobian(p, self._Jp)
+        return float(np.vdot(Jp, Jp)), self._adjoint(Jp, self._Hp)
+
+    def _adjoint(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``J^T y = (Z v, (I - v v^T) Z^T u)``, ``Z = A^*(y)``, flat (in ``out`` if given)."""
         Z = self.op.adjoint(y)
-        out = np.empty((self.m + self.n) * self.rank)
+        if out is None:
+            out = np.empty((self.m + self.n) * self.rank)
         A, B = self._split(out)
         if isinstance(Z, np.ndarray):  # written in place (a sparse Z has no out=)
             np.matmul(Z, self.v, out=A)
@@ -258,8 +266,7 @@ class _LMStepper(Stepper):
         for _ in range(method.max_rejections):
             precondition = None if self._dinv is None else self._precondition
             c, Hc, boundary, inner = truncated_cg(
-                self._jacobian,
-                self._adjoint,
+                self._normal,
                 self.g,
                 self.delta,
                 forcing,

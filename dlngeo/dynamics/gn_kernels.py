@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from ..geometry.lowrank_ops import thin_qr as qr
 
@@ -21,8 +21,7 @@ __all__ = ["truncated_cg", "top_singular"]
 
 
 def truncated_cg(
-    jacobian: Callable[[np.ndarray], np.ndarray],
-    adjoint: Callable[[np.ndarray], np.ndarray],
+    normal: Callable[[np.ndarray], tuple[float, np.ndarray]],
     gradient: np.ndarray,
     radius: float,
     rtol: float,
@@ -31,11 +30,11 @@ def truncated_cg(
 ) -> tuple[np.ndarray, np.ndarray, bool, int]:
     """Steihaug–Toint CG for ``min <g, c> + |J c|^2 / 2`` over ``|c|_M <= radius``.
 
-    ``jacobian(c)`` is ``J c`` (any array whose ``numpy.vdot`` is that of ``J c``);
-    ``adjoint(y)`` is ``J^T y`` of such an array (``c``, ``g``: flat vectors);
-    ``precondition(x)`` is ``M^{-1} x`` for a symmetric positive definite ``M``
-    (default the identity), which also defines the trust region's norm
-    ``|c|_M = sqrt(c^T M c)`` (Conn, Gould & Toint 2000, Alg. 7.5.1, preconditioned).
+    ``normal(p)`` is ``(|J p|^2, J^T J p)`` (the product may be a work array that
+    the next call overwrites); ``precondition(x)`` is ``M^{-1} x`` for a
+    symmetric positive definite ``M`` (default the identity), which also
+    defines the trust region's norm ``|c|_M = sqrt(c^T M c)`` (Conn, Gould &
+    Toint 2000, Alg. 7.5.1, preconditioned); ``c``, ``g``: flat float64 vectors.
     Stops when the model gradient ``H c + g`` (``H = J^T J``) is at most
     ``rtol |g|`` (Euclidean norms), on the boundary (the step is then the point
     where the last CG direction crosses it), or after ``max_iterations``.
@@ -45,7 +44,8 @@ def truncated_cg(
     ``|c|_M^2``, ``<c, p>_M`` and ``|p|_M^2`` follow CG's recurrences (as Manopt's
     ``tCG``: ``<c_k, r_k> = 0`` and ``<p_k, r_{k+1}> = 0`` in exact arithmetic),
     and ``H c`` is the model residual minus ``g``, so an iteration costs one
-    ``J`` and one ``J^T`` product, one preconditioning and five vector updates.
+    ``J^T J`` product, one preconditioning and four in-place vector updates
+    (BLAS ``daxpy``).
     """
     c = np.zeros_like(gradient)
     res = gradient.copy()  # H c + g
@@ -58,16 +58,15 @@ def truncated_cg(
     pp = rz
     r2 = radius * radius
     for k in range(1, max_iterations + 1):
-        Jp = jacobian(p)
-        curvature = float(np.vdot(Jp, Jp))
+        curvature, Hp = normal(p)
         alpha = rz / curvature if curvature > 0 else np.inf
         if not curvature > 0 or cc + alpha * (2 * cp + alpha * pp) >= r2:
             tau = (np.sqrt(cp * cp + pp * (r2 - cc)) - cp) / pp  # |c + tau p|_M = radius
-            c += tau * p
-            res += tau * adjoint(Jp)
+            _axpy(p, c, tau)
+            _axpy(Hp, res, tau)
             return c, res - gradient, True, k
-        c += alpha * p
-        res += alpha * adjoint(Jp)
+        _axpy(p, c, alpha)
+        _axpy(Hp, res, alpha)
         rr = float(res @ res)
         if rr <= target2:
             return c, res - gradient, False, k
@@ -84,6 +83,12 @@ def truncated_cg(
         pp = rz_new + beta * beta * pp
         rz = rz_new
     return c, res - gradient, False, max_iterations
+
+
+def _axpy(x: np.ndarray, y: np.ndarray, a: float) -> None:
+    """``y += a x`` in place (one BLAS call, no temporary)."""
+    if blas.daxpy(x, y, a=a) is not y:  # only for a y that is not a contiguous float64 vector
+        raise TypeError("_axpy needs a contiguous float64 y")
 
 
 def _svd(T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
