@@ -75,7 +75,7 @@ the truncated SVD of :math:`\phi(W(0))`, is taken from the top eigenvectors
 of its Gram matrix (:func:`dlngeo.dynamics.lowrank_steps.top_singular_by_gram`).
 
 **Measured robustness** (the default problem of ``dlngeo compare``, its own
-start, loss 1e-6 within 2000 iterations): all of seeds 0–199, in 6–8
+start, loss 1e-6 within 2000 iterations): all of seeds 0–199, in 6–9
 iterations (the two projected steps included; 29 inner CG iterations on
 average, 39 without the preconditioner). With one projected step and ``radius = 0.1`` (the previous
 defaults) 196 of them, in 15–27 iterations; with one projected step and
