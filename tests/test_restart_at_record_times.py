@@ -22,18 +22,23 @@ def _task():
     return Task(loss=loss, network=net, start=X0, metrics={"point": lambda s: s.point}), Y
 
 
-def test_restarted_flow_is_solve_ivp_segment_by_segment():
-    task, Y = _task()
-    times = np.array([0.0, 0.3, 0.7, 0.71, 1.5, 4.0])
-    solver = dlngeo.create_solver(
+def _dop853(times, **options):
+    """The dense intrinsic flow by DOP853 at rtol 1e-10, atol 1e-12, recording at ``times``."""
+    return dlngeo.create_solver(
         "intrinsic_flow",
         representation="dense",
         integrator="DOP853",
         rtol=1e-10,
         atol=1e-12,
         record_times=times,
-        restart_at_record_times=True,
+        **options,
     )
+
+
+def test_restarted_flow_is_solve_ivp_segment_by_segment():
+    task, Y = _task()
+    times = np.array([0.0, 0.3, 0.7, 0.71, 1.5, 4.0])
+    solver = _dop853(times, restart_at_record_times=True)
     record = solver.run(task, Stopping.only(end_time=float(times[-1])))
     assert record.stop_reason == "end_time"
     assert record.times == list(times)  # nothing but the requested times: each one a step end
@@ -58,14 +63,7 @@ def test_restarted_flow_is_solve_ivp_segment_by_segment():
     # linearised flow, which grows it no faster than X grows while the modes are learned
     # (the relative error is kept) and shrinks it near the minimum; a factor 10 for the
     # interpolant's own error.
-    dense = dlngeo.create_solver(
-        "intrinsic_flow",
-        representation="dense",
-        integrator="DOP853",
-        rtol=1e-10,
-        atol=1e-12,
-        record_times=times,
-    ).run(task, Stopping.only(end_time=float(times[-1])))
+    dense = _dop853(times).run(task, Stopping.only(end_time=float(times[-1])))
     other = np.array(dense.sampled("point", times))
     steps = record.n_iterations + dense.n_iterations
     bound = 10 * steps * (1e-10 * np.abs(got).max() + 1e-12)

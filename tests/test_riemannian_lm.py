@@ -358,18 +358,9 @@ def test_preconditioner_cuts_the_inner_iterations_of_nonuniform_sampling():
     assert inner["diagonal"] < inner["none"]
 
 
-def test_projected_step_is_the_exact_projection_with_enough_iterations():
-    task = default_task(2)
-    stepper = _LMStepper(task, dlngeo.create_solver("riemannian_lm", power_iterations=200))
-    stepper.start()
-    u, s, vt = stepper.u, stepper.s, stepper.vt
-    loss = task.loss
-    r = stepper.r
-    X = to_dense((u, s, vt))
-    Y = X - np.asarray(loss.gradient((u, s, vt)).toarray()) / loss.scale  # alpha = 1: A A^* = I
+def assert_projected_point(stepper, Y, loss):
+    """The stepper's point is ``c P_r(Y)``, ``P_r`` by a dense SVD, ``c`` the exact line search on its ray."""
     a, sigma, bt = np.linalg.svd(Y)
-    assert stepper._projected_step()
-    # Exact line search on the ray through the rank-r truncation.
     P = (a[:, :5] * sigma[:5]) @ bt[:5]
     measured = P[loss.rows, loss.cols]
     c = measured @ loss.values / (measured @ measured)
@@ -379,8 +370,21 @@ def test_projected_step_is_the_exact_projection_with_enough_iterations():
     # of Y and the conditioning of the top-r subspace (sigma_r / (sigma_r - sigma_{r+1})).
     assert (sigma[10] / sigma[4]) ** 400 < 1e-16
     gap = sigma[4] / (sigma[4] - sigma[5])
-    X1 = to_dense((stepper.u, stepper.s, stepper.vt))
-    assert np.linalg.norm(X1 - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
+    X_new = to_dense((stepper.u, stepper.s, stepper.vt))
+    assert np.linalg.norm(X_new - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
+
+
+def test_projected_step_is_the_exact_projection_with_enough_iterations():
+    task = default_task(2)
+    stepper = _LMStepper(task, dlngeo.create_solver("riemannian_lm", power_iterations=200))
+    stepper.start()
+    u, s, vt = stepper.u, stepper.s, stepper.vt
+    loss = task.loss
+    r = stepper.r
+    X = to_dense((u, s, vt))
+    Y = X - np.asarray(loss.gradient((u, s, vt)).toarray()) / loss.scale  # alpha = 1: A A^* = I
+    assert stepper._projected_step()
+    assert_projected_point(stepper, Y, loss)  # exact line search on the ray through P_r(Y)
     assert stepper.loss < loss.value((u, s, vt))
     assert r is not stepper.r
 
@@ -399,18 +403,9 @@ def test_later_projected_steps_take_svp_step_three_over_four_p():
     step = 0.75 * m * n / loss.rows.size
     Z = np.zeros((m, n))
     Z[loss.rows, loss.cols] = stepper.r
-    a, sigma, bt = np.linalg.svd(X - step * Z)
     stepper.step()
     assert stepper.projected == 2 and stepper.iteration == 2
-    P = (a[:, :5] * sigma[:5]) @ bt[:5]
-    measured = P[loss.rows, loss.cols]
-    c = measured @ loss.values / (measured @ measured)
-    # Same error control as the first step's test: (sigma_{2r+1}/sigma_r)^(2q) below
-    # rounding, the rest eps times the size and the top-r subspace's conditioning.
-    assert (sigma[10] / sigma[4]) ** 400 < 1e-16
-    gap = sigma[4] / (sigma[4] - sigma[5])
-    X2 = to_dense((stepper.u, stepper.s, stepper.vt))
-    assert np.linalg.norm(X2 - c * P) <= 1e3 * EPS * gap * np.linalg.norm(c * P)
+    assert_projected_point(stepper, X - step * Z, loss)
 
 
 def test_an_operator_without_the_optional_methods_runs_unpreconditioned(monkeypatch):

@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from least_squares import completion
 
 import dlngeo
 from dlngeo.dynamics import Stopping, Task
@@ -15,12 +16,7 @@ EPS = np.finfo(float).eps
 
 
 def problem(size=(30, 24), rank=2, observations=300, seed=0):
-    rng = np.random.default_rng(seed)
-    M = dlngeo.create_sampler("low_rank_target", shape=size, rank=rank).sample(rng)
-    rows, cols = dlngeo.create_sampler("uniform_mask", shape=size, size=observations).sample(rng)
-    loss = dlngeo.create_loss(
-        "matrix_completion", rows=rows, cols=cols, values=M[rows, cols], shape=size
-    )
+    loss, M = completion(size, rank, observations, seed)
     u, s, vt = np.linalg.svd(M, full_matrices=False)
     start = (u[:, :rank], 1e-2 * s[:rank] / s[0], vt[:rank])  # balanced start of scale 1e-2
     return loss, start
